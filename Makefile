@@ -1,0 +1,39 @@
+# kvdb — see README.md.
+GO ?= go
+FUZZTIME ?= 30s
+
+.PHONY: all build run test vet fmt-check fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o kvdb ./cmd/kvdb
+
+# One master and 3 volumes on this machine, data under ./data (Ctrl-C stops).
+run: build
+	./kvdb dev
+
+# Static checks, then every test with the race detector.
+test: fmt-check vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
+fuzz:
+	@set -e; for pkg in ./node ./store; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf kvdb data

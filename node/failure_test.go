@@ -1,0 +1,237 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// TestVolumeKilled kills one of three volumes without a goodbye: once gossip
+// has noticed, every value written with 2 replicas is still readable, and
+// new writes go to the two that are left.
+func TestVolumeKilled(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	const n = 60
+	for i := 0; i < n; i++ {
+		c.put(fmt.Sprintf("k%d", i), fmt.Sprintf("value %d", i))
+	}
+	c.killVolume(1)
+	c.waitVolumes(2)
+	for i := 0; i < n; i++ {
+		if st, got := c.get(fmt.Sprintf("k%d", i)); st != 200 || got != fmt.Sprintf("value %d", i) {
+			t.Fatalf("GET k%d after a volume died: got %d %q", i, st, got)
+		}
+	}
+	c.put("after", "death")
+	if st, got := c.get("after"); st != 200 || got != "death" {
+		t.Fatalf("GET after: got %d %q", st, got)
+	}
+	// The dead volume comes back with its disk and serves again.
+	c.startVolume(1)
+	c.waitVolumes(3)
+	for i := 0; i < n; i++ {
+		if st, _ := c.get(fmt.Sprintf("k%d", i)); st != 200 {
+			t.Fatalf("GET k%d after restart: got %d", i, st)
+		}
+	}
+}
+
+// TestWriteFailover kills a volume before gossip notices: writes placed on
+// it still succeed, because the master copies the value to the next volume
+// on the ring.
+func TestWriteFailover(t *testing.T) {
+	c := newTestCluster(t, 4, 2)
+	dead := c.vcfgs[0].Name
+	c.killVolume(0)
+	// Right now the master still believes the volume is alive.
+	view := c.master.view.Load()
+	written := 0
+	for i := 0; written < 10 && i < 1000; i++ {
+		key := fmt.Sprintf("f%d", i)
+		order := view.ring.Order([]byte(key))
+		if order[0] != dead && order[1] != dead {
+			continue
+		}
+		st, _, body := c.do("PUT", key, strings.NewReader("v-"+key))
+		if st != 201 {
+			t.Fatalf("PUT %s with a dead replica target: got %d (%s), want 201", key, st, body)
+		}
+		var rec Record
+		if found, _ := c.master.ix.get([]byte(key), &rec); !found || len(rec.Replicas) != 2 || contains(rec.Replicas, dead) {
+			t.Fatalf("%s: got replicas %v, want 2 live ones", key, rec.Replicas)
+		}
+		if st, got := c.get(key); st != 200 || got != "v-"+key {
+			t.Fatalf("GET %s: got %d %q", key, st, got)
+		}
+		written++
+	}
+	if written == 0 {
+		t.Fatal("no key placed on the dead volume")
+	}
+}
+
+// TestRebuildIndex loses the master's whole directory: a new master with an
+// empty index merges the volumes' indexes and every key is readable again,
+// at its newest version, and deleted keys stay deleted.
+func TestRebuildIndex(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	for i := 0; i < 40; i++ {
+		c.put(fmt.Sprintf("r%d", i), "old")
+	}
+	for i := 0; i < 10; i++ {
+		c.put(fmt.Sprintf("r%d", i), "new")
+	}
+	for i := 30; i < 40; i++ {
+		if st, _, _ := c.do("DELETE", fmt.Sprintf("r%d", i), nil); st != 200 {
+			t.Fatalf("DELETE r%d: got %d", i, st)
+		}
+	}
+	// Let the old versions be collected, as they would be in a running cluster.
+	waitFor(t, 10*time.Second, "garbage collection", func() bool {
+		n := 0
+		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		return n == 0
+	})
+	c.master.Kill()
+	if err := os.RemoveAll(c.mcfg.Dir); err != nil {
+		t.Fatal(err)
+	}
+	c.startMaster()
+	c.waitVolumes(3)
+	waitFor(t, 15*time.Second, "master ready", func() bool {
+		resp, err := http.Get("http://" + c.master.Addr() + "/_kvdb/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	for i := 0; i < 40; i++ {
+		want, wantSt := "old", 200
+		switch {
+		case i < 10:
+			want = "new"
+		case i >= 30:
+			want, wantSt = "", 404
+		}
+		st, got := c.get(fmt.Sprintf("r%d", i))
+		if st != wantSt || wantSt == 200 && got != want {
+			t.Fatalf("GET r%d after rebuild: got %d %q, want %d %q", i, st, got, wantSt, want)
+		}
+	}
+	var rec Record
+	if found, _ := c.master.ix.get([]byte("r5"), &rec); !found || len(rec.Replicas) != 2 {
+		t.Fatalf("r5 after rebuild: got replicas %v, want 2", rec.Replicas)
+	}
+}
+
+// TestRestartMaster stops the master with a crash and starts it again: every
+// acknowledged write is there.
+func TestRestartMaster(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	for i := 0; i < 20; i++ {
+		c.put(fmt.Sprintf("m%d", i), fmt.Sprint(i))
+	}
+	c.master.Kill()
+	c.startMaster()
+	c.waitVolumes(3)
+	for i := 0; i < 20; i++ {
+		if st, got := c.get(fmt.Sprintf("m%d", i)); st != 200 || got != fmt.Sprint(i) {
+			t.Fatalf("GET m%d: got %d %q", i, st, got)
+		}
+	}
+}
+
+// patternReader yields size bytes of a deterministic pattern without
+// holding them.
+type patternReader struct {
+	size, off int64
+}
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.off >= p.size {
+		return 0, io.EOF
+	}
+	if rem := p.size - p.off; int64(len(b)) > rem {
+		b = b[:rem]
+	}
+	for i := range b {
+		x := uint64(p.off + int64(i))
+		b[i] = byte(x*2654435761>>13) ^ byte(x>>20)
+	}
+	p.off += int64(len(b))
+	return len(b), nil
+}
+
+func TestLargeValueStreams(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	size := int64(64 << 20)
+	if testing.Short() {
+		size = 8 << 20
+	}
+	want := xxhash.New()
+	if _, err := io.Copy(want, &patternReader{size: size}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("PUT", c.url("big/value"), &patternReader{size: size})
+	req.ContentLength = size
+	resp, err := c.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("PUT: got %d", resp.StatusCode)
+	}
+	resp, err = c.client.Get(c.url("big/value"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := xxhash.New()
+	n, err := io.Copy(got, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size || got.Sum64() != want.Sum64() {
+		t.Fatalf("GET: got %d bytes (err %v) checksum %x, want %d bytes %x", n, err, got.Sum64(), size, want.Sum64())
+	}
+}
+
+// TestShortBody: a client that declares more than it sends, then hangs up,
+// leaves nothing behind.
+func TestShortBody(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	c.put("short", "old value")
+	conn, err := (&netDialer{}).dial(c.master.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PUT /short HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n%s", strings.Repeat("z", 300000))
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	// The old value stays, whole; the abandoned blobs get collected.
+	waitFor(t, 10*time.Second, "abandoned write cleaned up", func() bool {
+		n := 0
+		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		return n == 0
+	})
+	if st, got := c.get("short"); st != 200 || got != "old value" {
+		t.Fatalf("GET after a cut-off overwrite: got %d %q, want the old value", st, got)
+	}
+	for _, v := range c.vols {
+		if st := v.store.Stats(); st.Keys != 1 && st.Keys != 0 {
+			t.Errorf("volume %s holds %d versions, want at most the one current", v.Name(), st.Keys)
+		}
+	}
+}
+
+type netDialer struct{}
+
+func (netDialer) dial(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, 5*time.Second)
+}

@@ -1,0 +1,248 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// minTransferRate is the slowest a peer may drain a sendfile response before
+// the connection is cut: 1 GiB takes at most about 17 minutes.
+const minTransferRate = 1 << 20
+
+// deadlineConn pushes the read (write) deadline forward before every read
+// (write), so a peer that stops sending or receiving for longer than idle is
+// cut off, while a long transfer that keeps moving is never timed out. Fasthttp
+// timeouts cover a whole body, which no single value can size for 1 KB and
+// 1 GB alike.
+type deadlineConn struct {
+	net.Conn
+	idle time.Duration
+	ln   *trackingListener
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// ReadFrom keeps sendfile: fasthttp hands a file to the connection's
+// ReadFrom, and *net.TCPConn turns that into sendfile(2).
+func (c *deadlineConn) ReadFrom(r io.Reader) (int64, error) {
+	d := c.idle
+	if lr, ok := r.(*io.LimitedReader); ok && lr.N > 0 {
+		d += time.Duration(lr.N/minTransferRate) * time.Second
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
+		return 0, err
+	}
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
+}
+
+func (c *deadlineConn) Close() error {
+	if c.ln != nil {
+		c.ln.forget(c)
+	}
+	return c.Conn.Close()
+}
+
+// trackingListener wraps accepted connections in deadlineConn and remembers
+// them, so a node can be stopped hard (every connection cut, as in a crash).
+type trackingListener struct {
+	net.Listener
+	idle  time.Duration
+	mu    sync.Mutex
+	conns map[*deadlineConn]struct{}
+}
+
+func newTrackingListener(ln net.Listener, idle time.Duration) *trackingListener {
+	return &trackingListener{Listener: ln, idle: idle, conns: make(map[*deadlineConn]struct{})}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	dc := &deadlineConn{Conn: c, idle: l.idle, ln: l}
+	l.mu.Lock()
+	l.conns[dc] = struct{}{}
+	l.mu.Unlock()
+	return dc, nil
+}
+
+func (l *trackingListener) forget(c *deadlineConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// closeAll cuts every open connection.
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	conns := make([]*deadlineConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+// httpServer runs one fasthttp server on a tracked listener.
+type httpServer struct {
+	srv  *fasthttp.Server
+	ln   *trackingListener
+	done chan struct{}
+}
+
+// startHTTP listens on addr and serves h. Request bodies are streamed (never
+// buffered whole); with streaming on, fasthttp's MaxRequestBodySize is only
+// the prefetch size, so handlers enforce value limits themselves.
+func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logger *slog.Logger) (*httpServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpServer{
+		srv: &fasthttp.Server{
+			Handler:                       h,
+			Name:                          "kvdb",
+			StreamRequestBody:             true,
+			MaxRequestBodySize:            64 << 10,
+			ReadBufferSize:                16 << 10,
+			WriteBufferSize:               64 << 10,
+			IdleTimeout:                   idle,
+			DisablePreParseMultipartForm:  true,
+			DisableHeaderNamesNormalizing: false,
+			NoDefaultContentType:          true,
+			CloseOnShutdown:               true,
+			Logger:                        fasthttpLogger{logger},
+		},
+		ln:   newTrackingListener(ln, idle),
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(s.ln); err != nil {
+			logger.Error("http server stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+func (s *httpServer) addr() string { return s.ln.Addr().String() }
+
+// shutdown stops accepting, lets running requests finish for up to grace,
+// then cuts what is left.
+func (s *httpServer) shutdown(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	_ = s.srv.ShutdownWithContext(ctx)
+	s.ln.closeAll()
+	<-s.done
+}
+
+// kill stops at once, cutting every connection, as a crash would.
+func (s *httpServer) kill() {
+	_ = s.ln.Listener.Close()
+	s.ln.closeAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.ShutdownWithContext(ctx)
+	s.ln.closeAll()
+	<-s.done
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+// newClient builds the client nodes use to talk to each other. Its timeouts
+// are per read and write (idle), not per request: a 1 GB transfer that keeps
+// moving must not be cut, a peer that hangs must be.
+func newClient(idle time.Duration) *fasthttp.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &fasthttp.Client{
+		Name:                     "kvdb",
+		NoDefaultUserAgentHeader: false,
+		MaxConnsPerHost:          1024,
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadBufferSize:           16 << 10,
+		WriteBufferSize:          64 << 10,
+		DisablePathNormalizing:   true,
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &deadlineConn{Conn: c, idle: idle}, nil
+		},
+	}
+}
+
+// errStatus pairs an error with the HTTP status it maps to.
+type errStatus struct {
+	status int
+	err    error
+}
+
+func (e *errStatus) Error() string { return e.err.Error() }
+func (e *errStatus) Unwrap() error { return e.err }
+
+// withStatus marks err to be answered with status.
+func withStatus(status int, err error) error { return &errStatus{status: status, err: err} }
+
+// statusOf maps an error to its HTTP status. It is the one place that does.
+func statusOf(err error) int {
+	var es *errStatus
+	switch {
+	case errors.As(err, &es):
+		return es.status
+	case errors.Is(err, ErrKeyEmpty), errors.Is(err, ErrKeyTooLong), errors.Is(err, ErrKeyEncoding),
+		errors.Is(err, ErrKeyReserved), errors.Is(err, ErrKeyNUL), errors.Is(err, ErrKeyUTF8),
+		errors.Is(err, ErrKeyDotSegment):
+		return fasthttp.StatusBadRequest
+	}
+	return fasthttp.StatusInternalServerError
+}
+
+// replyError answers with err's status and a one-line plain-text reason.
+func replyError(ctx *fasthttp.RequestCtx, err error) {
+	replyText(ctx, statusOf(err), err.Error())
+}
+
+func replyText(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.ResetBody()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyString(msg + "\n")
+}
+
+func replyJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.Response.SetBody(append(body, '\n'))
+}

@@ -1,0 +1,341 @@
+package node
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/syndtr/goleveldb/leveldb"
+	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
+	"github.com/syndtr/goleveldb/leveldb/filter"
+	"github.com/syndtr/goleveldb/leveldb/opt"
+	"github.com/syndtr/goleveldb/leveldb/util"
+)
+
+// The master's goleveldb holds several kinds of entries, told apart by the
+// first byte of the key:
+//
+//	k KEY                       -> Record: the current version of KEY
+//	g VOL 0x00 KEY 0x00 VER(8)  -> empty: a blob version VOL must delete
+//	p VER(8) VOL 0x00 KEY       -> empty: a write in progress (an intent)
+//	v VOL                       -> empty: VOL's own index has been merged
+//
+// Pending intents let a restarted master delete the blobs of writes that were
+// cut off before they committed; at open they all become garbage entries.
+const (
+	pfxKey     = 'k'
+	pfxGarbage = 'g'
+	pfxPending = 'p'
+	pfxKnown   = 'v'
+)
+
+var errIndexClosed = errors.New("node: index closed")
+
+// index is the master's key index. It is kept behind this small type so the
+// storage engine (goleveldb, effectively unmaintained) can be replaced.
+type index struct {
+	db *leveldb.DB
+}
+
+var syncWrite = &opt.WriteOptions{Sync: true}
+
+// openIndex opens (creating) the index under dir. wipe starts it empty, which
+// makes the master rebuild it from the volumes as they join.
+func openIndex(dir string, wipe bool) (*index, bool, error) {
+	if wipe {
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, false, fmt.Errorf("node: wipe index %s: %w", dir, err)
+		}
+	}
+	o := &opt.Options{
+		OpenFilesCacheCapacity: 64,
+		Filter:                 filter.NewBloomFilter(10),
+	}
+	recovered := false
+	db, err := leveldb.OpenFile(dir, o)
+	if lerrors.IsCorrupted(err) {
+		db, err = leveldb.RecoverFile(dir, o)
+		recovered = true
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("node: open index %s: %w", dir, err)
+	}
+	ix := &index{db: db}
+	if err := ix.promotePending(); err != nil {
+		db.Close()
+		return nil, false, err
+	}
+	if recovered {
+		// The recovered index may have lost recent entries: merge every
+		// volume's index again as it joins.
+		if err := ix.deletePrefix([]byte{pfxKnown}); err != nil {
+			db.Close()
+			return nil, false, err
+		}
+	}
+	return ix, recovered, nil
+}
+
+func (ix *index) close() error { return ix.db.Close() }
+
+func recordKey(dst, key []byte) []byte {
+	dst = append(dst, pfxKey)
+	return append(dst, key...)
+}
+
+func garbageKey(vol string, key []byte, version uint64) []byte {
+	b := make([]byte, 0, 1+len(vol)+1+len(key)+1+8)
+	b = append(b, pfxGarbage)
+	b = append(b, vol...)
+	b = append(b, 0)
+	b = append(b, key...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, version)
+}
+
+func parseGarbageKey(b []byte) (vol string, key []byte, version uint64, ok bool) {
+	if len(b) < 1+1+1+1+8 || b[0] != pfxGarbage {
+		return "", nil, 0, false
+	}
+	b = b[1:]
+	i := bytes.IndexByte(b, 0)
+	if i <= 0 {
+		return "", nil, 0, false
+	}
+	vol, b = string(b[:i]), b[i+1:]
+	if len(b) < 1+8 || b[len(b)-9] != 0 {
+		return "", nil, 0, false
+	}
+	key = append([]byte(nil), b[:len(b)-9]...)
+	return vol, key, binary.BigEndian.Uint64(b[len(b)-8:]), true
+}
+
+func pendingKey(version uint64, vol string, key []byte) []byte {
+	b := make([]byte, 0, 1+8+len(vol)+1+len(key))
+	b = append(b, pfxPending)
+	b = binary.BigEndian.AppendUint64(b, version)
+	b = append(b, vol...)
+	b = append(b, 0)
+	return append(b, key...)
+}
+
+func knownKey(vol string) []byte { return append([]byte{pfxKnown}, vol...) }
+
+// get reads key's record into r; it reports false when the key is absent.
+func (ix *index) get(key []byte, r *Record) (bool, error) {
+	buf := make([]byte, 0, 1+len(key))
+	v, err := ix.db.Get(recordKey(buf, key), nil)
+	if errors.Is(err, leveldb.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("node: index get %q: %w", key, err)
+	}
+	if err := decodeRecord(v, r); err != nil {
+		return false, fmt.Errorf("node: index get %q: %w", key, err)
+	}
+	return true, nil
+}
+
+// addPending records the intent to write version of key on vols. The write
+// need not be synced: losing it on power loss only leaves an orphan blob that
+// a verify sweep finds.
+func (ix *index) addPending(version uint64, key []byte, vols ...string) error {
+	var b leveldb.Batch
+	for _, vol := range vols {
+		b.Put(pendingKey(version, vol, key), nil)
+	}
+	if err := ix.db.Write(&b, nil); err != nil {
+		return fmt.Errorf("node: index pending %q: %w", key, err)
+	}
+	return nil
+}
+
+// abandon turns the pending intents of a failed write into garbage entries.
+func (ix *index) abandon(version uint64, key []byte, vols []string) error {
+	var b leveldb.Batch
+	for _, vol := range vols {
+		b.Delete(pendingKey(version, vol, key))
+		b.Put(garbageKey(vol, key, version), nil)
+	}
+	if err := ix.db.Write(&b, nil); err != nil {
+		return fmt.Errorf("node: index abandon %q: %w", key, err)
+	}
+	return nil
+}
+
+// commit makes rec the current version of key in one synced batch: it clears
+// the write's pending intents (on every volume it was tried on) and queues
+// the previous version's blobs, if any, for deletion.
+func (ix *index) commit(key []byte, rec *Record, tried []string, old *Record) error {
+	var b leveldb.Batch
+	b.Put(recordKey(nil, key), appendRecord(nil, rec))
+	for _, vol := range tried {
+		b.Delete(pendingKey(rec.Version, vol, key))
+		if !contains(rec.Replicas, vol) {
+			b.Put(garbageKey(vol, key, rec.Version), nil)
+		}
+	}
+	if old != nil {
+		for _, vol := range old.Replicas {
+			b.Put(garbageKey(vol, key, old.Version), nil)
+		}
+	}
+	if err := ix.db.Write(&b, syncWrite); err != nil {
+		return fmt.Errorf("node: index commit %q: %w", key, err)
+	}
+	return nil
+}
+
+// remove deletes key's record and queues its blobs for deletion.
+func (ix *index) remove(key []byte, old *Record) error {
+	var b leveldb.Batch
+	b.Delete(recordKey(nil, key))
+	for _, vol := range old.Replicas {
+		b.Put(garbageKey(vol, key, old.Version), nil)
+	}
+	if err := ix.db.Write(&b, syncWrite); err != nil {
+		return fmt.Errorf("node: index delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// put writes a record without touching intents (used by the merge of a
+// volume's index).
+func (ix *index) put(key []byte, rec *Record, garbage map[string]uint64) error {
+	var b leveldb.Batch
+	b.Put(recordKey(nil, key), appendRecord(nil, rec))
+	for vol, ver := range garbage {
+		b.Put(garbageKey(vol, key, ver), nil)
+	}
+	if err := ix.db.Write(&b, nil); err != nil {
+		return fmt.Errorf("node: index put %q: %w", key, err)
+	}
+	return nil
+}
+
+func (ix *index) addGarbage(vol string, key []byte, version uint64) error {
+	return ix.db.Put(garbageKey(vol, key, version), nil, nil)
+}
+
+func (ix *index) doneGarbage(vol string, key []byte, version uint64) error {
+	return ix.db.Delete(garbageKey(vol, key, version), nil)
+}
+
+// garbage calls fn for every queued deletion until fn returns false.
+func (ix *index) garbage(fn func(vol string, key []byte, version uint64) bool) error {
+	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)
+	for it.Next() {
+		vol, key, ver, ok := parseGarbageKey(it.Key())
+		if !ok {
+			continue
+		}
+		if !fn(vol, key, ver) {
+			break
+		}
+	}
+	it.Release()
+	return it.Error()
+}
+
+func (ix *index) isKnown(vol string) (bool, error) {
+	return ix.db.Has(knownKey(vol), nil)
+}
+
+func (ix *index) setKnown(vol string) error {
+	return ix.db.Put(knownKey(vol), nil, syncWrite)
+}
+
+// list returns up to limit keys that start with prefix, from start on (in
+// byte order), and the key that begins the next page ("" on the last page).
+func (ix *index) list(prefix, start []byte, limit int) (keys []string, next string, err error) {
+	r := util.BytesPrefix(recordKey(nil, prefix))
+	if s := recordKey(nil, start); bytes.Compare(s, r.Start) > 0 {
+		r.Start = s
+	}
+	it := ix.db.NewIterator(r, nil)
+	for it.Next() {
+		k := string(it.Key()[1:])
+		if len(keys) == limit {
+			next = k
+			break
+		}
+		keys = append(keys, k)
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return nil, "", fmt.Errorf("node: index list: %w", err)
+	}
+	return keys, next, nil
+}
+
+// scan calls fn for every record until fn returns false.
+func (ix *index) scan(fn func(key []byte, rec *Record) bool) error {
+	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxKey}), nil)
+	var rec Record
+	for it.Next() {
+		if err := decodeRecord(it.Value(), &rec); err != nil {
+			continue
+		}
+		if !fn(it.Key()[1:], &rec) {
+			break
+		}
+	}
+	it.Release()
+	return it.Error()
+}
+
+// promotePending turns every leftover intent (from a master that stopped
+// mid-write) into a garbage entry. Called only at open, when no write runs.
+func (ix *index) promotePending() error {
+	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
+	var b leveldb.Batch
+	for it.Next() {
+		k := it.Key()
+		if len(k) < 1+8+2 {
+			b.Delete(k)
+			continue
+		}
+		ver := binary.BigEndian.Uint64(k[1:9])
+		rest := k[9:]
+		i := bytes.IndexByte(rest, 0)
+		if i <= 0 {
+			b.Delete(k)
+			continue
+		}
+		b.Delete(k)
+		b.Put(garbageKey(string(rest[:i]), rest[i+1:], ver), nil)
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("node: index pending scan: %w", err)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	return ix.db.Write(&b, syncWrite)
+}
+
+func (ix *index) deletePrefix(p []byte) error {
+	it := ix.db.NewIterator(util.BytesPrefix(p), nil)
+	var b leveldb.Batch
+	for it.Next() {
+		b.Delete(append([]byte(nil), it.Key()...))
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return ix.db.Write(&b, syncWrite)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

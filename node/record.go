@@ -1,0 +1,127 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Record is what the master knows about one key: which version is current,
+// its size and checksum, and which volumes hold that version.
+type Record struct {
+	Version  uint64
+	Size     int64
+	Checksum uint64
+	ModTime  time.Time
+	Replicas []string // volume names, in placement order
+}
+
+// ETag is the value's entity tag: its checksum in quoted hex.
+func (r *Record) ETag() string { return etag(r.Checksum) }
+
+func etag(sum uint64) string {
+	var b [18]byte
+	return string(appendETag(b[:0], sum))
+}
+
+func appendETag(dst []byte, sum uint64) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 60; i >= 0; i -= 4 {
+		dst = append(dst, hexDigits[(sum>>uint(i))&15])
+	}
+	return append(dst, '"')
+}
+
+// recordFormat is the first byte of every encoded record; bump it when the
+// layout changes and keep decoding the old one.
+const recordFormat = 1
+
+const maxReplicasInRecord = 64
+
+var errRecord = errors.New("node: malformed index record")
+
+// appendRecord encodes r after dst: format byte, uvarint version, varint
+// size, fixed64 checksum, varint mtime (unix ns), uvarint replica count,
+// then each replica name as uvarint length + bytes.
+func appendRecord(dst []byte, r *Record) []byte {
+	dst = append(dst, recordFormat)
+	dst = binary.AppendUvarint(dst, r.Version)
+	dst = binary.AppendVarint(dst, r.Size)
+	dst = binary.LittleEndian.AppendUint64(dst, r.Checksum)
+	dst = binary.AppendVarint(dst, r.ModTime.UnixNano())
+	dst = binary.AppendUvarint(dst, uint64(len(r.Replicas)))
+	for _, name := range r.Replicas {
+		dst = binary.AppendUvarint(dst, uint64(len(name)))
+		dst = append(dst, name...)
+	}
+	return dst
+}
+
+// decodeRecord parses what appendRecord wrote. It never panics on bad input.
+func decodeRecord(b []byte, r *Record) error {
+	if len(b) == 0 || b[0] != recordFormat {
+		return fmt.Errorf("%w: unknown format", errRecord)
+	}
+	b = b[1:]
+	var n int
+	if r.Version, n = binary.Uvarint(b); n <= 0 {
+		return fmt.Errorf("%w: version", errRecord)
+	}
+	b = b[n:]
+	if r.Size, n = binary.Varint(b); n <= 0 || r.Size < 0 {
+		return fmt.Errorf("%w: size", errRecord)
+	}
+	b = b[n:]
+	if len(b) < 8 {
+		return fmt.Errorf("%w: checksum", errRecord)
+	}
+	r.Checksum = binary.LittleEndian.Uint64(b)
+	b = b[8:]
+	mtime, n := binary.Varint(b)
+	if n <= 0 {
+		return fmt.Errorf("%w: mtime", errRecord)
+	}
+	r.ModTime = time.Unix(0, mtime).UTC()
+	b = b[n:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > maxReplicasInRecord {
+		return fmt.Errorf("%w: replica count", errRecord)
+	}
+	b = b[n:]
+	r.Replicas = r.Replicas[:0]
+	for i := uint64(0); i < count; i++ {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) || l == 0 {
+			return fmt.Errorf("%w: replica %d", errRecord, i)
+		}
+		r.Replicas = append(r.Replicas, string(b[n:n+int(l)]))
+		b = b[n+int(l):]
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", errRecord, len(b))
+	}
+	return nil
+}
+
+// formatVersion renders a version the way volume URLs carry it.
+func formatVersion(v uint64) string { return strconv.FormatUint(v, 16) }
+
+func appendVersion(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 16) }
+
+func parseVersion(b []byte) (uint64, error) {
+	if len(b) == 0 || len(b) > 16 {
+		return 0, errors.New("bad version")
+	}
+	var v uint64
+	for _, c := range b {
+		d, ok := unhex(c)
+		if !ok || c >= 'A' && c <= 'F' {
+			return 0, errors.New("bad version")
+		}
+		v = v<<4 | uint64(d)
+	}
+	return v, nil
+}

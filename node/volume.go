@@ -1,0 +1,690 @@
+package node
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kvdb/kvdb/store"
+)
+
+// VolumeConfig configures a volume server.
+type VolumeConfig struct {
+	// Name is the volume's stable identity in the cluster; the master records
+	// key locations by name, so a volume may change address and keep its
+	// data. Empty: the name saved in DIR/NAME, or a new random one.
+	Name string
+	// Addr is the HTTP listen address. Default ":3001".
+	Addr string
+	// Advertise is the HOST[:PORT] clients are redirected to. Empty: the
+	// listen host if it is specific, else the gossip advertise host.
+	Advertise string
+	// Dir is the data directory (blobs and the volume's index).
+	Dir string
+	// Gossip says how to join the cluster.
+	Gossip GossipConfig
+	// Capacity caps the bytes this volume holds (0: the filesystem's size).
+	Capacity int64
+	// Reserve is disk space, in bytes, writes must leave free.
+	Reserve int64
+	// IdleTimeout cuts a connection that moves no byte for this long.
+	// Default 60 s.
+	IdleTimeout time.Duration
+	// MetaInterval is how often free space is re-published by gossip.
+	// Default 2 s.
+	MetaInterval time.Duration
+	// Logger receives the volume's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate reports whether the configuration can be used.
+func (c VolumeConfig) Validate() error {
+	if c.Dir == "" {
+		return errors.New("volume: no data directory")
+	}
+	if c.Name != "" && !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("volume: name %q: want 1-63 of [A-Za-z0-9._-]", c.Name)
+	}
+	if c.Capacity < 0 || c.Reserve < 0 {
+		return errors.New("volume: capacity and reserve must not be negative")
+	}
+	return c.Gossip.Validate()
+}
+
+func (c VolumeConfig) withDefaults() VolumeConfig {
+	if c.Addr == "" {
+		c.Addr = ":3001"
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MetaInterval <= 0 {
+		c.MetaInterval = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Gossip.Bind == "" {
+		c.Gossip.Bind = defaultGossipBind(c.Addr)
+	}
+	return c
+}
+
+// defaultGossipBind is the HTTP host with the HTTP port + 1000 (port 0 stays 0).
+func defaultGossipBind(httpAddr string) string {
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return ":0"
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return net.JoinHostPort(host, "0")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1000))
+}
+
+// Volume is a volume server: it keeps values on local disk and serves them.
+type Volume struct {
+	cfg      VolumeConfig
+	log      *slog.Logger
+	name     string
+	httpAddr string // advertised
+	store    *store.Store
+	http     *httpServer
+	gossip   *membership
+	client   *fasthttp.Client
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewVolume opens the store, starts serving HTTP and joins the cluster.
+func NewVolume(cfg VolumeConfig) (*Volume, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	v := &Volume{cfg: cfg, stop: make(chan struct{}), client: newClient(cfg.IdleTimeout)}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	name, err := volumeName(cfg.Dir, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	v.name = name
+	v.log = cfg.Logger.With("node", name)
+	v.store, err = store.Open(store.Config{Dir: cfg.Dir, Capacity: cfg.Capacity, Reserve: cfg.Reserve, Logger: v.log})
+	if err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	v.http, err = startHTTP(cfg.Addr, v.handle, cfg.IdleTimeout, v.log)
+	if err != nil {
+		v.store.Close()
+		return nil, fmt.Errorf("volume: listen %s: %w", cfg.Addr, err)
+	}
+	gcfg := cfg.Gossip
+	if gcfg.Advertise == "" && cfg.Advertise != "" {
+		h, _, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			h = cfg.Advertise
+		}
+		gcfg.Advertise = h
+	}
+	ghost, _, _ := net.SplitHostPort(gcfg.Bind)
+	host, err := v.advertiseHTTPHost(gcfg.Advertise, ghost)
+	if err != nil {
+		v.http.kill()
+		v.store.Close()
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(v.http.addr())
+	if _, p, err := net.SplitHostPort(cfg.Advertise); err == nil {
+		port = p
+	}
+	v.httpAddr = net.JoinHostPort(host, port)
+	v.gossip, err = startMembership(name, gcfg, v.meta(), v.log)
+	if err != nil {
+		v.http.kill()
+		v.store.Close()
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	v.wg.Add(1)
+	go v.metaLoop()
+	v.log.Info("volume started", "http", v.http.addr(), "advertise", v.httpAddr, "gossip", v.gossip.addr(), "dir", cfg.Dir)
+	return v, nil
+}
+
+func (v *Volume) advertiseHTTPHost(gossipAdvertise, gossipHost string) (string, error) {
+	if v.cfg.Advertise != "" {
+		if h, _, err := net.SplitHostPort(v.cfg.Advertise); err == nil {
+			return h, nil
+		}
+		return v.cfg.Advertise, nil
+	}
+	h, _, _ := net.SplitHostPort(v.cfg.Addr)
+	if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+		return h, nil
+	}
+	return advertiseHost(gossipAdvertise, gossipHost)
+}
+
+// volumeName returns the name saved in dir, saving want (or a new one) on
+// first start. A different name for existing data is refused: the master
+// knows the data by the old name.
+func volumeName(dir, want string) (string, error) {
+	path := filepath.Join(dir, "NAME")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		saved := string(bytes.TrimSpace(b))
+		if want != "" && want != saved {
+			return "", fmt.Errorf("volume: %s belongs to volume %q, not %q", dir, saved, want)
+		}
+		return saved, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("volume: %w", err)
+	}
+	if want == "" {
+		var r [4]byte
+		_, _ = rand.Read(r[:])
+		want = "vol-" + hex.EncodeToString(r[:])
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(want+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("volume: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("volume: %w", err)
+	}
+	return want, nil
+}
+
+func (v *Volume) meta() nodeMeta {
+	st := v.store.Stats()
+	return nodeMeta{Role: RoleVolume, HTTP: v.httpAddr, Free: st.Free, Total: st.Total}
+}
+
+// metaLoop re-publishes free space when it has moved noticeably; memberlist
+// should not be asked to re-gossip metadata more than every few seconds.
+func (v *Volume) metaLoop() {
+	defer v.wg.Done()
+	t := time.NewTicker(v.cfg.MetaInterval)
+	defer t.Stop()
+	last := v.meta()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+		}
+		m := v.meta()
+		diff := m.Free - last.Free
+		if diff < 0 {
+			diff = -diff
+		}
+		if diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total {
+			continue
+		}
+		if err := v.gossip.setMeta(m); err != nil {
+			v.log.Warn("publish free space", "err", err)
+			continue
+		}
+		last = m
+	}
+}
+
+// Name is the volume's stable name.
+func (v *Volume) Name() string { return v.name }
+
+// Addr is the address the HTTP server listens on.
+func (v *Volume) Addr() string { return v.http.addr() }
+
+// GossipAddr is the gossip address others can join through.
+func (v *Volume) GossipAddr() string { return v.gossip.addr() }
+
+// Close leaves the cluster gracefully, finishes running requests and closes
+// the store. It is safe to call more than once.
+func (v *Volume) Close() error {
+	var err error
+	v.closeOnce.Do(func() {
+		close(v.stop)
+		v.gossip.leave(2 * time.Second)
+		v.http.shutdown(10 * time.Second)
+		v.wg.Wait()
+		err = v.store.Close()
+		v.log.Info("volume stopped")
+	})
+	return err
+}
+
+// Kill stops the volume as a crash would: no goodbye to the cluster, every
+// connection cut. The store is closed so the directory can be reopened.
+func (v *Volume) Kill() {
+	v.closeOnce.Do(func() {
+		close(v.stop)
+		v.gossip.shutdown()
+		v.http.kill()
+		v.wg.Wait()
+		_ = v.store.Close()
+	})
+}
+
+func (v *Volume) handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.URI().PathOriginal()
+	if rest, ok := bytes.CutPrefix(path, []byte("/"+ReservedPrefix)); ok {
+		v.handleInternal(ctx, rest)
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		replyText(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed on a volume; write through the master")
+		return
+	}
+	v.serveBlob(ctx, path)
+}
+
+// handleInternal serves the master-facing API under /_kvdb/.
+func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
+	switch {
+	case bytes.HasPrefix(rest, []byte("blob/")):
+		key, err := ParseKey(nil, rest[len("blob"):])
+		if err != nil {
+			replyError(ctx, err)
+			return
+		}
+		switch {
+		case ctx.IsPut():
+			v.writeBlob(ctx, key)
+		case ctx.IsDelete():
+			v.deleteBlob(ctx, key)
+		default:
+			ctx.Response.Header.Set("Allow", "PUT, DELETE")
+			replyText(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+		}
+	case bytes.HasPrefix(rest, []byte("pull/")):
+		key, err := ParseKey(nil, rest[len("pull"):])
+		if err != nil {
+			replyError(ctx, err)
+			return
+		}
+		if !ctx.IsPost() {
+			replyText(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+		v.pullBlob(ctx, key)
+	case string(rest) == "index":
+		v.listIndex(ctx)
+	case string(rest) == "live":
+		replyText(ctx, fasthttp.StatusOK, "ok")
+	case string(rest) == "ready":
+		if v.gossip.ml.NumMembers() < 2 {
+			replyText(ctx, fasthttp.StatusServiceUnavailable, "not joined to a cluster yet")
+			return
+		}
+		replyText(ctx, fasthttp.StatusOK, "ok")
+	case string(rest) == "cluster":
+		v.serveCluster(ctx)
+	case string(rest) == "metrics":
+		v.serveMetrics(ctx)
+	default:
+		replyText(ctx, fasthttp.StatusNotFound, "no such admin endpoint")
+	}
+}
+
+// version reads the v= query argument.
+func versionArg(ctx *fasthttp.RequestCtx) (uint64, bool, error) {
+	b := ctx.QueryArgs().Peek("v")
+	if len(b) == 0 {
+		return 0, false, nil
+	}
+	ver, err := parseVersion(b)
+	if err != nil {
+		return 0, false, withStatus(fasthttp.StatusBadRequest, fmt.Errorf("bad version %q", b))
+	}
+	return ver, true, nil
+}
+
+// serveBlob answers GET and HEAD for a value, straight from disk: the file
+// goes out by sendfile, with Range, ETag and Last-Modified honoured.
+func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
+	var kb [128]byte
+	key, err := ParseKey(kb[:0], path)
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	ver, ok, err := versionArg(ctx)
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	if !ok {
+		m, err := v.store.Latest(key)
+		if err != nil {
+			replyStoreError(ctx, key, err)
+			return
+		}
+		ver = m.Version
+	}
+	f, meta, err := v.store.Open(key, ver)
+	if err != nil {
+		replyStoreError(ctx, key, err)
+		return
+	}
+	h := &ctx.Response.Header
+	tag := appendETag(kb[:0], meta.Checksum)
+	h.SetBytesV("ETag", tag)
+	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(kb[len(tag):len(tag)], meta.ModTime))
+	h.Set("Accept-Ranges", "bytes")
+	h.SetContentType("application/octet-stream")
+	if notModified(ctx, tag, meta.ModTime) {
+		f.Close()
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return
+	}
+	start, length := int64(0), meta.Size
+	if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && ifRangeMatches(ctx, tag, meta.ModTime) {
+		s, e, err := parseRange(rh, meta.Size)
+		switch {
+		case errors.Is(err, errRangeUnsatisfiable):
+			f.Close()
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(meta.Size, 10))
+			replyText(ctx, fasthttp.StatusRequestedRangeNotSatisfiable, "range not satisfiable")
+			return
+		case err == nil:
+			start, length = s, e-s+1
+			h.SetContentRange(int(s), int(e), int(meta.Size))
+			ctx.SetStatusCode(fasthttp.StatusPartialContent)
+		}
+	}
+	if ctx.IsHead() {
+		f.Close()
+		ctx.Response.SkipBody = true
+		h.SetContentLength(int(length))
+		return
+	}
+	if start > 0 {
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			f.Close()
+			replyError(ctx, fmt.Errorf("seek %q: %w", key, err))
+			return
+		}
+	}
+	// fasthttp sends an *os.File by sendfile and closes it afterwards.
+	ctx.SetBodyStream(f, int(length))
+}
+
+// notModified evaluates If-None-Match, then (only without it)
+// If-Modified-Since, per RFC 9110.
+func notModified(ctx *fasthttp.RequestCtx, tag []byte, mtime time.Time) bool {
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 {
+		return etagListMatches(inm, tag)
+	}
+	if ims := ctx.Request.Header.Peek("If-Modified-Since"); len(ims) > 0 {
+		t, err := fasthttp.ParseHTTPDate(ims)
+		return err == nil && !mtime.Truncate(time.Second).After(t)
+	}
+	return false
+}
+
+// ifRangeMatches reports whether a Range may be served: there is no If-Range,
+// or it names the current ETag or a date not before the modification.
+func ifRangeMatches(ctx *fasthttp.RequestCtx, tag []byte, mtime time.Time) bool {
+	ir := ctx.Request.Header.Peek("If-Range")
+	if len(ir) == 0 {
+		return true
+	}
+	if ir[0] == '"' {
+		return bytes.Equal(ir, tag)
+	}
+	t, err := fasthttp.ParseHTTPDate(ir)
+	return err == nil && !mtime.Truncate(time.Second).After(t)
+}
+
+// etagListMatches compares a comma-separated If-None-Match list (weak
+// comparison) against tag.
+func etagListMatches(list, tag []byte) bool {
+	for len(list) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, nil
+		}
+		item = bytes.TrimSpace(item)
+		item = bytes.TrimPrefix(item, []byte("W/"))
+		if bytes.Equal(item, []byte("*")) || bytes.Equal(item, tag) {
+			return true
+		}
+	}
+	return false
+}
+
+func replyStoreError(ctx *fasthttp.RequestCtx, key []byte, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		replyText(ctx, fasthttp.StatusNotFound, fmt.Sprintf("key %q not found", key))
+	case errors.Is(err, store.ErrNoSpace):
+		replyText(ctx, fasthttp.StatusInsufficientStorage, err.Error())
+	case errors.Is(err, store.ErrSizeMismatch), errors.Is(err, store.ErrBadKey):
+		replyText(ctx, fasthttp.StatusBadRequest, err.Error())
+	case errors.Is(err, store.ErrClosed):
+		replyText(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+	default:
+		replyError(ctx, err)
+	}
+}
+
+// blobReply is a volume's answer to a write.
+type blobReply struct {
+	Size     int64  `json:"size"`
+	Checksum string `json:"checksum"`
+	Version  string `json:"version"`
+}
+
+func replyBlob(ctx *fasthttp.RequestCtx, m store.Meta) {
+	b, _ := json.Marshal(blobReply{Size: m.Size, Checksum: strconv.FormatUint(m.Checksum, 16), Version: formatVersion(m.Version)})
+	ctx.Response.Header.Set("ETag", m.ETag())
+	replyJSON(ctx, fasthttp.StatusCreated, b)
+}
+
+// bodySize turns fasthttp's Content-Length (-1 chunked, -2 absent) into
+// the declared size, -1 meaning unknown.
+func bodySize(h *fasthttp.RequestHeader) int64 {
+	switch n := h.ContentLength(); {
+	case n >= 0:
+		return int64(n)
+	case n == -1:
+		return -1
+	default:
+		return 0
+	}
+}
+
+func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
+	ver, ok, err := versionArg(ctx)
+	if err == nil && !ok {
+		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing version"))
+	}
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	size := bodySize(&ctx.Request.Header)
+	var body io.Reader = ctx.RequestBodyStream()
+	if size == 0 {
+		body = bytes.NewReader(nil)
+	}
+	m, err := v.store.Put(key, ver, body, size)
+	if err != nil {
+		v.log.Warn("write failed", "key", string(key), "err", err)
+		replyStoreError(ctx, key, err)
+		return
+	}
+	replyBlob(ctx, m)
+}
+
+func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
+	ver, ok, err := versionArg(ctx)
+	if err == nil && !ok {
+		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing version"))
+	}
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	if err := v.store.Delete(key, ver); err != nil {
+		replyStoreError(ctx, key, err)
+		return
+	}
+	replyJSON(ctx, fasthttp.StatusOK, []byte(`{"deleted":true}`))
+}
+
+// pullBlob copies one version of a key from another volume (from=HOST:PORT)
+// into this one, streaming: the master uses it to replace a replica without
+// the bytes passing through the master.
+func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
+	ver, ok, err := versionArg(ctx)
+	from := string(ctx.QueryArgs().Peek("from"))
+	if err == nil && (!ok || from == "") {
+		err = withStatus(fasthttp.StatusBadRequest, errors.New("want v= and from="))
+	}
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(blobURL(from, key, ver))
+	req.URI().DisablePathNormalizing = true
+	resp.StreamBody = true
+	if err := v.client.Do(req, resp); err != nil {
+		replyText(ctx, fasthttp.StatusBadGateway, fmt.Sprintf("pull %q from %s: %v", key, from, err))
+		return
+	}
+	defer resp.CloseBodyStream()
+	if resp.StatusCode() != fasthttp.StatusOK {
+		replyText(ctx, fasthttp.StatusBadGateway, fmt.Sprintf("pull %q from %s: status %d", key, from, resp.StatusCode()))
+		return
+	}
+	size := int64(resp.Header.ContentLength())
+	if size < 0 {
+		size = -1
+	}
+	m, err := v.store.Put(key, ver, resp.BodyStream(), size)
+	if err != nil {
+		replyStoreError(ctx, key, err)
+		return
+	}
+	replyBlob(ctx, m)
+}
+
+// indexEntry is one (key, version) in a volume's index listing.
+type indexEntry struct {
+	Key      string `json:"key"`
+	Version  string `json:"version"`
+	Size     int64  `json:"size"`
+	Checksum string `json:"checksum"`
+	ModTime  int64  `json:"mtime"`
+}
+
+type indexPage struct {
+	Entries     []indexEntry `json:"entries"`
+	Next        string       `json:"next"`
+	NextVersion string       `json:"next_version,omitempty"`
+}
+
+// listIndex pages through the volume's index in (key, version) order, for
+// the master's rebuild: start= and start_version= resume where next left.
+func (v *Volume) listIndex(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	limit := 1000
+	if n, err := strconv.Atoi(string(args.Peek("limit"))); err == nil && n > 0 && n <= 10000 {
+		limit = n
+	}
+	start := append([]byte(nil), args.Peek("start")...)
+	var startVer uint64
+	if b := args.Peek("start_version"); len(b) > 0 {
+		startVer, _ = parseVersion(b)
+	}
+	page := indexPage{Entries: []indexEntry{}}
+	err := v.store.Iterate(start, func(m store.Meta) bool {
+		if bytes.Equal(m.Key, start) && m.Version < startVer {
+			return true
+		}
+		if len(page.Entries) == limit {
+			page.Next, page.NextVersion = string(m.Key), formatVersion(m.Version)
+			return false
+		}
+		page.Entries = append(page.Entries, indexEntry{
+			Key: string(m.Key), Version: formatVersion(m.Version), Size: m.Size,
+			Checksum: strconv.FormatUint(m.Checksum, 16), ModTime: m.ModTime.UnixNano(),
+		})
+		return true
+	})
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	b, _ := json.Marshal(page)
+	replyJSON(ctx, fasthttp.StatusOK, b)
+}
+
+func (v *Volume) serveCluster(ctx *fasthttp.RequestCtx) {
+	st := v.store.Stats()
+	b, _ := json.Marshal(map[string]any{
+		"node": map[string]any{
+			"name": v.name, "role": RoleVolume, "addr": v.httpAddr, "gossip": v.gossip.addr(),
+			"free": st.Free, "total": st.Total, "keys": st.Keys, "bytes": st.Bytes,
+		},
+		"members":  v.gossip.snapshot(),
+		"departed": v.gossip.departed(),
+	})
+	replyJSON(ctx, fasthttp.StatusOK, b)
+}
+
+func (v *Volume) serveMetrics(ctx *fasthttp.RequestCtx) {
+	st := v.store.Stats()
+	ctx.SetContentType("text/plain; version=0.0.4")
+	fmt.Fprintf(ctx, "# HELP kvdb_volume_keys Value versions held by this volume.\n# TYPE kvdb_volume_keys gauge\nkvdb_volume_keys %d\n", st.Keys)
+	fmt.Fprintf(ctx, "# HELP kvdb_volume_bytes Bytes of values held by this volume.\n# TYPE kvdb_volume_bytes gauge\nkvdb_volume_bytes %d\n", st.Bytes)
+	fmt.Fprintf(ctx, "# HELP kvdb_volume_free_bytes Bytes this volume can still take.\n# TYPE kvdb_volume_free_bytes gauge\nkvdb_volume_free_bytes %d\n", st.Free)
+	fmt.Fprintf(ctx, "# HELP kvdb_volume_total_bytes Size of this volume.\n# TYPE kvdb_volume_total_bytes gauge\nkvdb_volume_total_bytes %d\n", st.Total)
+	fmt.Fprintf(ctx, "# HELP kvdb_gossip_members Live members gossip sees.\n# TYPE kvdb_gossip_members gauge\nkvdb_gossip_members %d\n", v.gossip.ml.NumMembers())
+}
+
+// blobURL is the volume URL serving one version of key.
+func blobURL(addr string, key []byte, version uint64) string {
+	b := make([]byte, 0, len("http://")+len(addr)+1+len(key)*3+4+16)
+	b = appendBlobURL(b, addr, key, version)
+	return string(b)
+}
+
+func appendBlobURL(dst []byte, addr string, key []byte, version uint64) []byte {
+	dst = append(dst, "http://"...)
+	dst = append(dst, addr...)
+	dst = append(dst, '/')
+	dst = AppendEscapedKey(dst, key)
+	dst = append(dst, "?v="...)
+	return appendVersion(dst, version)
+}

@@ -1,0 +1,32 @@
+// Package store is one volume's disk in kvdb: immutable, versioned blob
+// files plus a goleveldb index that can always be rebuilt from those files.
+//
+// A value is identified by (key, version). The key is 1..1024 arbitrary bytes
+// without a NUL byte; the version is a uint64 assigned by the master (larger
+// is newer). Versions of one key are independent immutable blobs: writing
+// (k, v2) never touches (k, v1), and the master deletes v1 later. That is how
+// an overwrite stays atomic across the cluster.
+//
+// A write streams the body into DIR/tmp, appends a self-describing trailer,
+// fsyncs, renames the file into DIR/blobs and only then records it in the
+// index (DIR/index), so nothing partial is ever visible. Reads hand back a
+// plain *os.File so that callers can serve it with sendfile.
+//
+// On disk:
+//
+//	DIR/index/                      goleveldb; key = key | 0x00 | version (8 bytes, big-endian)
+//	DIR/blobs/ab/cd/<name>-<ver>    value bytes, then key bytes, then a 52-byte footer
+//	DIR/tmp/                        partial writes; emptied by Open
+//	DIR/LOCK                        flock held while a Store has DIR open
+//	DIR/REBUILDING                  present while the index is being rebuilt
+//
+// where <name> is 32 hex digits of sha256(key)[:16], ab and cd are its first
+// four hex digits and <ver> is the version in 16 hex digits. File names never
+// contain the key, so no key can escape the directory.
+//
+// The package must not speak HTTP, know about cluster membership or log on
+// its own: it returns errors and leaves reporting to the caller. The one
+// exception is rebuilding the index (by Rebuild or from Open), which reports
+// why it runs, its progress and the files it skips to Config.Logger, because
+// it has no other channel for them.
+package store

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// fallocate reserves n bytes for f so that a full disk shows up before the
+// body is read. Filesystems without fallocate are tolerated: the writes then
+// find ENOSPC themselves.
+func fallocate(f *os.File, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := sc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Fallocate(int(fd), 0, 0, n)
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if errors.Is(ferr, unix.EOPNOTSUPP) || errors.Is(ferr, unix.ENOSYS) {
+		return nil
+	}
+	if ferr != nil {
+		return os.NewSyscallError("fallocate", ferr)
+	}
+	return nil
+}
+
+// fsSpace returns the bytes available to unprivileged users and the size of
+// the filesystem holding path.
+func fsSpace(path string) (free, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	bs := int64(st.Bsize) // its type differs between architectures
+	return int64(st.Bavail) * bs, int64(st.Blocks) * bs, nil
+}
+
+// noSpace wraps err with ErrNoSpace if the filesystem is full or a quota is
+// exhausted, keeping err in the chain.
+func noSpace(err error) error {
+	if err != nil && !errors.Is(err, ErrNoSpace) &&
+		(errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
+// lockDir takes an exclusive lock on DIR/LOCK, held until the returned file
+// is closed, so that two Stores (in one process or two) never share a
+// directory: a second Open would otherwise empty the first one's DIR/tmp
+// under its writes. flock locks belong to the open file, so they also
+// exclude a second Open in the same process.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, noSpace(err)
+	}
+	sc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var lerr error
+	if err := sc.Control(func(fd uintptr) {
+		for {
+			lerr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
+			if lerr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if lerr == unix.EWOULDBLOCK {
+		f.Close()
+		return nil, fmt.Errorf("%s is in use by another store", dir)
+	}
+	if lerr != nil {
+		f.Close()
+		return nil, os.NewSyscallError("flock", lerr)
+	}
+	return f, nil
+}

@@ -1,0 +1,33 @@
+//go:build !linux
+
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// kvdb volumes run on Linux; elsewhere the store works without fallocate and
+// without filesystem statistics (Stats relies on Capacity).
+
+func fallocate(*os.File, int64) error { return nil }
+
+func fsSpace(string) (free, total int64, err error) {
+	return 0, 0, errors.New("statfs: not supported on this platform")
+}
+
+func noSpace(err error) error {
+	if err != nil && !errors.Is(err, ErrNoSpace) && errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
+// lockDir opens DIR/LOCK without locking it: directory locking is only
+// implemented on Linux (goleveldb's own lock on the index still applies).
+func lockDir(dir string) (*os.File, error) {
+	return os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+}

@@ -1,0 +1,315 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Put stores the value read from r as (key, version) and returns its
+// metadata. size >= 0 declares the exact length of the value; -1 means
+// unknown (a chunked body). Put reads at most size+1 bytes, and fails with
+// ErrSizeMismatch if the body is shorter or longer than declared. A read
+// error from r is returned wrapped.
+//
+// The value is streamed into a temporary file while being hashed, followed by
+// its trailer, fsynced, renamed into place and then indexed: on any failure
+// nothing is visible and no file is left behind. Putting a (key, version)
+// that is already held replaces it atomically.
+//
+// Put fails with an error wrapping ErrNoSpace when the value does not fit in
+// Capacity or would leave less than Reserve free, or when the filesystem
+// reports ENOSPC or EDQUOT. With a known size the space is allocated before
+// the body is read (fallocate), so a full disk is found early.
+func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, error) {
+	if err := checkKey(key); err != nil {
+		return Meta{}, opErr("put", key, version, err)
+	}
+	switch {
+	case size < -1:
+		return Meta{}, opErr("put", key, version, fmt.Errorf("invalid declared size %d", size))
+	case size > math.MaxInt64-maxTrailerLen: // size+trailer must not overflow
+		return Meta{}, opErr("put", key, version, fmt.Errorf("%w: declared size %d", ErrNoSpace, size))
+	}
+	if err := s.rlock(); err != nil {
+		return Meta{}, opErr("put", key, version, err)
+	}
+	s.mu.RUnlock() // streaming the body must not hold up Close
+
+	res := reservation{s: s}
+	defer res.release()
+	tmp, m, err := s.writeTemp(key, version, r, size, &res)
+	if err != nil {
+		return Meta{}, opErr("put", key, version, err)
+	}
+	if err := s.commit(tmp, m); err != nil {
+		os.Remove(tmp) // gone already if the rename happened
+		return Meta{}, opErr("put", key, version, err)
+	}
+	return m, nil
+}
+
+// writeTemp streams r into a new file in DIR/tmp, appends the trailer and
+// fsyncs it. It returns the file's path and the value's metadata. On error
+// the file is removed.
+func (s *Store) writeTemp(key []byte, version uint64, r io.Reader, size int64, res *reservation) (path string, m Meta, err error) {
+	if size >= 0 {
+		if err := res.grow(size); err != nil {
+			return "", Meta{}, err
+		}
+	}
+	f, err := os.CreateTemp(s.tmpDir, "put-*")
+	if err != nil {
+		return "", Meta{}, fmt.Errorf("create temp file: %w", noSpace(err))
+	}
+	name := f.Name() // not path: the error returns below set path to ""
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			os.Remove(name)
+		}
+	}()
+	tl := trailerLen(len(key))
+	if size >= 0 {
+		if err := fallocate(f, size+tl); err != nil {
+			return "", Meta{}, fmt.Errorf("allocate %d bytes: %w", size+tl, noSpace(err))
+		}
+	}
+
+	sb := s.bufs.Get().(*streamBuf)
+	defer s.bufs.Put(sb)
+	buf, h := sb.b, sb.h
+	h.Reset()
+	var n int64
+	for {
+		want := len(buf)
+		if size >= 0 && size+1-n < int64(want) {
+			want = int(size + 1 - n) // at most one byte past the declared end
+		}
+		got, rerr := readFull(r, buf[:want])
+		if got > 0 {
+			if size >= 0 && n+int64(got) > size {
+				return "", Meta{}, fmt.Errorf("%w: body longer than the declared %d bytes", ErrSizeMismatch, size)
+			}
+			if size < 0 {
+				if err := res.grow(int64(got)); err != nil {
+					return "", Meta{}, err
+				}
+			}
+			h.Write(buf[:got]) // never fails
+			if _, err := f.Write(buf[:got]); err != nil {
+				return "", Meta{}, fmt.Errorf("write temp file: %w", noSpace(err))
+			}
+			n += int64(got)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return "", Meta{}, fmt.Errorf("read body after %d bytes: %w", n, rerr)
+		}
+	}
+	if size >= 0 && n != size {
+		return "", Meta{}, fmt.Errorf("%w: body of %d bytes, declared %d", ErrSizeMismatch, n, size)
+	}
+
+	m = Meta{
+		Key:      bytes.Clone(key),
+		Version:  version,
+		Size:     n,
+		Checksum: h.Sum64(),
+		ModTime:  time.Unix(0, time.Now().UnixNano()).UTC(),
+	}
+	t := appendTrailer(buf[:0], trailer{
+		key: key, version: version, size: n, checksum: m.Checksum, modNanos: m.ModTime.UnixNano(),
+	})
+	if _, err := f.Write(t); err != nil {
+		return "", Meta{}, fmt.Errorf("write trailer: %w", noSpace(err))
+	}
+	if !s.cfg.NoSync {
+		if err := f.Sync(); err != nil {
+			return "", Meta{}, fmt.Errorf("fsync temp file: %w", noSpace(err))
+		}
+	}
+	cerr := f.Close()
+	f = nil
+	if cerr != nil {
+		return "", Meta{}, fmt.Errorf("close temp file: %w", noSpace(cerr))
+	}
+	return name, m, nil
+}
+
+// readFull reads into p until it is full or r reports an error. It returns
+// io.EOF (possibly with data) at the end of the body, like a short
+// io.ReadFull but without turning it into io.ErrUnexpectedEOF.
+func readFull(r io.Reader, p []byte) (int, error) {
+	n, empty := 0, 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty >= 100 {
+			return n, io.ErrNoProgress
+		}
+	}
+	return n, nil
+}
+
+// commit renames a complete temp file into place and indexes it. Rename and
+// index update are serialised per (key, version), so that when two Puts of
+// the same version race, the index describes the file that won.
+func (s *Store) commit(tmp string, m Meta) error {
+	dst := s.blobPath(m.Key, m.Version)
+	dir := filepath.Dir(dst)
+	if err := s.ensureDir(dir); err != nil {
+		return fmt.Errorf("create blob directory: %w", noSpace(err))
+	}
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	ik := indexKey(m.Key, m.Version)
+	mu := s.stripe(ik)
+	mu.Lock()
+	defer mu.Unlock()
+
+	old, had, err := s.idx.get(ik)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("rename into place: %w", noSpace(err))
+	}
+	// From here the new file is in place; if it cannot be indexed, remove
+	// it, and since it replaced any older file of this version, unindex that.
+	undo := func() {
+		os.Remove(dst)
+		if had && s.idx.delete(ik) == nil {
+			s.keys.Add(-1)
+			s.bytes.Add(-old.size)
+		}
+	}
+	// Only the destination directory needs an fsync: if the crash keeps the
+	// temp file's old name too, Open empties DIR/tmp.
+	if err := s.syncDir(dir); err != nil {
+		undo()
+		return err
+	}
+	// A crash after the rename and before this put leaves an orphan (Open
+	// explains), or, when a held version was replaced, the old record in
+	// front of the new file. Versions are immutable, so a replacement
+	// carries the same bytes (a retry) and the record stays right except
+	// for ModTime.
+	if err := s.idx.put(ik, record{size: m.Size, checksum: m.Checksum, modNanos: m.ModTime.UnixNano()}); err != nil {
+		undo()
+		return fmt.Errorf("index: %w", noSpace(err))
+	}
+	if had {
+		s.bytes.Add(m.Size - old.size)
+	} else {
+		s.keys.Add(1)
+		s.bytes.Add(m.Size)
+	}
+	return nil
+}
+
+// ensureDir creates a blob directory (DIR/blobs/ab/cd) and its parent if
+// needed, fsyncing the parent of each directory it creates, so that a file
+// renamed into it survives a crash.
+func (s *Store) ensureDir(dir string) error {
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
+	// One creator at a time: otherwise a Put could find the directory
+	// created by another Put that has not yet fsynced its parent.
+	s.dirsMu.Lock()
+	defer s.dirsMu.Unlock()
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		err := os.Mkdir(d, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	s.dirs.Store(dir, struct{}{})
+	return nil
+}
+
+// syncDir fsyncs a directory so that entries created or renamed in it are
+// durable.
+func (s *Store) syncDir(dir string) error {
+	if s.cfg.NoSync {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// reservation holds bytes counted against Capacity while a Put is streaming,
+// so that concurrent Puts cannot together overrun it. It is released once
+// the value is counted in Stats.Bytes (or the Put failed).
+type reservation struct {
+	s *Store
+	n int64
+}
+
+func (r *reservation) grow(n int64) error {
+	s := r.s
+	if c := s.cfg.Capacity; c > 0 {
+		for {
+			p := s.pending.Load()
+			if used := s.bytes.Load() + p; used+n > c {
+				return fmt.Errorf("%w: capacity %d bytes, %d held or being written, %d more needed", ErrNoSpace, c, used, n)
+			}
+			if s.pending.CompareAndSwap(p, p+n) {
+				r.n += n
+				break
+			}
+		}
+	}
+	if s.cfg.Reserve > 0 {
+		free, _, err := fsSpace(s.dir)
+		if err != nil {
+			return fmt.Errorf("statfs: %w", err)
+		}
+		if free-n < s.cfg.Reserve {
+			return fmt.Errorf("%w: %d bytes free on the filesystem, %d more needed, %d reserved", ErrNoSpace, free, n, s.cfg.Reserve)
+		}
+	}
+	return nil
+}
+
+func (r *reservation) release() {
+	r.s.pending.Add(-r.n)
+	r.n = 0
+}

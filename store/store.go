@@ -1,0 +1,637 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Errors returned by the store, always wrapped with what failed on what:
+// check them with errors.Is.
+var (
+	ErrNotFound     = errors.New("store: not found")
+	ErrBadKey       = errors.New("store: bad key")
+	ErrSizeMismatch = errors.New("store: body length does not match the declared size")
+	// ErrNoSpace is returned when Capacity or Reserve would be exceeded, and
+	// wraps ENOSPC and EDQUOT from the filesystem (the original error stays
+	// in the chain too).
+	ErrNoSpace = errors.New("store: no space left")
+	ErrClosed  = errors.New("store: closed")
+	// ErrCorrupt means a blob file disagrees with itself or with the index:
+	// a checksum, trailer or length mismatch.
+	ErrCorrupt = errors.New("store: corrupt")
+)
+
+// Config configures a Store. The zero value is not usable: Dir is required.
+type Config struct {
+	// Dir is the data directory of this volume. It is created if absent.
+	// One Store at a time may use it, even within one process: Open fails
+	// while DIR/LOCK is held.
+	Dir string
+
+	// Capacity optionally caps the bytes of values this volume may hold, in
+	// bytes. 0 means the filesystem's size. Set it to reserve room for other
+	// uses of the disk, or to test a full disk. Trailers and the index are
+	// not counted.
+	Capacity int64
+
+	// Reserve is the number of bytes kept free on the filesystem: a Put that
+	// would leave less fails with ErrNoSpace. 0 (the default) lets writes fill
+	// the filesystem. The check is made before writing and is best effort
+	// under concurrent writes.
+	Reserve int64
+
+	// NoSync skips every fsync (blob files, directories and the index). A
+	// crash then loses acknowledged writes. Only for benchmarks that compare
+	// costs; never set it in production.
+	NoSync bool
+
+	// Logger receives Rebuild progress and the blob files it skips, the only
+	// things the store reports on its own. nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports whether the configuration can be used.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("store: config: Dir is empty")
+	case c.Capacity < 0:
+		return fmt.Errorf("store: config: Capacity %d is negative", c.Capacity)
+	case c.Reserve < 0:
+		return fmt.Errorf("store: config: Reserve %d is negative", c.Reserve)
+	}
+	return nil
+}
+
+// Meta describes one stored version of a key.
+type Meta struct {
+	Key      []byte // a copy owned by the caller
+	Version  uint64
+	Size     int64     // length of the value in bytes
+	Checksum uint64    // xxhash64 of the value bytes
+	ModTime  time.Time // when the version was written, UTC, nanosecond precision
+}
+
+// ETag returns the checksum as a quoted HTTP entity tag: `"` + 16 lowercase
+// hex digits + `"`.
+func (m Meta) ETag() string {
+	const digits = "0123456789abcdef"
+	var b [18]byte
+	b[0], b[17] = '"', '"'
+	for i := range 16 {
+		b[16-i] = digits[(m.Checksum>>(4*i))&0xf]
+	}
+	return string(b[:])
+}
+
+// Stats is a snapshot of a volume's usage.
+type Stats struct {
+	Keys  int64 // number of (key, version) pairs held
+	Bytes int64 // sum of the sizes of the values held
+	// Free is the number of bytes that can still be written: the
+	// filesystem's available bytes minus Reserve, and at most
+	// Capacity - Bytes when Capacity is set. Never negative.
+	Free int64
+	// Total is Capacity when set, else the filesystem's size.
+	Total int64
+}
+
+const (
+	bufSize    = 1 << 20 // streaming buffer, pooled
+	numStripes = 256     // striped locks serialising commits per (key, version)
+	markerName = "REBUILDING"
+)
+
+// Store is one volume's blob files and their index. All methods are safe for
+// concurrent use.
+type Store struct {
+	cfg                             Config
+	dir, blobsDir, tmpDir, indexDir string
+	log                             *slog.Logger
+	bufs                            sync.Pool // of *streamBuf
+	lock                            *os.File  // DIR/LOCK, flocked while open
+
+	// Counters for Stats; pending is what Puts in flight reserved against
+	// Capacity.
+	keys, bytes, pending atomic.Int64
+
+	// Blob directories known to exist and be durable; dirsMu serialises
+	// creating them.
+	dirs   sync.Map
+	dirsMu sync.Mutex
+
+	// stripes serialise the commit (rename + index) of one (key, version)
+	// against other Puts, Deletes and Opens of it.
+	stripes [numStripes]sync.Mutex
+
+	// mu is held shared by every index operation and exclusively by Close
+	// and Rebuild. closing is set by Close before it waits for mu, to stop
+	// a Rebuild.
+	mu      sync.RWMutex
+	idx     *levelIndex // guarded by mu; nil once closed
+	closed  bool        // guarded by mu
+	closing atomic.Bool
+}
+
+type streamBuf struct {
+	b []byte
+	h *xxhash.Digest
+}
+
+// Open opens the volume in cfg.Dir, creating it if needed. It does not
+// modify cfg. A directory is used by one Store at a time: Open fails while
+// another Store, in this process or another, has it open (DIR/LOCK).
+//
+// Open deletes whatever a killed write left in DIR/tmp. It rebuilds the index
+// from the blob files when goleveldb reports the index corrupted, when a
+// previous Rebuild did not finish, when an index record cannot be decoded,
+// or when the index is empty but DIR/blobs holds files (the index was lost).
+//
+// A crash between renaming a blob into place and indexing it leaves an orphan
+// file: Open does not look for orphans (that would read every file), so the
+// version stays invisible until the next Rebuild, and Delete of that
+// (key, version) removes the file.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Clean(cfg.Dir)
+	s := &Store{
+		cfg:      cfg,
+		dir:      dir,
+		blobsDir: filepath.Join(dir, "blobs"),
+		tmpDir:   filepath.Join(dir, "tmp"),
+		indexDir: filepath.Join(dir, "index"),
+		log:      cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.bufs.New = func() any { return &streamBuf{b: make([]byte, bufSize), h: xxhash.New()} }
+
+	if err := s.makeDirs(); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s.lock = lock
+	err = s.cleanTmp()
+	if err != nil {
+		err = fmt.Errorf("clean tmp: %w", err)
+	}
+	rebuild := false
+	if err == nil {
+		rebuild, err = s.openIndex()
+	}
+	if err == nil && rebuild {
+		err = s.rebuildLocked()
+	}
+	if err != nil {
+		// Undo the partial open; the error that stopped it is the one to report.
+		if s.idx != nil {
+			_ = s.idx.close()
+		}
+		_ = s.lock.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) makeDirs() error {
+	_, statErr := os.Stat(s.dir)
+	for _, d := range []string{s.dir, s.blobsDir, s.tmpDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return noSpace(err)
+		}
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		if err := s.syncDir(filepath.Dir(s.dir)); err != nil {
+			return err
+		}
+	}
+	return s.syncDir(s.dir)
+}
+
+// cleanTmp removes the leftovers of writes killed before their rename.
+func (s *Store) cleanTmp() error {
+	ents, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openIndex opens the index and reports whether it must be rebuilt.
+func (s *Store) openIndex() (rebuild bool, err error) {
+	idx, corrupt, err := openIndex(s.indexDir, s.cfg.NoSync)
+	if corrupt {
+		// Rebuilding drops the index, so leveldb.RecoverFile would be wasted
+		// work: the blob files are the truth.
+		s.log.Warn("store: index corrupted, rebuilding it from blob files", "dir", s.dir, "err", err)
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("index: %w", err)
+	}
+	s.idx = idx
+	if _, err := os.Stat(filepath.Join(s.dir, markerName)); err == nil {
+		s.log.Warn("store: a previous rebuild did not finish, rebuilding", "dir", s.dir)
+		return true, nil
+	}
+	empty, err := idx.empty()
+	if err != nil {
+		return false, fmt.Errorf("index: %w", err)
+	}
+	if empty {
+		has, err := s.hasBlobs()
+		if err != nil {
+			return false, err
+		}
+		if has {
+			s.log.Warn("store: index is empty but blob files exist, rebuilding", "dir", s.dir)
+		}
+		return has, nil
+	}
+	var keys, n int64
+	err = idx.scan(nil, nil, false, func(_ []byte, r record) bool {
+		keys++
+		n += r.size
+		return true
+	})
+	if errors.Is(err, errRecord) {
+		s.log.Warn("store: undecodable index record, rebuilding", "dir", s.dir, "err", err)
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("index: count: %w", err)
+	}
+	s.keys.Store(keys)
+	s.bytes.Store(n)
+	return false, nil
+}
+
+// Close closes the index. It is idempotent; afterwards every method returns
+// ErrClosed. It waits only for index operations in flight, never for a body
+// being streamed (such a Put fails with ErrClosed when it tries to commit),
+// nor for an Iterate callback. A Rebuild in progress stops at the next file
+// and fails with ErrClosed; the next Open starts it again.
+func (s *Store) Close() error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.idx != nil {
+		err = s.idx.close()
+		s.idx = nil
+	}
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("store: close %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// rlock takes the shared lock, or returns ErrClosed without holding it.
+func (s *Store) rlock() error {
+	s.mu.RLock()
+	if s.closed || s.idx == nil {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) stripe(ik []byte) *sync.Mutex {
+	return &s.stripes[xxhash.Sum64(ik)%numStripes]
+}
+
+func (s *Store) blobPath(key []byte, version uint64) string {
+	return filepath.Join(s.blobsDir, blobRel(blobName(key, version)))
+}
+
+func opErr(op string, key []byte, version uint64, err error) error {
+	return fmt.Errorf("store: %s %q v%d: %w", op, key, version, err)
+}
+
+// Get returns the metadata of (key, version), or ErrNotFound.
+func (s *Store) Get(key []byte, version uint64) (Meta, error) {
+	if err := checkKey(key); err != nil {
+		return Meta{}, opErr("get", key, version, err)
+	}
+	if err := s.rlock(); err != nil {
+		return Meta{}, opErr("get", key, version, err)
+	}
+	defer s.mu.RUnlock()
+	r, ok, err := s.idx.get(indexKey(key, version))
+	switch {
+	case err != nil:
+		return Meta{}, opErr("get", key, version, fmt.Errorf("index: %w", err))
+	case !ok:
+		return Meta{}, opErr("get", key, version, ErrNotFound)
+	}
+	return r.meta(key, version), nil
+}
+
+// Latest returns the metadata of the highest version of key held, or
+// ErrNotFound.
+func (s *Store) Latest(key []byte) (Meta, error) {
+	errf := func(err error) error { return fmt.Errorf("store: latest %q: %w", key, err) }
+	if err := checkKey(key); err != nil {
+		return Meta{}, errf(err)
+	}
+	if err := s.rlock(); err != nil {
+		return Meta{}, errf(err)
+	}
+	defer s.mu.RUnlock()
+	var m Meta
+	found := false
+	start, limit := keyRange(key)
+	err := s.idx.scan(start, limit, true, func(ik []byte, r record) bool {
+		m = r.meta(key, versionOf(ik))
+		found = true
+		return false
+	})
+	switch {
+	case err != nil:
+		return Meta{}, errf(fmt.Errorf("index: %w", err))
+	case !found:
+		return Meta{}, errf(ErrNotFound)
+	}
+	return m, nil
+}
+
+// Versions returns the metadata of every version of key held, in ascending
+// version order. A key with no version gives an empty slice and no error.
+func (s *Store) Versions(key []byte) ([]Meta, error) {
+	errf := func(err error) error { return fmt.Errorf("store: versions %q: %w", key, err) }
+	if err := checkKey(key); err != nil {
+		return nil, errf(err)
+	}
+	if err := s.rlock(); err != nil {
+		return nil, errf(err)
+	}
+	defer s.mu.RUnlock()
+	var ms []Meta
+	start, limit := keyRange(key)
+	err := s.idx.scan(start, limit, false, func(ik []byte, r record) bool {
+		ms = append(ms, r.meta(key, versionOf(ik)))
+		return true
+	})
+	if err != nil {
+		return nil, errf(fmt.Errorf("index: %w", err))
+	}
+	return ms, nil
+}
+
+// versionOf returns the version at the end of an index key.
+func versionOf(ik []byte) uint64 {
+	_, v, _ := splitIndexKey(ik) // keys come from a range of one valid key
+	return v
+}
+
+// Open opens the blob file of (key, version) for reading, positioned at
+// offset 0, and returns it with the version's metadata. The value is bytes
+// [0, Size) of the file; a trailer follows, so callers read exactly Size
+// bytes. The caller closes the file. The file stays readable even if the
+// version is deleted or replaced meanwhile. Open returns ErrNotFound if the
+// version is not held, and ErrCorrupt if its file is missing or has the wrong
+// length.
+func (s *Store) Open(key []byte, version uint64) (*os.File, Meta, error) {
+	f, m, err := s.open(key, version)
+	if err != nil {
+		return nil, Meta{}, opErr("open", key, version, err)
+	}
+	return f, m, nil
+}
+
+func (s *Store) open(key []byte, version uint64) (*os.File, Meta, error) {
+	if err := checkKey(key); err != nil {
+		return nil, Meta{}, err
+	}
+	if err := s.rlock(); err != nil {
+		return nil, Meta{}, err
+	}
+	defer s.mu.RUnlock()
+	ik := indexKey(key, version)
+	// Hold the stripe so that the record and the file opened belong to the
+	// same Put, even while the same version is being replaced.
+	mu := s.stripe(ik)
+	mu.Lock()
+	defer mu.Unlock()
+	r, ok, err := s.idx.get(ik)
+	switch {
+	case err != nil:
+		return nil, Meta{}, fmt.Errorf("index: %w", err)
+	case !ok:
+		return nil, Meta{}, ErrNotFound
+	}
+	f, err := os.Open(s.blobPath(key, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, Meta{}, fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, err)
+	}
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, Meta{}, err
+	}
+	if got, want := fi.Size(), r.size+trailerLen(len(key)); got != want {
+		f.Close()
+		return nil, Meta{}, fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, f.Name(), got, want)
+	}
+	return f, r.meta(key, version), nil
+}
+
+// Delete removes (key, version): first from the index, then its file, so a
+// crash in between leaves at worst an orphan file, never an index entry
+// without a file. It returns ErrNotFound if the version is not indexed; an
+// orphan file of that version, left by a crash, is removed all the same.
+func (s *Store) Delete(key []byte, version uint64) error {
+	if err := checkKey(key); err != nil {
+		return opErr("delete", key, version, err)
+	}
+	if err := s.rlock(); err != nil {
+		return opErr("delete", key, version, err)
+	}
+	defer s.mu.RUnlock()
+	ik := indexKey(key, version)
+	mu := s.stripe(ik)
+	mu.Lock()
+	defer mu.Unlock()
+	path := s.blobPath(key, version)
+	r, ok, err := s.idx.get(ik)
+	if err != nil {
+		return opErr("delete", key, version, fmt.Errorf("index: %w", err))
+	}
+	if !ok {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return opErr("delete", key, version, fmt.Errorf("%w; removing an orphan file: %w", ErrNotFound, err))
+		}
+		return opErr("delete", key, version, ErrNotFound)
+	}
+	if err := s.idx.delete(ik); err != nil {
+		return opErr("delete", key, version, fmt.Errorf("index: %w", noSpace(err)))
+	}
+	s.keys.Add(-1)
+	s.bytes.Add(-r.size)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// The version is gone from the index; deleting it again removes
+		// the orphan file.
+		return opErr("delete", key, version, fmt.Errorf("unindexed, but its file is left behind: %w", err))
+	}
+	return nil
+}
+
+// iterateBatch is how many entries Iterate reads per index pass. Between
+// passes no lock or iterator is held, so fn may be slow, call the Store
+// (even Delete the entry it is given) and Close is never held up by it.
+const iterateBatch = 256
+
+// Iterate calls fn with the metadata of every (key, version) held whose key
+// is >= start, in (key, version) byte order, until fn returns false. A nil
+// or empty start means from the first key. Iterate reads the index in
+// batches: it does not see a consistent snapshot, but every version that is
+// held throughout the iteration is visited exactly once. It returns
+// ErrClosed if the store is closed meanwhile, and ErrBadKey if start holds a
+// NUL byte.
+func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
+	errf := func(err error) error { return fmt.Errorf("store: iterate from %q: %w", start, err) }
+	if bytes.IndexByte(start, 0) >= 0 {
+		return errf(fmt.Errorf("%w: contains a NUL byte", ErrBadKey))
+	}
+	from := bytes.Clone(start)
+	batch := make([]Meta, 0, iterateBatch)
+	for {
+		batch = batch[:0]
+		var next []byte
+		var splitErr error
+		if err := s.rlock(); err != nil {
+			return errf(err)
+		}
+		err := s.idx.scan(from, nil, false, func(ik []byte, r record) bool {
+			key, v, err := splitIndexKey(ik)
+			if err != nil {
+				splitErr = err
+				return false
+			}
+			batch = append(batch, r.meta(key, v))
+			if len(batch) == iterateBatch {
+				// The smallest index key after ik.
+				next = append(bytes.Clone(ik), 0)
+				return false
+			}
+			return true
+		})
+		s.mu.RUnlock()
+		if err == nil {
+			err = splitErr
+		}
+		if err != nil {
+			return errf(fmt.Errorf("index: %w", err))
+		}
+		for _, m := range batch {
+			if !fn(m) {
+				return nil
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		from = next
+	}
+}
+
+// Stats returns the volume's usage. Keys and Bytes are kept as counters;
+// Free and Total come from the filesystem (statfs) and Capacity.
+func (s *Store) Stats() Stats {
+	st := Stats{Keys: s.keys.Load(), Bytes: s.bytes.Load()}
+	free, total, err := fsSpace(s.dir)
+	if err == nil {
+		st.Free = max(free-s.cfg.Reserve, 0)
+		st.Total = total
+	}
+	if c := s.cfg.Capacity; c > 0 {
+		room := max(c-st.Bytes, 0)
+		if err != nil || room < st.Free {
+			st.Free = room
+		}
+		st.Total = c
+	}
+	return st
+}
+
+// Verify re-reads the file of (key, version) and checks its length, its
+// trailer against the index and the value's checksum. It returns an error
+// wrapping ErrCorrupt on any mismatch, and ErrNotFound if the version is not
+// held. It reads the whole value without holding any lock.
+func (s *Store) Verify(key []byte, version uint64) error {
+	f, m, err := s.open(key, version)
+	if err != nil {
+		return opErr("verify", key, version, err)
+	}
+	defer f.Close()
+	if err := s.verifyFile(f, m); err != nil {
+		return opErr("verify", key, version, err)
+	}
+	return nil
+}
+
+func (s *Store) verifyFile(f *os.File, m Meta) error {
+	sb := s.bufs.Get().(*streamBuf)
+	defer s.bufs.Put(sb)
+
+	tl := trailerLen(len(m.Key))
+	tail := sb.b[:tl]
+	if _, err := f.ReadAt(tail, m.Size); err != nil {
+		return fmt.Errorf("read trailer: %w", err)
+	}
+	t, err := decodeTrailer(tail, m.Size+tl)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(t.key, m.Key) || t.version != m.Version || t.size != m.Size ||
+		t.checksum != m.Checksum || t.modNanos != m.ModTime.UnixNano() {
+		return fmt.Errorf("%w: trailer (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
+			ErrCorrupt, t.key, t.version, t.size, t.checksum, m.Size, m.Checksum)
+	}
+
+	h := sb.h
+	h.Reset()
+	n, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, m.Size), sb.b)
+	if err != nil {
+		return fmt.Errorf("read value: %w", err)
+	}
+	if n != m.Size {
+		return fmt.Errorf("%w: read %d value bytes, want %d", ErrCorrupt, n, m.Size)
+	}
+	if got := h.Sum64(); got != m.Checksum {
+		return fmt.Errorf("%w: value checksum %016x, want %016x", ErrCorrupt, got, m.Checksum)
+	}
+	return nil
+}
