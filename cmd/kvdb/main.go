@@ -26,6 +26,7 @@ Usage:
   kvdb master [flags] [DIR]   the master: client API and key index
   kvdb volume [flags] [DIR]   a volume server: holds the bytes, joins by gossip
   kvdb dev [flags]            one master and 3 volumes on this machine
+  kvdb bench --url URL [...]  load generator for any server speaking the API
   kvdb help COMMAND           flags of a command
 
 Every flag can also be set by the environment: --foo-bar as KVDB_FOO_BAR;
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runVolume(rest, stderr)
 	case "dev":
 		err = runDev(rest, stderr)
+	case "bench":
+		err = runBench(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
