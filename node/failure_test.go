@@ -130,6 +130,44 @@ func TestRebuildIndex(t *testing.T) {
 	if found, _ := c.master.ix.get([]byte("r5"), &rec); !found || len(rec.Replicas) != 2 {
 		t.Fatalf("r5 after rebuild: got replicas %v, want 2", rec.Replicas)
 	}
+
+	// --rebuild discards an index that is there and does the same.
+	c.master.Kill()
+	c.mcfg.Rebuild = true
+	c.startMaster()
+	c.waitVolumes(3)
+	waitFor(t, 15*time.Second, "rebuild of every volume", func() bool {
+		c.master.mergeMu.Lock()
+		defer c.master.mergeMu.Unlock()
+		return len(c.master.merged) == 3
+	})
+	for i := 0; i < 40; i++ {
+		st, _ := c.get(fmt.Sprintf("r%d", i))
+		if want := map[bool]int{true: 404, false: 200}[i >= 30]; st != want {
+			t.Fatalf("GET r%d after --rebuild: got %d, want %d", i, st, want)
+		}
+	}
+}
+
+// TestFailedWriteLeavesNothing: with no volume left to replace a failed
+// replica, the write is refused with 503, the old value stays, and the
+// blob written to the surviving replica is deleted.
+func TestFailedWriteLeavesNothing(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	c.put("k", "old")
+	c.killVolume(0) // the master has not noticed yet
+	st, _, body := c.do("PUT", "k", strings.NewReader("new"))
+	if st != 503 {
+		t.Fatalf("PUT with a dead replica and no spare: got %d (%s), want 503", st, body)
+	}
+	waitFor(t, 10*time.Second, "abandoned blob deleted", func() bool {
+		return c.vols[1].store.Stats().Keys == 1
+	})
+	c.startVolume(0)
+	c.waitVolumes(2)
+	if st, got := c.get("k"); st != 200 || got != "old" {
+		t.Fatalf("GET: got %d %q, want the old value", st, got)
+	}
 }
 
 // TestRestartMaster stops the master with a crash and starts it again: every
