@@ -573,7 +573,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		return
 	}
 
-	rec = Record{Version: version, Size: ok[0].size, Checksum: ok[0].checksum, ModTime: time.Unix(0, int64(version)).UTC()}
+	rec = Record{Version: version, Size: ok[0].size, Checksum: ok[0].checksum, ModTime: versionTime(version)}
 	for _, r := range ok {
 		rec.Replicas = append(rec.Replicas, r.vol)
 	}

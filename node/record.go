@@ -106,6 +106,10 @@ func decodeRecord(b []byte, r *Record) error {
 	return nil
 }
 
+// versionTime is the write time a version encodes (the master hands out
+// versions from its clock in nanoseconds).
+func versionTime(v uint64) time.Time { return time.Unix(0, int64(v)).UTC() }
+
 // formatVersion renders a version the way volume URLs carry it.
 func formatVersion(v uint64) string { return strconv.FormatUint(v, 16) }
 

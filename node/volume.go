@@ -392,16 +392,19 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	h := &ctx.Response.Header
 	tag := appendETag(kb[:0], meta.Checksum)
 	h.SetBytesV("ETag", tag)
-	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(kb[len(tag):len(tag)], meta.ModTime))
+	// The version is the master's write time: every replica, and the
+	// master's HEAD, report the same Last-Modified.
+	mtime := versionTime(meta.Version)
+	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(kb[len(tag):len(tag)], mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
-	if notModified(ctx, tag, meta.ModTime) {
+	if notModified(ctx, tag, mtime) {
 		f.Close()
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
 	}
 	start, length := int64(0), meta.Size
-	if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && ifRangeMatches(ctx, tag, meta.ModTime) {
+	if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && ifRangeMatches(ctx, tag, mtime) {
 		s, e, err := parseRange(rh, meta.Size)
 		switch {
 		case errors.Is(err, errRangeUnsatisfiable):

@@ -34,8 +34,9 @@ type Member struct {
 	Weight int
 }
 
-// Ring is the placement of keys on a fixed set of volumes. It is immutable
-// once New returns and safe for concurrent use without locks.
+// Ring is the placement of keys on a fixed set of volumes. Build it with New
+// (the zero Ring is not usable). It is immutable once New returns and safe for
+// concurrent use without locks.
 type Ring struct {
 	cfg     Config
 	members []Member // sorted by Name, Weight normalized to >= 1

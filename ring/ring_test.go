@@ -35,7 +35,7 @@ func key(i int) []byte { return fmt.Appendf(nil, "key-%d", i) }
 
 func TestDefaultConfig(t *testing.T) {
 	// Changing a default re-places every key of clusters that rely on it.
-	want := Config{Partitions: 1021, Load: 1.25, VirtualNodes: 20}
+	want := Config{Partitions: 1021, Load: 1.25, VirtualNodes: 100}
 	if got := DefaultConfig(); got != want {
 		t.Fatalf("DefaultConfig() = %+v, want %+v", got, want)
 	}
@@ -43,7 +43,7 @@ func TestDefaultConfig(t *testing.T) {
 		t.Errorf("Config{}.withDefaults() = %+v, want %+v", got, want)
 	}
 	partial := Config{Partitions: 7}
-	if got, want := partial.withDefaults(), (Config{Partitions: 7, Load: 1.25, VirtualNodes: 20}); got != want {
+	if got, want := partial.withDefaults(), (Config{Partitions: 7, Load: 1.25, VirtualNodes: 100}); got != want {
 		t.Errorf("%+v.withDefaults() = %+v, want %+v", partial, got, want)
 	}
 	r := mustNew(t, Config{VirtualNodes: 5}, vols("vol", 3, 1))
