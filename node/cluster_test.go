@@ -17,7 +17,7 @@ import (
 // on 127.0.0.1 with ephemeral ports, and can kill (no goodbye), stop and
 // restart any of them.
 type testCluster struct {
-	t      *testing.T
+	t      testing.TB
 	label  string
 	mcfg   MasterConfig
 	master *Master
@@ -37,7 +37,7 @@ func testLogger() *slog.Logger {
 
 // newTestCluster starts a master and n volumes and waits until the master
 // sees them all.
-func newTestCluster(t *testing.T, n, replicas int) *testCluster {
+func newTestCluster(t testing.TB, n, replicas int) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &testCluster{

@@ -375,7 +375,7 @@ func (m *membership) upsert(node *memberlist.Node, event string) {
 		State:  "alive",
 	}
 	if err != nil {
-		m.log.Warn("gossip member with bad metadata ignored", "node", mem.Name, "err", err)
+		m.log.Warn("gossip member with bad metadata ignored", "member", mem.Name, "err", err)
 		return
 	}
 	mem.Role, mem.HTTP, mem.Free, mem.Total = meta.Role, meta.HTTP, meta.Free, meta.Total
@@ -385,7 +385,7 @@ func (m *membership) upsert(node *memberlist.Node, event string) {
 	delete(m.gone, mem.Name)
 	m.mu.Unlock()
 	if !known || event != "update" {
-		m.log.Info("gossip member "+event, "node", mem.Name, "role", mem.Role, "addr", mem.HTTP)
+		m.log.Info("gossip member "+event, "member", mem.Name, "role", mem.Role, "addr", mem.HTTP)
 	}
 	m.notify()
 }
@@ -403,7 +403,7 @@ func (m *membership) remove(node *memberlist.Node) {
 		m.gone[name] = mem
 	}
 	m.mu.Unlock()
-	m.log.Info("gossip member "+state, "node", name)
+	m.log.Info("gossip member "+state, "member", name)
 	m.notify()
 }
 
