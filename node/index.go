@@ -131,10 +131,10 @@ func (ix *index) get(key []byte, r *Record) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("node: index get %q: %w", key, err)
+		return false, fmt.Errorf("node: index get %q: %w", string(key), err)
 	}
 	if err := decodeRecord(v, r); err != nil {
-		return false, fmt.Errorf("node: index get %q: %w", key, err)
+		return false, fmt.Errorf("node: index get %q: %w", string(key), err)
 	}
 	return true, nil
 }

@@ -50,6 +50,10 @@ type MasterConfig struct {
 	// GCInterval is how often queued deletions of old versions are retried.
 	// Default 5 s.
 	GCInterval time.Duration
+	// CacheEntries bounds the in-memory cache of index records that serves
+	// hot keys' redirects without touching goleveldb. Default 65536 (a few
+	// MB).
+	CacheEntries int
 	// Logger receives the master's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -93,6 +97,9 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.GCInterval <= 0 {
 		c.GCInterval = 5 * time.Second
 	}
+	if c.CacheEntries <= 0 {
+		c.CacheEntries = 1 << 16
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -115,6 +122,7 @@ type Master struct {
 	cfg    MasterConfig
 	log    *slog.Logger
 	ix     *index
+	cache  *recordCache
 	http   *httpServer
 	gossip *membership
 	client *fasthttp.Client
@@ -145,6 +153,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		client:  newClient(cfg.IdleTimeout),
 		merging: make(map[string]bool),
 		merged:  make(map[string]bool),
+		cache:   newRecordCache(cfg.CacheEntries),
 		gcKick:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
@@ -320,17 +329,16 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 		replyText(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed")
 		return
 	}
-	var kb [256]byte
-	key, err := ParseKey(kb[:0], path)
+	if ctx.IsGet() || ctx.IsHead() {
+		m.handleRead(ctx, path)
+		return
+	}
+	key, err := ParseKey(nil, path)
 	if err != nil {
 		replyError(ctx, err)
 		return
 	}
 	switch {
-	case ctx.IsGet():
-		m.handleGet(ctx, key)
-	case ctx.IsHead():
-		m.handleHead(ctx, key)
 	case ctx.IsDelete():
 		m.handleDelete(ctx, key)
 	default:
@@ -338,10 +346,45 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// handleGet redirects to a live volume holding the current version.
-func (m *Master) handleGet(ctx *fasthttp.RequestCtx, key []byte) {
+// lookup returns key's current record, from the cache when it can. The
+// record is shared: callers must not modify it.
+func (m *Master) lookup(key []byte) (*Record, bool, error) {
+	if rec, ok := m.cache.get(key); ok {
+		return rec, true, nil
+	}
+	mu := m.lockKey(key)
+	defer mu.Unlock()
+	if rec, ok := m.cache.get(key); ok {
+		return rec, true, nil
+	}
 	var rec Record
 	found, err := m.ix.get(key, &rec)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	m.cache.set(key, &rec)
+	return &rec, true, nil
+}
+
+// handleRead answers GET and HEAD. The key stays in a stack buffer: the
+// redirect of a cached key allocates nothing.
+func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
+	var kb [256]byte
+	key, err := ParseKey(kb[:0], path)
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	if ctx.IsGet() {
+		m.handleGet(ctx, key)
+	} else {
+		m.handleHead(ctx, key)
+	}
+}
+
+// handleGet redirects to a live volume holding the current version.
+func (m *Master) handleGet(ctx *fasthttp.RequestCtx, key []byte) {
+	rec, found, err := m.lookup(key)
 	if err != nil {
 		replyError(ctx, err)
 		return
@@ -367,8 +410,7 @@ func (m *Master) handleGet(ctx *fasthttp.RequestCtx, key []byte) {
 }
 
 func (m *Master) handleHead(ctx *fasthttp.RequestCtx, key []byte) {
-	var rec Record
-	found, err := m.ix.get(key, &rec)
+	rec, found, err := m.lookup(key)
 	if err != nil {
 		replyError(ctx, err)
 		return
@@ -429,6 +471,7 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	if err == nil && found {
 		err = m.ix.remove(key, &rec)
 	}
+	m.cache.forget(key)
 	mu.Unlock()
 	if err != nil {
 		replyError(ctx, err)
@@ -592,6 +635,11 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		err = m.ix.commit(key, &rec, tried, &old)
 	default:
 		err = m.ix.commit(key, &rec, tried, nil)
+	}
+	if err == nil {
+		m.cache.set(key, &rec)
+	} else {
+		m.cache.forget(key)
 	}
 	mu.Unlock()
 	if err != nil && !errors.Is(err, errSuperseded) {
@@ -974,6 +1022,7 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	}
 	mu := m.lockKey(key)
 	defer mu.Unlock()
+	m.cache.forget(key)
 	var rec Record
 	found, err := m.ix.get(key, &rec)
 	if err != nil {

@@ -76,3 +76,27 @@ func BenchmarkIndexCommit(b *testing.B) {
 		}
 	})
 }
+
+// TestRedirectAllocs: the redirect of an existing (cached) key allocates
+// nothing, so the master's small-request rate is not bounded by the GC.
+func TestRedirectAllocs(t *testing.T) {
+	if testing.CoverMode() != "" {
+		t.Skip("coverage instrumentation allocates")
+	}
+	c := newTestCluster(t, 2, 2)
+	c.put("photos/2026/cat.jpg", "meow")
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("GET")
+	ctx.Request.SetRequestURI("/photos/2026/cat.jpg")
+	c.master.handle(&ctx) // warm the cache and fasthttp's buffers
+	allocs := testing.AllocsPerRun(1000, func() {
+		ctx.Response.Reset()
+		c.master.handle(&ctx)
+	})
+	if ctx.Response.StatusCode() != fasthttp.StatusFound {
+		t.Fatalf("got status %d, want 302", ctx.Response.StatusCode())
+	}
+	if allocs != 0 {
+		t.Fatalf("got %.1f allocations per redirect, want 0", allocs)
+	}
+}
