@@ -1,11 +1,172 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kvdb/kvdb/bench"
 )
+
+const benchSynopsis = `bench [flags]
+
+Drives any server speaking the kvdb client API (PUT, GET following one
+redirect, HEAD, DELETE) and reports per operation: count, ops/s, MB/s,
+latency p50/p90/p99/max, errors and the first error. Values are generated
+as streams from --seed and the key, never held in memory. Keys still
+present at the end are deleted unless --keep. Ctrl-C stops the run early
+and still prints the report.
+
+--ops: put | get | head | a sequence such as put,get,delete (each worker
+cycles through it on its own keys) | mixed:70get/20put/10delete (random
+choice per op by weight). get and head alone first PUT a working set,
+reported as "put (setup)".
+
+Exit status: 0 when the run completed, even with failed operations (they
+are counted in the report); 1 when every operation failed, the run was
+interrupted or could not start; 2 on a bad flag or value.`
+
+// sizeRangeFlag is --size: a size or a range of sizes.
+type sizeRangeFlag struct{ r bench.SizeRange }
+
+func (f *sizeRangeFlag) String() string { return f.r.String() }
+
+func (f *sizeRangeFlag) Set(v string) error {
+	r, err := bench.ParseSizeRange(v)
+	if err != nil {
+		return err
+	}
+	f.r = r
+	return nil
+}
+
+// mixFlag is --ops.
+type mixFlag struct{ m bench.Mix }
+
+func (f *mixFlag) String() string { return f.m.String() }
+
+func (f *mixFlag) Set(v string) error {
+	m, err := bench.ParseMix(v)
+	if err != nil {
+		return err
+	}
+	f.m = m
+	return nil
+}
 
 // runBench binds the bench flags to bench.Config and runs it.
 func runBench(args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not built yet")
+	fs := newFlagSet("bench", benchSynopsis, stderr)
+	var cfg bench.Config
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:3000", "base URL of the server")
+	size := sizeRangeFlag{bench.SizeRange{Min: 1 << 20, Max: 1 << 20}}
+	fs.Var(&size, "size", "value `SIZE` from 1KiB to 1GiB, or a range MIN-MAX drawn uniformly per key (e.g. 1KiB-16MiB)")
+	fs.IntVar(&cfg.Count, "count", 0, "operations to run (a sequence is rounded up to whole cycles); 0: run for --duration")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to run when --count is 0")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "parallel workers")
+	ops := mixFlag{}
+	_ = ops.Set("put,get,delete")
+	fs.Var(&ops, "ops", "operation `MIX`: put, get, head, a sequence (put,get,delete) or mixed:70get/20put/10delete")
+	fs.StringVar(&cfg.Prefix, "prefix", "", `key prefix (default "bench/<6 random hex digits>/")`)
+	fs.BoolVar(&cfg.Verify, "verify", false, "GET checks every byte against what was PUT")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the value generator")
+	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "idle timeout: a request fails when no byte moves for this long")
+	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
+	asJSON := fs.Bool("json", false, "print the report as JSON on stdout instead of a table")
+	baseline := fs.Bool("baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
+	baselineOnly := fs.Bool("baseline-only", false, "run only the baseline (no server needed)")
+	baselineDir := fs.String("baseline-dir", "./data/bench-baseline", "directory for the baseline's files, on the disk the server writes to; created and removed again")
+	showProgress := fs.Bool("progress", false, "show progress on stderr even when it is not a terminal (it is shown on a terminal anyway)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kvdb bench: unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	cfg.Size, cfg.Ops = size.r, ops.m
+	if *showProgress || isTerminal(stderr) {
+		cfg.Progress = stderr
+	}
+	validate := cfg.Validate
+	if *baselineOnly {
+		cfg.URL = ""
+		validate = func() error {
+			// Everything but the URL, which the baseline does not use.
+			c := cfg
+			c.URL = "http://127.0.0.1"
+			return c.Validate()
+		}
+	}
+	if err := validate(); err != nil {
+		fmt.Fprintf(stderr, "kvdb bench: %v\n", err)
+		return errUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A second signal kills the process: the first only stops the run.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+
+	var res bench.Result
+	var runErr error
+	if *baselineOnly {
+		res.Config = bench.Summarize(cfg)
+		res.Config.Ops, res.Config.Prefix = "", ""
+	} else {
+		res, runErr = bench.Run(ctx, cfg)
+		if runErr != nil && !errors.Is(runErr, context.Canceled) {
+			return runErr
+		}
+	}
+	if (*baseline || *baselineOnly) && ctx.Err() == nil {
+		rows, err := bench.RunBaseline(ctx, cfg, *baselineDir)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		res.Baseline = rows
+	}
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else if err := res.WriteTable(stdout); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	var ok, total int64
+	for _, rows := range [][]bench.OpStats{res.Ops, res.Baseline} {
+		for _, s := range rows {
+			total += s.Count
+			ok += s.Count - s.Errors
+		}
+	}
+	if total > 0 && ok == 0 {
+		return fmt.Errorf("all %d operations failed", total)
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -1,0 +1,822 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvdb/kvdb/node"
+)
+
+var clusterSeq atomic.Int64
+
+// startCluster runs a master and three volumes in the test process and
+// returns the master's URL once it sees all three.
+func startCluster(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	label := fmt.Sprintf("bench-test-%d-%d", os.Getpid(), clusterSeq.Add(1))
+	m, err := node.NewMaster(node.MasterConfig{
+		Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "m"), Replicas: 2,
+		Gossip: node.GossipConfig{Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest},
+	})
+	if err != nil {
+		t.Fatalf("start master: %v", err)
+	}
+	t.Cleanup(m.Kill)
+	for i := 1; i <= 3; i++ {
+		v, err := node.NewVolume(node.VolumeConfig{
+			Name: fmt.Sprintf("vol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
+			Gossip: node.GossipConfig{
+				Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest,
+				Join: []string{m.GossipAddr()},
+			},
+		})
+		if err != nil {
+			t.Fatalf("start volume %d: %v", i, err)
+		}
+		t.Cleanup(v.Kill)
+	}
+	waitFor(t, 15*time.Second, "master to see 3 volumes", func() bool { return m.LiveVolumes() == 3 })
+	return "http://" + m.Addr()
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func row(t *testing.T, res Result, name string) OpStats {
+	t.Helper()
+	s, ok := findRow(res.Ops, name)
+	if !ok {
+		t.Fatalf("no %q row in %+v", name, res.Ops)
+	}
+	return s
+}
+
+func mustMix(t *testing.T, s string) Mix {
+	t.Helper()
+	m, err := ParseMix(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestRunAgainstCluster(t *testing.T) {
+	url := startCluster(t)
+	tests := []struct {
+		ops string
+		// want counts per row; rows not listed must be absent. -1: any.
+		want map[string]int64
+		// total of the timed rows, when their split is random.
+		total int64
+	}{
+		{ops: "put,get,delete", want: map[string]int64{"put": 20, "get": 20, "delete": 20}},
+		{ops: "put", want: map[string]int64{"put": 60, rowCleanup: 60}},
+		{ops: "get", want: map[string]int64{rowSetup: 16, "get": 60, rowCleanup: 16}},
+		{ops: "head", want: map[string]int64{rowSetup: 16, "head": 60, rowCleanup: 16}},
+		{ops: "put,get", want: map[string]int64{"put": 30, "get": 30, rowCleanup: 30}},
+		{
+			ops:   "mixed:70get/20put/10delete",
+			want:  map[string]int64{"put": -1, "get": -1, "delete": -1, rowCleanup: -1},
+			total: 60,
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.ops, func(t *testing.T) {
+			var buf bytes.Buffer
+			prefix := fmt.Sprintf("bench/t%d/", i)
+			res, err := Run(context.Background(), Config{
+				URL: url, Size: SizeRange{4 << 10, 64 << 10}, Count: 60, Concurrency: 4,
+				Ops: mustMix(t, tt.ops), Prefix: prefix, Verify: true, Seed: uint64(i), Progress: &buf,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var table bytes.Buffer
+			if err := res.WriteTable(&table); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("\n%s", table.String())
+			var total int64
+			for _, s := range res.Ops {
+				want, ok := tt.want[s.Op]
+				if !ok {
+					t.Errorf("unexpected row %q (count %d)", s.Op, s.Count)
+					continue
+				}
+				if want >= 0 && s.Count != want {
+					t.Errorf("%s: count %d, want %d", s.Op, s.Count, want)
+				}
+				if s.Errors != 0 {
+					t.Errorf("%s: %d errors, first: %s", s.Op, s.Errors, s.FirstErr)
+				}
+				if s.Count > 0 && (s.P50 <= 0 || s.Max < s.P99 || s.P99 < s.P90 || s.P90 < s.P50) {
+					t.Errorf("%s: latencies p50 %v p90 %v p99 %v max %v", s.Op, s.P50, s.P90, s.P99, s.Max)
+				}
+				if s.Op != rowSetup && s.Op != rowCleanup {
+					total += s.Count
+				}
+			}
+			for name, want := range tt.want {
+				if _, ok := findRow(res.Ops, name); !ok && want != 0 && (want > 0 || name != rowCleanup) {
+					t.Errorf("no %q row", name)
+				}
+			}
+			if tt.total > 0 && total != tt.total {
+				t.Errorf("timed ops: %d, want %d", total, tt.total)
+			}
+			if g := row(t, res, res.Ops[0].Op); g.MBPerSec <= 0 && g.Op != "delete" && g.Op != "head" {
+				t.Errorf("%s: MB/s %v", g.Op, g.MBPerSec)
+			}
+			if !strings.Contains(buf.String(), "ops") {
+				t.Errorf("no progress written: %q", buf.String())
+			}
+			// Cleanup left nothing behind.
+			resp, err := http.Get(url + "/" + prefix + "?list")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var list struct{ Keys []string }
+			if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Keys) != 0 {
+				t.Errorf("keys left under %s: %q", prefix, list.Keys)
+			}
+		})
+	}
+}
+
+// memServer is a minimal store: PUT keeps the body, GET answers with a
+// relative 302 to /_blob/KEY, which serves it through corrupt.
+type memServer struct {
+	mu      sync.Mutex
+	vals    map[string][]byte
+	corrupt func([]byte) []byte
+}
+
+func (s *memServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/")
+	blob, isBlob := strings.CutPrefix(key, "_blob/")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch r.Method {
+	case http.MethodPut:
+		b, err := io.ReadAll(r.Body) // small test values only
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		s.vals[key] = b
+		w.WriteHeader(http.StatusCreated)
+	case http.MethodGet, http.MethodHead:
+		if !isBlob {
+			http.Redirect(w, r, "/_blob/"+key, http.StatusFound)
+			return
+		}
+		b, ok := s.vals[blob]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if s.corrupt != nil {
+			b = s.corrupt(bytes.Clone(b))
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	case http.MethodDelete:
+		delete(s.vals, key)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+func TestVerifyCatchesCorruption(t *testing.T) {
+	tests := []struct {
+		name    string
+		corrupt func([]byte) []byte
+		want    string
+	}{
+		{"intact", nil, ""},
+		{"flipped byte", func(b []byte) []byte { b[1234] ^= 0x40; return b }, "verify: byte 1234 differs"},
+		{"short", func(b []byte) []byte { return b[:len(b)-1] }, "verify: body is"},
+		{"long", func(b []byte) []byte { return append(b, 0) }, "verify: body longer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &memServer{vals: map[string][]byte{}, corrupt: tt.corrupt}
+			srv := httptest.NewServer(s)
+			defer srv.Close()
+			res, err := Run(context.Background(), Config{
+				URL: srv.URL, Size: SizeRange{4 << 10, 8 << 10}, Count: 30, Concurrency: 3,
+				Ops: mustMix(t, "put,get,delete"), Verify: true,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			get := row(t, res, "get")
+			if tt.want == "" {
+				if get.Errors != 0 {
+					t.Fatalf("get: %d errors: %s", get.Errors, get.FirstErr)
+				}
+				if get.Bytes < 10*(4<<10) {
+					t.Errorf("get: %d bytes", get.Bytes)
+				}
+				return
+			}
+			if get.Errors != get.Count || get.Count != 10 {
+				t.Errorf("get: %d errors of %d, want 10 of 10", get.Errors, get.Count)
+			}
+			if !strings.Contains(get.FirstErr, tt.want) || !strings.HasPrefix(get.FirstErr, "GET ") {
+				t.Errorf("first error %q, want %q", get.FirstErr, tt.want)
+			}
+			if p := row(t, res, "put"); p.Errors != 0 {
+				t.Errorf("put: %d errors: %s", p.Errors, p.FirstErr)
+			}
+		})
+	}
+}
+
+// TestVerifyLargeValue streams values larger than a worker's buffers
+// through a server that generates them, and finds a byte flipped deep in.
+func TestVerifyLargeValue(t *testing.T) {
+	const size = 20<<20 + 3
+	cfg := Config{Size: SizeRange{size, size}, Seed: 7, Prefix: "big/"}
+	var flipAt atomic.Int64
+	flipAt.Store(-1)
+	var putBytes atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := strings.TrimPrefix(r.URL.Path, "/")
+		v := newValue(cfg.Seed, key, cfg.Size)
+		switch r.Method {
+		case http.MethodPut:
+			// Check the body streamed in is the value, without keeping it.
+			c := checker{v: v, exp: make([]byte, 64<<10)}
+			buf := make([]byte, 100_003)
+			for {
+				n, err := r.Body.Read(buf)
+				if cerr := c.check(buf[:n]); cerr != nil {
+					http.Error(w, cerr.Error(), 400)
+					return
+				}
+				putBytes.Add(int64(n))
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					http.Error(w, err.Error(), 400)
+					return
+				}
+			}
+			if err := c.done(); err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			w.WriteHeader(http.StatusCreated)
+		case http.MethodGet:
+			w.Header().Set("Content-Length", fmt.Sprint(v.size))
+			vr := &valueReader{}
+			vr.reset(context.Background(), v, make([]byte, 1<<20))
+			if at := flipAt.Load(); at >= 0 {
+				io.CopyN(w, vr, at)
+				var b [1]byte
+				vr.Read(b[:])
+				b[0] ^= 1
+				w.Write(b[:])
+			}
+			io.Copy(w, vr)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer srv.Close()
+	cfg.URL, cfg.Count, cfg.Concurrency, cfg.Ops, cfg.Verify = srv.URL, 6, 2, mustMix(t, "put,get,delete"), true
+
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Ops {
+		if s.Errors != 0 {
+			t.Errorf("%s: %d errors: %s", s.Op, s.Errors, s.FirstErr)
+		}
+	}
+	if g := row(t, res, "get"); g.Bytes != 2*size {
+		t.Errorf("get moved %d bytes, want %d", g.Bytes, 2*size)
+	}
+	if putBytes.Load() != 2*size {
+		t.Errorf("server received %d bytes, want %d", putBytes.Load(), 2*size)
+	}
+
+	flipAt.Store(13_000_001)
+	res, err = Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := row(t, res, "get"); g.Errors != 2 || !strings.Contains(g.FirstErr, "verify: byte 13000001 differs") {
+		t.Errorf("get: %d errors, first %q; want 2, byte 13000001", g.Errors, g.FirstErr)
+	}
+}
+
+func TestStatusErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "boom\nsecond line", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{
+		URL: srv.URL, Size: SizeRange{1 << 10, 1 << 10}, Count: 12, Concurrency: 2,
+		Ops: mustMix(t, "put,get,delete"), Prefix: "x/",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"put", "get", "delete"} {
+		s := row(t, res, op)
+		if s.Count != 4 || s.Errors != 4 {
+			t.Errorf("%s: %d errors of %d, want 4 of 4", op, s.Errors, s.Count)
+		}
+		if !strings.Contains(s.FirstErr, ": status 500: boom") || strings.Contains(s.FirstErr, "second") {
+			t.Errorf("%s: first error %q", op, s.FirstErr)
+		}
+		if !strings.HasPrefix(s.FirstErr, strings.ToUpper(op)+" x/") {
+			t.Errorf("%s: first error %q does not name the op and key", op, s.FirstErr)
+		}
+		if s.Bytes != 0 || s.P50 != 0 {
+			t.Errorf("%s: failed ops counted bytes %d, p50 %v", op, s.Bytes, s.P50)
+		}
+	}
+	// Nothing was written, so nothing to clean up.
+	if _, ok := findRow(res.Ops, rowCleanup); ok {
+		t.Errorf("cleanup row without keys: %+v", res.Ops)
+	}
+}
+
+func TestTransportError(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close() // nothing listens there now
+	res, err := Run(context.Background(), Config{
+		URL: url, Size: SizeRange{1 << 10, 1 << 10}, Count: 3, Ops: mustMix(t, "put"), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := row(t, res, "put"); p.Errors != 3 || !strings.Contains(p.FirstErr, "PUT bench/") {
+		t.Errorf("put: %d errors, first %q", p.Errors, p.FirstErr)
+	}
+}
+
+func TestDurationAndCancel(t *testing.T) {
+	s := &memServer{vals: map[string][]byte{}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	cfg := Config{
+		URL: srv.URL, Size: SizeRange{1 << 10, 2 << 10}, Duration: 300 * time.Millisecond, Concurrency: 2,
+		Ops: mustMix(t, "mixed:50get/30put/10delete/10head"), Verify: true,
+	}
+	start := time.Now()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
+		t.Errorf("a 300ms run took %v", d)
+	}
+	var timed int64
+	for _, r := range res.Ops {
+		if r.Errors != 0 {
+			t.Errorf("%s: %d errors: %s", r.Op, r.Errors, r.FirstErr)
+		}
+		if r.Op != rowCleanup {
+			timed += r.Count
+		}
+	}
+	if timed == 0 {
+		t.Error("no operation in 300ms")
+	}
+	s.mu.Lock()
+	left := len(s.vals)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d keys left after cleanup", left)
+	}
+
+	// A cancelled run stops early and still reports and cleans up.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	cfg.Duration = time.Hour
+	res, err = Run(ctx, cfg)
+	if err != context.DeadlineExceeded {
+		t.Errorf("cancelled run: err %v", err)
+	}
+	if len(res.Ops) == 0 || time.Since(start) > time.Minute {
+		t.Errorf("cancelled run: %+v", res.Ops)
+	}
+	s.mu.Lock()
+	left = len(s.vals)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d keys left after a cancelled run", left)
+	}
+}
+
+func TestRunBaseline(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "a", "b")
+	rows, err := RunBaseline(context.Background(), Config{
+		Size: SizeRange{4 << 10, 64 << 10}, Count: 20, Concurrency: 2, Verify: true,
+	}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0].Op != RowWriteFsync || rows[1].Op != RowSendfileGet {
+		t.Fatalf("rows %+v", rows)
+	}
+	for _, r := range rows {
+		if r.Count != 20 || r.Errors != 0 || r.MBPerSec <= 0 || r.P50 <= 0 {
+			t.Errorf("%s: count %d errors %d (%s) MB/s %v p50 %v", r.Op, r.Count, r.Errors, r.FirstErr, r.MBPerSec, r.P50)
+		}
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Errorf("left behind in %s: %v", parent, ents)
+	}
+
+	// An existing directory stays, empty.
+	rows, err = RunBaseline(context.Background(), Config{Size: SizeRange{1 << 10, 1 << 10}, Count: 4}, parent)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("rows %+v, err %v", rows, err)
+	}
+	if ents, err := os.ReadDir(parent); err != nil || len(ents) != 0 {
+		t.Errorf("existing dir: %v, %v", ents, err)
+	}
+}
+
+func TestParseSizeRange(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    SizeRange
+		wantErr bool
+	}{
+		{"4096", SizeRange{4096, 4096}, false},
+		{"1MiB", SizeRange{1 << 20, 1 << 20}, false},
+		{"1mib", SizeRange{1 << 20, 1 << 20}, false},
+		{"1KiB-16MiB", SizeRange{1 << 10, 16 << 20}, false},
+		{"64K-1G", SizeRange{64 << 10, 1 << 30}, false},
+		{"1MB", SizeRange{1e6, 1e6}, false},
+		{"2 GB", SizeRange{2e9, 2e9}, false},
+		{"10B", SizeRange{10, 10}, false},
+		{"16MiB-1MiB", SizeRange{}, true},
+		{"", SizeRange{}, true},
+		{"lots", SizeRange{}, true},
+		{"1.5MiB", SizeRange{}, true},
+		{"1MiB-", SizeRange{}, true},
+		{"99999999TiB", SizeRange{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseSizeRange(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseSizeRange(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+	for _, s := range []string{"1KiB", "1MiB-16MiB", "4097", "1GiB"} {
+		r, _ := ParseSizeRange(s)
+		if back, err := ParseSizeRange(r.String()); err != nil || back != r {
+			t.Errorf("%q: String %q parses back as %v, %v", s, r.String(), back, err)
+		}
+	}
+}
+
+func TestParseMix(t *testing.T) {
+	tests := []struct {
+		in      string
+		seq     []Op
+		weights []weightedOp
+		setup   bool
+		wantErr string
+	}{
+		{in: "put", seq: []Op{OpPut}},
+		{in: "get", seq: []Op{OpGet}, setup: true},
+		{in: "HEAD", seq: []Op{OpHead}, setup: true},
+		{in: "put,get,delete", seq: []Op{OpPut, OpGet, OpDelete}},
+		{in: "put, head, get, delete", seq: []Op{OpPut, OpHead, OpGet, OpDelete}},
+		{in: "get,head", seq: []Op{OpGet, OpHead}, setup: true},
+		{in: "put,get", seq: []Op{OpPut, OpGet}},
+		{in: "mixed:70get/20put/10delete", weights: []weightedOp{{OpGet, 70}, {OpPut, 20}, {OpDelete, 10}}},
+		{in: "mixed:1head/0put", weights: []weightedOp{{OpHead, 1}}},
+		{in: "", wantErr: "empty"},
+		{in: "post", wantErr: "unknown op"},
+		{in: "delete", wantErr: "delete needs a put"},
+		{in: "get,delete", wantErr: "delete needs a put"},
+		{in: "put,delete,get", wantErr: "get after a delete"},
+		{in: "get,put", wantErr: "get after a delete"},
+		{in: "put,,get", wantErr: "unknown op"},
+		{in: "mixed:", wantErr: "weight"},
+		{in: "mixed:get", wantErr: "weight"},
+		{in: "mixed:50get/50get", wantErr: "twice"},
+		{in: "mixed:0get", wantErr: "all weights are zero"},
+		{in: "mixed:10fetch", wantErr: "unknown op"},
+	}
+	for _, tt := range tests {
+		m, err := ParseMix(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseMix(%q): error %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseMix(%q): %v", tt.in, err)
+			continue
+		}
+		if fmt.Sprint(m.seq) != fmt.Sprint(tt.seq) || fmt.Sprint(m.weights) != fmt.Sprint(tt.weights) {
+			t.Errorf("ParseMix(%q) = seq %v weights %v; want %v %v", tt.in, m.seq, m.weights, tt.seq, tt.weights)
+		}
+		if m.needsSetup() != tt.setup {
+			t.Errorf("ParseMix(%q).needsSetup() = %v, want %v", tt.in, m.needsSetup(), tt.setup)
+		}
+		if m.String() != strings.TrimSpace(tt.in) {
+			t.Errorf("ParseMix(%q).String() = %q", tt.in, m.String())
+		}
+	}
+	m := mustMix(t, "mixed:70get/20put/10delete")
+	counts := map[Op]int{}
+	for x := range m.total {
+		counts[m.pick(x)]++
+	}
+	if counts[OpGet] != 70 || counts[OpPut] != 20 || counts[OpDelete] != 10 {
+		t.Errorf("pick over [0,100): %v", counts)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := Config{URL: "http://127.0.0.1:3000"}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"no url", func(c *Config) { c.URL = "" }},
+		{"bad scheme", func(c *Config) { c.URL = "ftp://h/" }},
+		{"no host", func(c *Config) { c.URL = "http:///x" }},
+		{"query", func(c *Config) { c.URL = "http://h/?a=1" }},
+		{"under 1KiB", func(c *Config) { c.Size = SizeRange{512, 4096} }},
+		{"over 1GiB", func(c *Config) { c.Size = SizeRange{1 << 20, 1<<30 + 1} }},
+		{"min over max", func(c *Config) { c.Size = SizeRange{8192, 4096} }},
+		{"negative count", func(c *Config) { c.Count = -1 }},
+		{"negative duration", func(c *Config) { c.Duration = -time.Second }},
+		{"negative concurrency", func(c *Config) { c.Concurrency = -2 }},
+		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }},
+		{"reserved prefix", func(c *Config) { c.Prefix = "_kvdb/x/" }},
+		{"long prefix", func(c *Config) { c.Prefix = strings.Repeat("p", 901) }},
+	}
+	for _, tt := range tests {
+		c := ok
+		tt.mod(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate passed", tt.name)
+		}
+	}
+	c := Config{URL: "http://h:1"}.withDefaults()
+	if c.Size != (SizeRange{1 << 20, 1 << 20}) || c.Concurrency != 1 || c.Duration != 10*time.Second ||
+		c.Ops.String() != "put,get,delete" || c.Timeout != time.Minute || !strings.HasPrefix(c.Prefix, "bench/") || len(c.Prefix) != 13 {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func readAllChunks(t *testing.T, r io.Reader, chunk int) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, chunk)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestValueStream(t *testing.T) {
+	r := SizeRange{100_000, 100_000}
+	ctx := context.Background()
+	gen := func(seed uint64, key string, chunk int) []byte {
+		vr := &valueReader{}
+		vr.reset(ctx, newValue(seed, key, r), make([]byte, 4096))
+		return readAllChunks(t, vr, chunk)
+	}
+	a := gen(1, "k", 65536)
+	if len(a) != 100_000 {
+		t.Fatalf("length %d", len(a))
+	}
+	if !bytes.Equal(a, gen(1, "k", 65536)) {
+		t.Error("same seed and key gave different bytes")
+	}
+	for _, chunk := range []int{1, 3, 7, 8, 13, 4095, 99_999} {
+		if !bytes.Equal(a, gen(1, "k", chunk)) {
+			t.Errorf("reading by %d bytes gave another stream", chunk)
+		}
+	}
+	var wt bytes.Buffer
+	vr := &valueReader{}
+	vr.reset(ctx, newValue(1, "k", r), make([]byte, 777))
+	if n, err := vr.WriteTo(&wt); err != nil || n != 100_000 || !bytes.Equal(wt.Bytes(), a) {
+		t.Errorf("WriteTo: %d, %v, same bytes %v", n, err, bytes.Equal(wt.Bytes(), a))
+	}
+	for _, other := range [][]byte{gen(1, "l", 65536), gen(2, "k", 65536)} {
+		same := 0
+		for i := range a {
+			if a[i] == other[i] {
+				same++
+			}
+		}
+		if same > len(a)/100 {
+			t.Errorf("another key or seed shares %d of %d bytes", same, len(a))
+		}
+	}
+	// The checker accepts the stream in any chunking and finds a flip.
+	c := checker{v: newValue(1, "k", r), exp: make([]byte, 1000)}
+	for i := 0; i < len(a); i += 333 {
+		if err := c.check(a[i:min(i+333, len(a))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.done(); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(a)
+	bad[54321] ^= 0x80
+	c = checker{v: newValue(1, "k", r), exp: make([]byte, 1000)}
+	if err := c.check(bad); err == nil || err.Error() != "verify: byte 54321 differs" {
+		t.Errorf("flipped byte: %v", err)
+	}
+	// Sizes in a range stay in it and vary by key.
+	rg := SizeRange{1 << 10, 1 << 20}
+	sizes := map[int64]bool{}
+	for i := range 100 {
+		v := newValue(3, fmt.Sprint("k", i), rg)
+		if v.size < rg.Min || v.size > rg.Max {
+			t.Fatalf("size %d outside %v", v.size, rg)
+		}
+		sizes[v.size] = true
+	}
+	if len(sizes) < 90 {
+		t.Errorf("only %d distinct sizes of 100", len(sizes))
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	var all []time.Duration
+	x := uint64(1)
+	for range 100_000 {
+		x = mix64(x)
+		// Log-uniform from 1 µs to about 10 s.
+		d := time.Duration(float64(time.Microsecond) * math.Pow(10, float64(x%7000)/1000))
+		all = append(all, d)
+		h.add(d)
+	}
+	slices.Sort(all)
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999} {
+		exact := all[int(q*float64(len(all)))-1]
+		got := h.quantile(q)
+		if diff := float64(got-exact) / float64(exact); diff > 0.01 || diff < -0.01 {
+			t.Errorf("p%v: %v, exact %v", q*100, got, exact)
+		}
+	}
+	if time.Duration(h.max) != all[len(all)-1] {
+		t.Errorf("max %v, want %v", time.Duration(h.max), all[len(all)-1])
+	}
+	for _, v := range []int64{0, 1, 255, 256, 257, 1000, 1 << 20, 1<<42 - 1, 1 << 42, 1 << 62} {
+		b := bucketOf(v)
+		if b < 0 || b >= nBuckets {
+			t.Fatalf("bucketOf(%d) = %d", v, b)
+		}
+		if v < 1<<42 {
+			if mid := bucketValue(b); float64(mid-v) > float64(v)/256+1 || float64(v-mid) > float64(v)/256+1 {
+				t.Errorf("bucketValue(bucketOf(%d)) = %d", v, mid)
+			}
+		}
+	}
+}
+
+func TestResolveLocation(t *testing.T) {
+	tests := []struct{ req, loc, want string }{
+		{"http://m:3000/a/b", "http://v:3001/a/b?v=1", "http://v:3001/a/b?v=1"},
+		{"http://m:3000/a/b", "//v:3001/x", "http://v:3001/x"},
+		{"http://m:3000/a/b", "/_blob/a/b", "http://m:3000/_blob/a/b"},
+		{"http://m:3000/a/b", "c%20d", "http://m:3000/a/c%20d"},
+		{"http://m:3000", "x", "http://m:3000/x"},
+		{"http://m:3000/a/b?q=/z", "c", "http://m:3000/a/c"},
+	}
+	for _, tt := range tests {
+		if got := resolveLocation(tt.req, tt.loc); got != tt.want {
+			t.Errorf("resolveLocation(%q, %q) = %q, want %q", tt.req, tt.loc, got, tt.want)
+		}
+	}
+}
+
+func TestAppendEscaped(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"bench/ab12/0-1", "bench/ab12/0-1"},
+		{"a b?c#d%e", "a%20b%3Fc%23d%25e"},
+		{"é~_.", "%C3%A9~_."},
+	}
+	for _, tt := range tests {
+		if got := string(appendEscaped(nil, tt.in)); got != tt.want {
+			t.Errorf("appendEscaped(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	res := Result{
+		Config: Summary{URL: "http://h:1", Size: "1MiB", Concurrency: 4, Ops: "put", Count: 10},
+		Ops: []OpStats{{Op: "put", Count: 10, OpsPerSec: 5, MBPerSec: 5.2, P50: 1500 * time.Microsecond,
+			P90: 12 * time.Millisecond, P99: 2 * time.Second, Max: 3 * time.Second, Errors: 1, FirstErr: "PUT k: status 503: no"}},
+		Baseline: []OpStats{{Op: RowWriteFsync, Count: 10, MBPerSec: 52}},
+	}
+	var b bytes.Buffer
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ops/s", "p99", "first error", "1.50ms", "12.0ms", "2.00s", "PUT k: status 503: no", "write+fsync", "put at 10% of write+fsync"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestIdleTimeout: Timeout bounds the wait for the next byte, not the
+// whole body: a slow body that keeps moving succeeds, a stalled one fails.
+func TestIdleTimeout(t *testing.T) {
+	const size = 4 << 10
+	cfg := Config{Size: SizeRange{size, size}, Count: 2, Ops: mustMix(t, "put,get"), Verify: true,
+		Timeout: 300 * time.Millisecond, Keep: true}
+	var stall atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		vr := &valueReader{}
+		vr.reset(context.Background(), newValue(cfg.Seed, strings.TrimPrefix(r.URL.Path, "/"), cfg.Size), make([]byte, 512))
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		for range 8 { // 8 × 100 ms: longer than Timeout in all
+			io.CopyN(w, vr, 512)
+			w.(http.Flusher).Flush()
+			if stall.Load() {
+				time.Sleep(time.Second)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	cfg.URL = srv.URL
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := row(t, res, "get"); g.Errors != 0 || g.Count != 1 || g.Max < 700*time.Millisecond {
+		t.Errorf("slow get: %d of %d failed (%s), took %v", g.Errors, g.Count, g.FirstErr, g.Max)
+	}
+	stall.Store(true)
+	res, err = Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := row(t, res, "get"); g.Errors != 1 || !strings.Contains(g.FirstErr, "timeout") {
+		t.Errorf("stalled get: %d errors, first %q; want a timeout", g.Errors, g.FirstErr)
+	}
+}

@@ -1,0 +1,375 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Value size bounds: what bench generates and verifies.
+const (
+	MinSize = 1 << 10 // 1 KiB
+	MaxSize = 1 << 30 // 1 GiB
+)
+
+// Config describes one benchmark run. The zero value of every field but URL
+// means its default; Run copies the Config and never changes the caller's.
+type Config struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:3000. Keys are
+	// appended to it as path segments.
+	URL string
+	// Size is the value size: fixed (Min == Max) or drawn uniformly from
+	// [Min, Max] per key. Bounds 1 KiB to 1 GiB. Default 1 MiB.
+	Size SizeRange
+	// Count is the number of operations of the timed phase. With a
+	// sequence such as put,get,delete it is rounded up to whole sequences.
+	// 0: run for Duration instead.
+	Count int
+	// Duration is how long the timed phase runs when Count is 0. Workers
+	// finish the sequence they are in. Default 10 s.
+	Duration time.Duration
+	// Concurrency is the number of parallel workers, each with its own
+	// keys and buffers. Default 1.
+	Concurrency int
+	// Ops is the operation mix. Default put,get,delete.
+	Ops Mix
+	// Prefix starts every key this run writes. Default "bench/<6 random
+	// hex digits>/", so runs never collide.
+	Prefix string
+	// Verify makes every GET compare each byte against the generated value
+	// (and HEAD the Content-Length against its size).
+	Verify bool
+	// Seed keys the value generator: a value is a function of (Seed, key).
+	Seed uint64
+	// Progress, when not nil, receives a progress line, rewritten with \r
+	// about every 500 ms, and a final newline.
+	Progress io.Writer
+	// Timeout is the idle timeout of a request: it fails when no byte moves
+	// for this long, whatever the size of the value. Default 60 s.
+	Timeout time.Duration
+	// Keep leaves the keys written by the run in the store. By default the
+	// keys still present at the end are deleted, untimed for the figures of
+	// the run but reported as a "delete (cleanup)" row.
+	Keep bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.Size == (SizeRange{}) {
+		c.Size = SizeRange{Min: 1 << 20, Max: 1 << 20}
+	}
+	if c.Count == 0 && c.Duration == 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
+	if c.Ops.IsZero() {
+		c.Ops, _ = ParseMix("put,get,delete")
+	}
+	if c.Prefix == "" {
+		c.Prefix = fmt.Sprintf("bench/%06x/", rand.Uint32()&0xffffff)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 60 * time.Second
+	}
+	return c
+}
+
+// Validate reports whether the configuration can be run, defaults applied.
+func (c Config) Validate() error {
+	if err := c.withDefaults().validate(); err != nil {
+		return err
+	}
+	return checkURL(c.URL)
+}
+
+// validate checks everything but the URL, which a baseline does not need.
+func (c Config) validate() error {
+	switch {
+	case c.Size.Min < MinSize || c.Size.Max > MaxSize:
+		return fmt.Errorf("bench: size %s: want 1KiB to 1GiB", c.Size)
+	case c.Size.Min > c.Size.Max:
+		return fmt.Errorf("bench: size %s: minimum above maximum", c.Size)
+	case c.Count < 0:
+		return fmt.Errorf("bench: count %d is negative", c.Count)
+	case c.Duration < 0:
+		return fmt.Errorf("bench: duration %v is negative", c.Duration)
+	case c.Concurrency < 0:
+		return fmt.Errorf("bench: concurrency %d is negative", c.Concurrency)
+	case c.Timeout < 0:
+		return fmt.Errorf("bench: timeout %v is negative", c.Timeout)
+	case len(c.Prefix) > 900:
+		return errors.New("bench: prefix is longer than 900 bytes (keys are at most 1024)")
+	case strings.HasPrefix(c.Prefix, "_kvdb/"):
+		return errors.New("bench: prefix uses the reserved _kvdb/")
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("bench: url %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("bench: url %q: want http://HOST:PORT", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("bench: url %q: no query or fragment allowed", s)
+	}
+	return nil
+}
+
+// SizeRange is a value size in bytes: fixed when Min == Max, else uniform in
+// [Min, Max] (each key's size is a function of the seed and the key).
+type SizeRange struct{ Min, Max int64 }
+
+// String formats r as ParseSizeRange reads it.
+func (r SizeRange) String() string {
+	if r.Min == r.Max {
+		return formatSize(r.Min)
+	}
+	return formatSize(r.Min) + "-" + formatSize(r.Max)
+}
+
+// ParseSizeRange reads a size ("1MiB", "4096") or a range ("1KiB-16MiB").
+// Units: KiB MiB GiB (K M G mean the same), KB MB GB (powers of 1000), B;
+// case does not matter. The 1 KiB to 1 GiB bounds are checked by Validate.
+func ParseSizeRange(s string) (SizeRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	min, err := parseSize(lo)
+	if err != nil {
+		return SizeRange{}, err
+	}
+	max := min
+	if isRange {
+		if max, err = parseSize(hi); err != nil {
+			return SizeRange{}, err
+		}
+		if min > max {
+			return SizeRange{}, fmt.Errorf("size range %q: minimum above maximum", s)
+		}
+	}
+	return SizeRange{Min: min, Max: max}, nil
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+func parseSize(v string) (int64, error) {
+	t := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if len(t) > len(u.suffix) && strings.EqualFold(t[len(t)-len(u.suffix):], u.suffix) {
+			mult, t = u.mult, strings.TrimSpace(t[:len(t)-len(u.suffix)])
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("size %q: want a number of bytes such as 4096, 64KiB or 1GiB", v)
+	}
+	return n * mult, nil
+}
+
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Op is one kind of request.
+type Op string
+
+// The operations bench issues.
+const (
+	OpPut    Op = "put"
+	OpGet    Op = "get"
+	OpHead   Op = "head"
+	OpDelete Op = "delete"
+)
+
+// Mix is the operation mix: either a sequence each worker cycles through on
+// its own keys, or a weighted random choice per operation. The zero Mix
+// means the default, put,get,delete.
+type Mix struct {
+	spec string
+	// seq is the sequence (put,get,delete) when weights is empty.
+	seq []Op
+	// weights are the ops of a "mixed:" spec with their weights.
+	weights []weightedOp
+	total   int
+}
+
+type weightedOp struct {
+	op Op
+	w  int
+}
+
+// IsZero reports whether m is the zero Mix.
+func (m Mix) IsZero() bool { return m.spec == "" }
+
+// String returns the spec m was parsed from.
+func (m Mix) String() string { return m.spec }
+
+// ParseMix reads an operation mix:
+//
+//   - "put", "get", "head": one operation over and over. get and head
+//     first PUT a working set (4 keys per worker, fewer when Count is
+//     smaller), reported as a "put (setup)" row and not timed with them.
+//   - "put,get,delete": a sequence; each worker cycles through it on its
+//     own keys: every put writes a new key, the ops after it act on that
+//     key. Without a put, the sequence walks the working set, and may not
+//     delete.
+//   - "mixed:70get/20put/10delete": each operation drawn at random by
+//     weight. put writes a new key; get, head and delete pick one of the
+//     keys the worker has written and not deleted (a put when there is
+//     none).
+func ParseMix(s string) (Mix, error) {
+	spec := strings.TrimSpace(s)
+	if rest, ok := strings.CutPrefix(spec, "mixed:"); ok {
+		return parseWeighted(spec, rest)
+	}
+	if spec == "" {
+		return Mix{}, errors.New("ops: empty mix")
+	}
+	m := Mix{spec: spec}
+	for _, f := range strings.Split(spec, ",") {
+		op, err := parseOp(strings.TrimSpace(f))
+		if err != nil {
+			return Mix{}, fmt.Errorf("ops %q: %w", s, err)
+		}
+		m.seq = append(m.seq, op)
+	}
+	hasPut := false
+	for _, op := range m.seq {
+		hasPut = hasPut || op == OpPut
+	}
+	if !hasPut {
+		for _, op := range m.seq {
+			if op == OpDelete {
+				return Mix{}, fmt.Errorf("ops %q: delete needs a put earlier in the sequence", s)
+			}
+		}
+		return m, nil
+	}
+	// Going round the cycle twice, every get, head or delete must find a
+	// key a put wrote and no delete removed since.
+	have := false
+	for i := 0; i < 2*len(m.seq); i++ {
+		switch op := m.seq[i%len(m.seq)]; {
+		case op == OpPut:
+			have = true
+		case !have:
+			return Mix{}, fmt.Errorf("ops %q: %s after a delete has no key; put first", s, op)
+		case op == OpDelete:
+			have = false
+		}
+	}
+	return m, nil
+}
+
+func parseWeighted(spec, rest string) (Mix, error) {
+	m := Mix{spec: spec}
+	seen := map[Op]bool{}
+	for _, f := range strings.Split(rest, "/") {
+		f = strings.TrimSpace(f)
+		i := 0
+		for i < len(f) && f[i] >= '0' && f[i] <= '9' {
+			i++
+		}
+		w, err := strconv.Atoi(f[:i])
+		if err != nil || w > 1e6 {
+			return Mix{}, fmt.Errorf("ops %q: %q: want a weight then an op, e.g. 70get", spec, f)
+		}
+		op, err := parseOp(f[i:])
+		if err != nil {
+			return Mix{}, fmt.Errorf("ops %q: %w", spec, err)
+		}
+		if seen[op] {
+			return Mix{}, fmt.Errorf("ops %q: %s given twice", spec, op)
+		}
+		seen[op] = true
+		if w > 0 {
+			m.weights = append(m.weights, weightedOp{op, w})
+			m.total += w
+		}
+	}
+	if m.total == 0 {
+		return Mix{}, fmt.Errorf("ops %q: all weights are zero", spec)
+	}
+	return m, nil
+}
+
+func parseOp(s string) (Op, error) {
+	switch op := Op(strings.ToLower(s)); op {
+	case OpPut, OpGet, OpHead, OpDelete:
+		return op, nil
+	}
+	return "", fmt.Errorf("unknown op %q: want put, get, head or delete", s)
+}
+
+// weighted reports whether ops are drawn at random.
+func (m Mix) weighted() bool { return len(m.weights) > 0 }
+
+// needsSetup reports whether a sequence reads keys it never writes.
+func (m Mix) needsSetup() bool {
+	if m.weighted() {
+		return false
+	}
+	for _, op := range m.seq {
+		if op == OpPut {
+			return false
+		}
+	}
+	return true
+}
+
+// pick draws an op by weight; x is uniform in [0, total).
+func (m Mix) pick(x int) Op {
+	for _, w := range m.weights {
+		if x < w.w {
+			return w.op
+		}
+		x -= w.w
+	}
+	return m.weights[len(m.weights)-1].op
+}
+
+// rowOrder is the order of the report's rows.
+func (m Mix) rowOrder() []Op {
+	var ops []Op
+	add := func(op Op) {
+		for _, o := range ops {
+			if o == op {
+				return
+			}
+		}
+		ops = append(ops, op)
+	}
+	for _, op := range m.seq {
+		add(op)
+	}
+	for _, w := range m.weights {
+		add(w.op)
+	}
+	add(OpPut) // a weighted mix may put when it has no key to read
+	return ops
+}
