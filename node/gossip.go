@@ -144,6 +144,7 @@ func decodeMeta(b []byte) (nodeMeta, error) {
 // keeps the table of live members that the roles read.
 type membership struct {
 	cfg  GossipConfig
+	role string
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 	meta atomic.Pointer[[]byte]
@@ -221,6 +222,7 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 	}
 	m := &membership{
 		cfg:     cfg,
+		role:    meta.Role,
 		log:     logger,
 		members: make(map[string]Member),
 		gone:    make(map[string]Member),
@@ -277,8 +279,10 @@ func (m *membership) addr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// rejoinLoop re-dials the seed addresses while this node is alone: a node
-// that lost every peer never dials them again by itself.
+// rejoinLoop re-dials the seed addresses while this node is alone, or is a
+// volume that sees no master: a node that lost every peer never dials them
+// again by itself, and volumes that only see each other (the master left
+// and came back) would otherwise stay a cluster of their own.
 func (m *membership) rejoinLoop(every time.Duration) {
 	defer m.wg.Done()
 	if len(m.cfg.Join) == 0 {
@@ -295,13 +299,24 @@ func (m *membership) rejoinLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		if m.ml.NumMembers() > 1 {
+		if m.ml.NumMembers() > 1 && (m.role != RoleVolume || m.seesRole(RoleMaster)) {
 			continue
 		}
 		if n, err := m.ml.Join(m.cfg.Join); err == nil && n > 0 {
 			m.log.Info("gossip rejoined", "join", m.cfg.Join)
 		}
 	}
+}
+
+func (m *membership) seesRole(role string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mem := range m.members {
+		if mem.Role == role {
+			return true
+		}
+	}
+	return false
 }
 
 // setMeta publishes new metadata. Callers limit how often (every few seconds).
