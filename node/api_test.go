@@ -310,3 +310,20 @@ func TestConcurrentWritesOneKey(t *testing.T) {
 		}
 	}
 }
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	c := newTestCluster(t, 0, 1)
+	if st, _, _ := c.do("GET", "_kvdb/debug/pprof/", nil); st != 400 {
+		t.Fatalf("pprof off: got %d, want 400 (reserved prefix)", st)
+	}
+	c.master.Kill()
+	c.mcfg.Pprof = true
+	c.startMaster()
+	st, _, body := c.do("GET", "_kvdb/debug/pprof/", nil)
+	if st != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("pprof on: got %d, want 200 and the profile index", st)
+	}
+	if st, _, body := c.do("GET", "_kvdb/debug/pprof/heap?debug=1", nil); st != 200 || !strings.Contains(body, "heap profile") {
+		t.Fatalf("heap profile: got %d %.80q", st, body)
+	}
+}

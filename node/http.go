@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 )
 
 // minTransferRate is the slowest a peer may drain a sendfile response before
@@ -245,4 +246,11 @@ func replyJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.Response.SetBody(append(body, '\n'))
+}
+
+// servePprof serves Go's profiles under /_kvdb/debug/pprof/ (rest is the
+// path after /_kvdb/). Nodes call it only when profiling is enabled.
+func servePprof(ctx *fasthttp.RequestCtx, rest []byte) {
+	ctx.URI().SetPath("/" + string(rest))
+	pprofhandler.PprofHandler(ctx)
 }

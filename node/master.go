@@ -54,6 +54,9 @@ type MasterConfig struct {
 	// hot keys' redirects without touching goleveldb. Default 65536 (a few
 	// MB).
 	CacheEntries int
+	// Pprof serves Go's profiles under /_kvdb/debug/pprof/. Off by
+	// default: profiles reveal internals and cost CPU while taken.
+	Pprof bool
 	// Logger receives the master's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -1074,6 +1077,10 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 	case "status":
 		m.serveStatus(ctx)
 	default:
+		if m.cfg.Pprof && bytes.HasPrefix(rest, []byte("debug/pprof/")) {
+			servePprof(ctx, rest)
+			return true
+		}
 		return false
 	}
 	return true

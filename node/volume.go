@@ -47,6 +47,8 @@ type VolumeConfig struct {
 	// MetaInterval is how often free space is re-published by gossip.
 	// Default 2 s.
 	MetaInterval time.Duration
+	// Pprof serves Go's profiles under /_kvdb/debug/pprof/ (off by default).
+	Pprof bool
 	// Logger receives the volume's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -344,6 +346,8 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 		v.serveCluster(ctx)
 	case string(rest) == "metrics":
 		v.serveMetrics(ctx)
+	case v.cfg.Pprof && bytes.HasPrefix(rest, []byte("debug/pprof/")):
+		servePprof(ctx, rest)
 	default:
 		replyText(ctx, fasthttp.StatusNotFound, "no such admin endpoint")
 	}

@@ -82,6 +82,7 @@ var errUsage = errors.New("usage")
 type common struct {
 	addr, advertise, gossip, gossipAdvertise, join, dir, cluster, profile, name string
 	logFormat, logLevel                                                         string
+	pprof                                                                       bool
 }
 
 func (c *common) register(fs *flag.FlagSet, defAddr string) {
@@ -96,6 +97,7 @@ func (c *common) register(fs *flag.FlagSet, defAddr string) {
 	fs.StringVar(&c.name, "name", "", "node name, stable across restarts (volume default: saved in DIR/NAME, else random)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go profiles under /_kvdb/debug/pprof/")
 }
 
 func (c *common) gossipConfig() node.GossipConfig {
@@ -232,7 +234,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	}
 	m, err := node.NewMaster(node.MasterConfig{
 		Name: c.name, Addr: c.addr, Dir: dir, Replicas: *replicas, MaxValueSize: int64(maxSize),
-		Gossip: c.gossipConfig(), Rebuild: *rebuild, Logger: log,
+		Gossip: c.gossipConfig(), Rebuild: *rebuild, Pprof: c.pprof, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -262,7 +264,7 @@ func runVolume(args []string, stderr io.Writer) error {
 	}
 	v, err := node.NewVolume(node.VolumeConfig{
 		Name: c.name, Addr: c.addr, Advertise: c.advertise, Dir: dir, Gossip: c.gossipConfig(),
-		Capacity: int64(capacity), Reserve: int64(reserve), Logger: log,
+		Capacity: int64(capacity), Reserve: int64(reserve), Pprof: c.pprof, Logger: log,
 	})
 	if err != nil {
 		return err
