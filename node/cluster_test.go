@@ -50,8 +50,11 @@ func newTestCluster(t testing.TB, n, replicas int) *testCluster {
 		Dir:        filepath.Join(dir, "master"),
 		Replicas:   replicas,
 		GCInterval: 200 * time.Millisecond,
-		Logger:     testLogger(),
-		Gossip:     GossipConfig{Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest},
+		// Repair quickly: tests kill volumes on purpose.
+		RepairDelay:    500 * time.Millisecond,
+		RepairInterval: 200 * time.Millisecond,
+		Logger:         testLogger(),
+		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest},
 	}
 	c.startMaster()
 	t.Cleanup(c.close)

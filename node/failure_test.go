@@ -284,3 +284,63 @@ type netDialer struct{}
 func (netDialer) dial(addr string) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, 5*time.Second)
 }
+
+// TestRepairAfterDeath kills one of four volumes: once it has been gone for
+// the repair delay, every key it held is copied from the survivor to
+// another volume, so every key has 2 live replicas again; when the dead
+// volume comes back, its stale copies are deleted.
+func TestRepairAfterDeath(t *testing.T) {
+	c := newTestCluster(t, 4, 2)
+	const n = 120
+	for i := 0; i < n; i++ {
+		c.put(fmt.Sprintf("d%d", i), fmt.Sprintf("value %d", i))
+	}
+	dead := c.vcfgs[2].Name
+	held := c.vols[2].store.Stats().Keys
+	if held == 0 {
+		t.Fatal("the volume to kill holds nothing")
+	}
+	c.killVolume(2)
+	c.waitVolumes(3)
+	healthy := func() bool {
+		view := c.master.view.Load()
+		ok := true
+		_ = c.master.ix.scan(func(key []byte, rec *Record) bool {
+			live := 0
+			for _, name := range rec.Replicas {
+				if _, alive := view.vols[name]; alive {
+					live++
+				}
+			}
+			if live < 2 || len(rec.Replicas) != 2 {
+				ok = false
+				return false
+			}
+			return true
+		})
+		return ok
+	}
+	start := time.Now()
+	waitFor(t, 30*time.Second, "every key back to 2 live replicas", healthy)
+	t.Logf("%d keys held by the dead volume re-replicated %v after gossip noticed the death", held, time.Since(start))
+	for i := 0; i < n; i++ {
+		if st, got := c.get(fmt.Sprintf("d%d", i)); st != 200 || got != fmt.Sprintf("value %d", i) {
+			t.Fatalf("GET d%d after repair: got %d %q", i, st, got)
+		}
+	}
+	var rec Record
+	for i := 0; i < n; i++ {
+		if found, _ := c.master.ix.get([]byte(fmt.Sprintf("d%d", i)), &rec); !found || contains(rec.Replicas, dead) {
+			t.Fatalf("d%d: replicas %v still name the dead volume", i, rec.Replicas)
+		}
+	}
+	// The volume returns with its disk: its now-redundant copies go.
+	c.startVolume(2)
+	c.waitVolumes(4)
+	waitFor(t, 15*time.Second, "stale copies on the returned volume deleted", func() bool {
+		return c.vols[2].store.Stats().Keys == 0
+	})
+	if under, copied := c.master.repairStatus(); under != 0 || copied < held {
+		t.Fatalf("repair status: under-replicated %d, copies %d; want 0 and at least %d", under, copied, held)
+	}
+}

@@ -216,6 +216,24 @@ func (ix *index) put(key []byte, rec *Record, garbage map[string]uint64) error {
 	return nil
 }
 
+// replaceReplicas records rec (same version, new replica set) after a
+// repair copied the value to added: their intents are cleared, and the
+// copies on the lost volumes are queued for deletion for when they return.
+func (ix *index) replaceReplicas(key []byte, rec *Record, added, lost []string) error {
+	var b leveldb.Batch
+	b.Put(recordKey(nil, key), appendRecord(nil, rec))
+	for _, vol := range added {
+		b.Delete(pendingKey(rec.Version, vol, key))
+	}
+	for _, vol := range lost {
+		b.Put(garbageKey(vol, key, rec.Version), nil)
+	}
+	if err := ix.db.Write(&b, syncWrite); err != nil {
+		return fmt.Errorf("node: index repair %q: %w", key, err)
+	}
+	return nil
+}
+
 func (ix *index) addGarbage(vol string, key []byte, version uint64) error {
 	return ix.db.Put(garbageKey(vol, key, version), nil, nil)
 }
@@ -273,7 +291,17 @@ func (ix *index) list(prefix, start []byte, limit int) (keys []string, next stri
 
 // scan calls fn for every record until fn returns false.
 func (ix *index) scan(fn func(key []byte, rec *Record) bool) error {
-	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxKey}), nil)
+	return ix.scanFrom(nil, fn)
+}
+
+// scanFrom calls fn for every record from key start on (in byte order)
+// until fn returns false. fn must copy key if it keeps it.
+func (ix *index) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) error {
+	r := util.BytesPrefix([]byte{pfxKey})
+	if len(start) > 0 {
+		r.Start = recordKey(nil, start)
+	}
+	it := ix.db.NewIterator(r, nil)
 	var rec Record
 	for it.Next() {
 		if err := decodeRecord(it.Value(), &rec); err != nil {

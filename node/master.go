@@ -50,6 +50,14 @@ type MasterConfig struct {
 	// GCInterval is how often queued deletions of old versions are retried.
 	// Default 5 s.
 	GCInterval time.Duration
+	// RepairDelay is how long a volume must be gone (dead or left) before
+	// the keys it held are copied to other volumes. Long enough to ride out
+	// a restart; short enough not to stay one failure from loss for long.
+	// Default 1 minute.
+	RepairDelay time.Duration
+	// RepairInterval is how often the index is scanned for keys below the
+	// replica count. Default 10 s.
+	RepairInterval time.Duration
 	// CacheEntries bounds the in-memory cache of index records that serves
 	// hot keys' redirects without touching goleveldb. Default 65536 (a few
 	// MB).
@@ -100,6 +108,12 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.GCInterval <= 0 {
 		c.GCInterval = 5 * time.Second
 	}
+	if c.RepairDelay <= 0 {
+		c.RepairDelay = time.Minute
+	}
+	if c.RepairInterval <= 0 {
+		c.RepairInterval = 10 * time.Second
+	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 1 << 16
 	}
@@ -137,6 +151,9 @@ type Master struct {
 	mergeMu sync.Mutex
 	merging map[string]bool // volumes whose index is being merged
 	merged  map[string]bool // volumes known to be merged (cache of the index)
+
+	repairMu sync.Mutex
+	repair   repairState
 
 	gcKick    chan struct{}
 	stop      chan struct{}
@@ -192,9 +209,11 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		ix.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.wg.Add(2)
+	m.repair.missingSince = map[string]time.Time{}
+	m.wg.Add(3)
 	go m.watchMembers()
 	go m.gcLoop()
+	go m.repairLoop()
 	m.log.Info("master started", "http", m.http.addr(), "gossip", m.gossip.addr(), "dir", cfg.Dir, "replicas", cfg.Replicas)
 	return m, nil
 }
@@ -1094,6 +1113,10 @@ type clusterJSON struct {
 	Ring     ringJSON       `json:"ring"`
 	Merging  []string       `json:"merging"`
 	Pending  map[string]int `json:"pending_deletes"`
+	// UnderReplicated counts keys with fewer live replicas than Replicas at
+	// the last repair scan; RepairCopies counts copies repair has made.
+	UnderReplicated int   `json:"under_replicated"`
+	RepairCopies    int64 `json:"repair_copies"`
 }
 
 type ringJSON struct {
@@ -1117,6 +1140,7 @@ func (m *Master) clusterState() clusterJSON {
 		Merging: []string{},
 		Pending: map[string]int{},
 	}
+	c.UnderReplicated, c.RepairCopies = m.repairStatus()
 	sort.Slice(c.Members, func(i, j int) bool { return c.Members[i].Name < c.Members[j].Name })
 	sort.Slice(c.Departed, func(i, j int) bool { return c.Departed[i].Name < c.Departed[j].Name })
 	m.mergeMu.Lock()

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kvdb/kvdb/node"
 )
@@ -220,6 +221,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	replicas := fs.Int("replicas", 2, "how many distinct volumes hold each value")
 	maxSize := sizeFlag(5 << 30)
 	fs.Var(&maxSize, "max-size", "largest value accepted (413 above it), e.g. 5GiB")
+	repairDelay := fs.Duration("repair-delay", time.Minute, "how long a volume must be gone before the keys it held are copied elsewhere")
 	rebuild := fs.Bool("rebuild", false, "discard the key index and rebuild it from the volumes' indexes as they join")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -234,7 +236,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	}
 	m, err := node.NewMaster(node.MasterConfig{
 		Name: c.name, Addr: c.addr, Dir: dir, Replicas: *replicas, MaxValueSize: int64(maxSize),
-		Gossip: c.gossipConfig(), Rebuild: *rebuild, Pprof: c.pprof, Logger: log,
+		Gossip: c.gossipConfig(), Rebuild: *rebuild, RepairDelay: *repairDelay, Pprof: c.pprof, Logger: log,
 	})
 	if err != nil {
 		return err
