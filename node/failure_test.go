@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/kvdb/kvdb/store"
 )
 
 // TestVolumeKilled kills one of three volumes without a goodbye: once gossip
@@ -342,5 +344,60 @@ func TestRepairAfterDeath(t *testing.T) {
 	})
 	if under, copied := c.master.repairStatus(); under != 0 || copied < held {
 		t.Fatalf("repair status: under-replicated %d, copies %d; want 0 and at least %d", under, copied, held)
+	}
+}
+
+// TestReturnedVolumeResurrectsNothing stops a volume, deletes and
+// overwrites keys while it is away, and brings it back: no deleted value
+// comes back and no stale value is served, from the master or the volume.
+func TestReturnedVolumeResurrectsNothing(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	for i := 0; i < 30; i++ {
+		c.put(fmt.Sprintf("z%d", i), "v1")
+	}
+	c.killVolume(0)
+	c.waitVolumes(2)
+	for i := 0; i < 10; i++ {
+		if st, _, _ := c.do("DELETE", fmt.Sprintf("z%d", i), nil); st != 200 {
+			t.Fatalf("DELETE z%d: got %d", i, st)
+		}
+	}
+	for i := 10; i < 20; i++ {
+		c.put(fmt.Sprintf("z%d", i), "v2")
+	}
+	c.startVolume(0)
+	c.waitVolumes(3)
+	waitFor(t, 15*time.Second, "queued deletions done on the returned volume", func() bool {
+		n := 0
+		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		return n == 0
+	})
+	for i := 0; i < 30; i++ {
+		want, wantSt := "v1", 200
+		switch {
+		case i < 10:
+			wantSt = 404
+		case i < 20:
+			want = "v2"
+		}
+		for try := 0; try < 3; try++ { // several GETs may land on different replicas
+			st, got := c.get(fmt.Sprintf("z%d", i))
+			if st != wantSt || wantSt == 200 && got != want {
+				t.Fatalf("GET z%d: got %d %q, want %d %q", i, st, got, wantSt, want)
+			}
+		}
+	}
+	// The returned volume itself holds no version the index does not name.
+	v := c.vols[0]
+	var rec Record
+	err := v.store.Iterate(nil, func(m store.Meta) bool {
+		found, _ := c.master.ix.get(m.Key, &rec)
+		if !found || rec.Version != m.Version || !contains(rec.Replicas, v.Name()) {
+			t.Errorf("returned volume still holds %q version %x (index: found=%v version %x replicas %v)", m.Key, m.Version, found, rec.Version, rec.Replicas)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
