@@ -401,3 +401,73 @@ func TestReturnedVolumeResurrectsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHungVolume: a volume that gossips as alive and accepts connections
+// but never answers does not hang the master. Writes placed on it move to
+// another volume once the idle timeout passes; other keys keep working.
+func TestHungVolume(t *testing.T) {
+	c := newTestCluster(t, 0, 2)
+	c.master.Kill()
+	c.mcfg.IdleTimeout = time.Second
+	c.startMaster()
+	for i := 0; i < 3; i++ {
+		c.addVolume()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // held open, never answered
+		}
+	}()
+	hung, err := startMembership("hung", GossipConfig{
+		Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest, Join: []string{c.mcfg.Gossip.Bind},
+	}, nodeMeta{Role: RoleVolume, HTTP: ln.Addr().String()}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.shutdown()
+	c.waitVolumes(4)
+
+	view := c.master.view.Load()
+	var onHung []string
+	for i := 0; len(onHung) < 2 && i < 1000; i++ {
+		key := fmt.Sprintf("h%d", i)
+		if o := view.ring.Order([]byte(key)); o[0] == "hung" || o[1] == "hung" {
+			onHung = append(onHung, key)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, key := range onHung {
+			st, _, body := c.do("PUT", key, strings.NewReader("v-"+key))
+			if st != 201 {
+				t.Errorf("PUT %s placed on a hung volume: got %d (%s), want 201 from another volume", key, st, body)
+			}
+		}
+	}()
+	// Meanwhile the master serves other requests.
+	c.put("elsewhere", "fine")
+	if st, _, _ := c.do("HEAD", "elsewhere", nil); st != 200 {
+		t.Errorf("HEAD while a write waits on a hung volume: got %d", st)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("writes to a hung volume never finished")
+	}
+	for _, key := range onHung {
+		var rec Record
+		if found, _ := c.master.ix.get([]byte(key), &rec); !found || contains(rec.Replicas, "hung") || len(rec.Replicas) != 2 {
+			t.Fatalf("%s: replicas %v, want 2 that answer", key, rec.Replicas)
+		}
+	}
+}
