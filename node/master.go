@@ -397,24 +397,21 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 		replyError(ctx, err)
 		return
 	}
-	if ctx.IsGet() {
-		m.handleGet(ctx, key)
-	} else {
-		m.handleHead(ctx, key)
+	rec, found, err := m.lookup(key)
+	switch {
+	case err != nil:
+		replyError(ctx, err)
+	case !found:
+		replyText(ctx, fasthttp.StatusNotFound, "key not found")
+	case ctx.IsGet():
+		m.redirect(ctx, key, rec)
+	default:
+		headRecord(ctx, rec)
 	}
 }
 
-// handleGet redirects to a live volume holding the current version.
-func (m *Master) handleGet(ctx *fasthttp.RequestCtx, key []byte) {
-	rec, found, err := m.lookup(key)
-	if err != nil {
-		replyError(ctx, err)
-		return
-	}
-	if !found {
-		replyText(ctx, fasthttp.StatusNotFound, "key not found")
-		return
-	}
+// redirect answers 302 to a live volume holding rec's version of key.
+func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 	view := m.view.Load()
 	for _, name := range rec.Replicas {
 		vol, ok := view.vols[name]
@@ -431,16 +428,8 @@ func (m *Master) handleGet(ctx *fasthttp.RequestCtx, key []byte) {
 	replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this key right now")
 }
 
-func (m *Master) handleHead(ctx *fasthttp.RequestCtx, key []byte) {
-	rec, found, err := m.lookup(key)
-	if err != nil {
-		replyError(ctx, err)
-		return
-	}
-	if !found {
-		ctx.SetStatusCode(fasthttp.StatusNotFound)
-		return
-	}
+// headRecord answers HEAD from the index.
+func headRecord(ctx *fasthttp.RequestCtx, rec *Record) {
 	h := &ctx.Response.Header
 	var b [64]byte
 	h.SetBytesV("ETag", appendETag(b[:0], rec.Checksum))

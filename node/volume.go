@@ -366,6 +366,15 @@ func versionArg(ctx *fasthttp.RequestCtx) (uint64, bool, error) {
 	return ver, true, nil
 }
 
+// requiredVersion reads the v= argument the internal API requires.
+func requiredVersion(ctx *fasthttp.RequestCtx) (uint64, error) {
+	ver, ok, err := versionArg(ctx)
+	if err == nil && !ok {
+		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing version"))
+	}
+	return ver, err
+}
+
 // serveBlob answers GET and HEAD for a value, straight from disk: the file
 // goes out by sendfile, with Range, ETag and Last-Modified honoured.
 func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
@@ -527,10 +536,7 @@ func bodySize(h *fasthttp.RequestHeader) int64 {
 }
 
 func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
-	ver, ok, err := versionArg(ctx)
-	if err == nil && !ok {
-		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing version"))
-	}
+	ver, err := requiredVersion(ctx)
 	if err != nil {
 		replyError(ctx, err)
 		return
@@ -550,10 +556,7 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 }
 
 func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
-	ver, ok, err := versionArg(ctx)
-	if err == nil && !ok {
-		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing version"))
-	}
+	ver, err := requiredVersion(ctx)
 	if err != nil {
 		replyError(ctx, err)
 		return
@@ -569,10 +572,10 @@ func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
 // into this one, streaming: the master uses it to replace a replica without
 // the bytes passing through the master.
 func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
-	ver, ok, err := versionArg(ctx)
+	ver, err := requiredVersion(ctx)
 	from := string(ctx.QueryArgs().Peek("from"))
-	if err == nil && (!ok || from == "") {
-		err = withStatus(fasthttp.StatusBadRequest, errors.New("want v= and from="))
+	if err == nil && from == "" {
+		err = withStatus(fasthttp.StatusBadRequest, errors.New("missing from="))
 	}
 	if err != nil {
 		replyError(ctx, err)
