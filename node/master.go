@@ -959,8 +959,12 @@ func (m *Master) maybeMerge(vol Member) {
 		}
 		m.mergeMu.Unlock()
 		if err != nil {
-			m.log.Warn("merging volume index failed; will retry when it is seen again", "volume", vol.Name, "err", err)
-			m.gossip.notify()
+			m.log.Warn("merging volume index failed; retrying", "volume", vol.Name, "err", err)
+			select {
+			case <-m.stop:
+			case <-time.After(time.Second):
+				m.gossip.notify() // the next view refresh retries the merge
+			}
 		}
 	}()
 }
