@@ -470,4 +470,38 @@ func TestHungVolume(t *testing.T) {
 			t.Fatalf("%s: replicas %v, want 2 that answer", key, rec.Replicas)
 		}
 	}
+	// The master's probes notice it too, so later writes skip it at once.
+	waitFor(t, 10*time.Second, "the master to avoid the hung volume", func() bool {
+		return (*c.master.unreachable.Load())["hung"]
+	})
+}
+
+// TestUnansweringVolumeAvoided: a volume whose HTTP side is gone while its
+// gossip still runs (so the cluster never declares it dead) is found by the
+// master's probes; reads are redirected to its replica partners and new
+// writes placed elsewhere.
+func TestUnansweringVolumeAvoided(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	const n = 40
+	for i := 0; i < n; i++ {
+		c.put(fmt.Sprintf("u%d", i), fmt.Sprint("v", i))
+	}
+	name := c.vols[0].Name()
+	c.vols[0].http.kill()
+	waitFor(t, 10*time.Second, "the master to avoid the volume", func() bool {
+		return (*c.master.unreachable.Load())[name]
+	})
+	if c.master.LiveVolumes() != 3 {
+		t.Fatalf("gossip should still count the volume: %d live", c.master.LiveVolumes())
+	}
+	for i := 0; i < n; i++ {
+		if st, got := c.get(fmt.Sprintf("u%d", i)); st != 200 || got != fmt.Sprint("v", i) {
+			t.Fatalf("GET u%d with one volume not answering: got %d %q", i, st, got)
+		}
+	}
+	c.put("after", "x")
+	var rec Record
+	if found, _ := c.master.ix.get([]byte("after"), &rec); !found || contains(rec.Replicas, name) {
+		t.Fatalf("new write placed on the unanswering volume: %v", rec.Replicas)
+	}
 }

@@ -58,6 +58,11 @@ type MasterConfig struct {
 	// RepairInterval is how often the index is scanned for keys below the
 	// replica count. Default 10 s.
 	RepairInterval time.Duration
+	// ProbeInterval is how often the master asks each volume whether it
+	// answers; one that fails twice in a row is avoided for reads and new
+	// writes until it answers again (gossip alone takes seconds to declare
+	// a crashed volume dead). Default 250 ms.
+	ProbeInterval time.Duration
 	// CacheEntries bounds the in-memory cache of index records that serves
 	// hot keys' redirects without touching goleveldb. Default 65536 (a few
 	// MB).
@@ -114,6 +119,9 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.RepairInterval <= 0 {
 		c.RepairInterval = 10 * time.Second
 	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 250 * time.Millisecond
+	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 1 << 16
 	}
@@ -144,6 +152,8 @@ type Master struct {
 	gossip *membership
 	client *fasthttp.Client
 	view   atomic.Pointer[clusterView]
+	// unreachable holds the volumes that failed their last probes.
+	unreachable atomic.Pointer[map[string]bool]
 
 	locks       [256]sync.Mutex
 	lastVersion atomic.Uint64
@@ -210,7 +220,9 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.repair.missingSince = map[string]time.Time{}
-	m.wg.Add(3)
+	m.unreachable.Store(&map[string]bool{})
+	m.wg.Add(4)
+	go m.probeLoop()
 	go m.watchMembers()
 	go m.gcLoop()
 	go m.repairLoop()
@@ -413,19 +425,27 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 // redirect answers 302 to a live volume holding rec's version of key.
 func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 	view := m.view.Load()
-	for _, name := range rec.Replicas {
-		vol, ok := view.vols[name]
-		if !ok {
-			continue
+	bad := *m.unreachable.Load()
+	// A live replica that answers probes first; failing that, any live one.
+	for pass := 0; pass < 2; pass++ {
+		for _, name := range rec.Replicas {
+			vol, ok := view.vols[name]
+			if !ok || pass == 0 && bad[name] {
+				continue
+			}
+			m.redirectTo(ctx, vol, key, rec)
+			return
 		}
-		var ub [512]byte
-		loc := appendBlobURL(ub[:0], vol.HTTP, key, rec.Version)
-		ctx.Response.Header.SetBytesV("Location", loc)
-		ctx.Response.Header.SetBytesV("ETag", appendETag(ub[len(loc):len(loc)], rec.Checksum))
-		ctx.SetStatusCode(fasthttp.StatusFound)
-		return
 	}
 	replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this key right now")
+}
+
+func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record) {
+	var ub [512]byte
+	loc := appendBlobURL(ub[:0], vol.HTTP, key, rec.Version)
+	ctx.Response.Header.SetBytesV("Location", loc)
+	ctx.Response.Header.SetBytesV("ETag", appendETag(ub[len(loc):len(loc)], rec.Checksum))
+	ctx.SetStatusCode(fasthttp.StatusFound)
 }
 
 // headRecord answers HEAD from the index.
@@ -599,7 +619,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		return
 	}
 	candidates := make([]string, 0, view.ring.Len())
-	for _, name := range view.ring.Order(key) {
+	for _, name := range m.reachableFirst(view.ring.Order(key)) {
 		if vol := view.vols[name]; size < 0 || vol.Total == 0 || vol.Free >= size {
 			candidates = append(candidates, name)
 		}

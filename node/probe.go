@@ -1,0 +1,124 @@
+package node
+
+import (
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Gossip takes seconds to declare a crashed volume dead (it must rule out a
+// slow network first). Until then the master would keep redirecting reads
+// to it and streaming writes at it. probeLoop closes that window for the
+// master's own decisions: it asks every live volume's /_kvdb/live a few
+// times a second and marks a volume that fails twice in a row as
+// unreachable. An unreachable volume stays in the ring (membership is
+// gossip's call) but redirects and new writes go to the other volumes
+// first. One probe per volume per interval, never one per request.
+
+// probeFailures is how many probes in a row must fail.
+const probeFailures = 2
+
+func (m *Master) probeLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.ProbeInterval)
+	defer t.Stop()
+	fails := map[string]int{}
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		view := m.view.Load()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		ok := map[string]bool{}
+		for name, vol := range view.vols {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				alive := m.probe(vol.HTTP)
+				mu.Lock()
+				ok[name] = alive
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		next := map[string]bool{}
+		for name, alive := range ok {
+			if alive {
+				delete(fails, name)
+				continue
+			}
+			fails[name]++
+			if fails[name] >= probeFailures {
+				next[name] = true
+			}
+		}
+		for name := range fails {
+			if _, live := view.vols[name]; !live {
+				delete(fails, name)
+			}
+		}
+		if prev := *m.unreachable.Load(); !sameSet(prev, next) {
+			for name := range next {
+				if !prev[name] {
+					m.log.Warn("volume does not answer; avoiding it until it does or gossip decides", "volume", name)
+				}
+			}
+			for name := range prev {
+				if !next[name] {
+					m.log.Info("volume answers again", "volume", name)
+				}
+			}
+			m.unreachable.Store(&next)
+		}
+	}
+}
+
+func (m *Master) probe(addr string) bool {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + addr + "/" + ReservedPrefix + "live")
+	timeout := m.cfg.ProbeInterval * 2
+	if timeout < 500*time.Millisecond {
+		timeout = 500 * time.Millisecond
+	}
+	return m.client.DoTimeout(req, resp, timeout) == nil && resp.StatusCode() == fasthttp.StatusOK
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// reachableFirst orders names with the volumes that answer probes first,
+// keeping the ring's order within each group.
+func (m *Master) reachableFirst(names []string) []string {
+	bad := *m.unreachable.Load()
+	if len(bad) == 0 {
+		return names
+	}
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !bad[n] {
+			out = append(out, n)
+		}
+	}
+	for _, n := range names {
+		if bad[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
