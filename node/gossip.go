@@ -291,21 +291,14 @@ func (m *membership) rejoinLoop(every time.Duration) {
 	if every < 200*time.Millisecond {
 		every = 200 * time.Millisecond
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		}
+	runEvery(m.stop, every, nil, func() {
 		if m.ml.NumMembers() > 1 && (m.role != RoleVolume || m.seesRole(RoleMaster)) {
-			continue
+			return
 		}
 		if n, err := m.ml.Join(m.cfg.Join); err == nil && n > 0 {
 			m.log.Info("gossip rejoined", "join", m.cfg.Join)
 		}
-	}
+	})
 }
 
 func (m *membership) seesRole(role string) bool {

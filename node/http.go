@@ -204,6 +204,23 @@ func newClient(idle time.Duration) *fasthttp.Client {
 	}
 }
 
+// runEvery calls fn every interval, and also whenever kick receives (kick
+// may be nil), until stop is closed. The background loops of both roles
+// run on it.
+func runEvery(stop <-chan struct{}, interval time.Duration, kick <-chan struct{}, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		fn()
+	}
+}
+
 // errStatus pairs an error with the HTTP status it maps to.
 type errStatus struct {
 	status int

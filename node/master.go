@@ -896,17 +896,7 @@ func (m *Master) kickGC() {
 // rest later.
 func (m *Master) gcLoop() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.GCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		case <-m.gcKick:
-		}
-		m.collectGarbage()
-	}
+	runEvery(m.stop, m.cfg.GCInterval, m.gcKick, m.collectGarbage)
 }
 
 type garbageItem struct {

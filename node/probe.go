@@ -21,15 +21,8 @@ const probeFailures = 2
 
 func (m *Master) probeLoop() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.ProbeInterval)
-	defer t.Stop()
 	fails := map[string]int{}
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		}
+	runEvery(m.stop, m.cfg.ProbeInterval, nil, func() {
 		view := m.view.Load()
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -74,7 +67,7 @@ func (m *Master) probeLoop() {
 			}
 			m.unreachable.Store(&next)
 		}
-	}
+	})
 }
 
 func (m *Master) probe(addr string) bool {

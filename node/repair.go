@@ -24,16 +24,7 @@ type repairState struct {
 // surviving replica to the next live volume on the ring.
 func (m *Master) repairLoop() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.RepairInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		}
-		m.repairScan()
-	}
+	runEvery(m.stop, m.cfg.RepairInterval, nil, m.repairScan)
 }
 
 type repairItem struct {

@@ -228,29 +228,22 @@ func (v *Volume) meta() nodeMeta {
 // should not be asked to re-gossip metadata more than every few seconds.
 func (v *Volume) metaLoop() {
 	defer v.wg.Done()
-	t := time.NewTicker(v.cfg.MetaInterval)
-	defer t.Stop()
 	last := v.meta()
-	for {
-		select {
-		case <-v.stop:
-			return
-		case <-t.C:
-		}
+	runEvery(v.stop, v.cfg.MetaInterval, nil, func() {
 		m := v.meta()
 		diff := m.Free - last.Free
 		if diff < 0 {
 			diff = -diff
 		}
 		if diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total {
-			continue
+			return
 		}
 		if err := v.gossip.setMeta(m); err != nil {
 			v.log.Warn("publish free space", "err", err)
-			continue
+			return
 		}
 		last = m
-	}
+	})
 }
 
 // Name is the volume's stable name.
