@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -329,22 +331,14 @@ func (m *membership) setMeta(meta nodeMeta) error {
 func (m *membership) snapshot() []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Member, 0, len(m.members))
-	for _, mem := range m.members {
-		out = append(out, mem)
-	}
-	return out
+	return slices.AppendSeq(make([]Member, 0, len(m.members)), maps.Values(m.members))
 }
 
 // departed returns the members gossip reported dead or gone.
 func (m *membership) departed() []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Member, 0, len(m.gone))
-	for _, mem := range m.gone {
-		out = append(out, mem)
-	}
-	return out
+	return slices.AppendSeq(make([]Member, 0, len(m.gone)), maps.Values(m.gone))
 }
 
 // leave announces a graceful departure, then stops.

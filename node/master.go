@@ -831,32 +831,28 @@ func (m *Master) abandonWrite(view *clusterView, key []byte, version uint64, tri
 
 // putToVolume streams body into one volume.
 func (m *Master) putToVolume(vol Member, key []byte, version uint64, size int64, body io.Reader) putResult {
+	return m.blobRequest(vol, fasthttp.MethodPut, internalURL(vol.HTTP, "blob/", key, version), body, size)
+}
+
+// pull asks dst to copy one version of key from src.
+func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
+	return m.blobRequest(dst, fasthttp.MethodPost, internalURL(dst.HTTP, "pull/", key, version)+"&from="+src.HTTP, nil, 0)
+}
+
+// blobRequest sends one request that makes vol store a blob (body, if not
+// nil, is streamed) and reads the volume's answer.
+func (m *Master) blobRequest(vol Member, method, uri string, body io.Reader, size int64) putResult {
 	res := putResult{vol: vol.Name}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(fasthttp.MethodPut)
-	req.SetRequestURI(internalURL(vol.HTTP, "blob/", key, version))
+	req.Header.SetMethod(method)
+	req.SetRequestURI(uri)
 	req.URI().DisablePathNormalizing = true
-	req.SetBodyStream(body, int(size))
-	if err := m.client.Do(req, resp); err != nil {
-		res.err = err
-		return res
+	if body != nil {
+		req.SetBodyStream(body, int(size))
 	}
-	return parseBlobReply(res, resp)
-}
-
-// pull asks dst to copy one version of key from src.
-func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
-	res := putResult{vol: dst.Name}
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI(internalURL(dst.HTTP, "pull/", key, version) + "&from=" + src.HTTP)
-	req.URI().DisablePathNormalizing = true
 	if err := m.client.Do(req, resp); err != nil {
 		res.err = err
 		return res
