@@ -24,6 +24,7 @@ type testCluster struct {
 	vcfgs  []VolumeConfig
 	vols   []*Volume // nil while stopped
 	client *http.Client
+	token  string // when set, do sends it as "Authorization: Bearer"
 }
 
 var clusterSeq atomic.Int64
@@ -39,6 +40,14 @@ func testLogger() *slog.Logger {
 // sees them all.
 func newTestCluster(t testing.TB, n, replicas int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, n, replicas, nil)
+}
+
+// newTestClusterWith is newTestCluster with opt (if not nil) called on the
+// cluster before anything starts, to change c.mcfg (volumes take its
+// Secret) or c.token.
+func newTestClusterWith(t testing.TB, n, replicas int, opt func(c *testCluster)) *testCluster {
+	t.Helper()
 	dir := t.TempDir()
 	c := &testCluster{
 		t:      t,
@@ -53,8 +62,14 @@ func newTestCluster(t testing.TB, n, replicas int) *testCluster {
 		// Repair quickly: tests kill volumes on purpose.
 		RepairDelay:    500 * time.Millisecond,
 		RepairInterval: 200 * time.Millisecond,
+		RebalanceDelay: 300 * time.Millisecond,
+		RebalanceRate:  -1,
+		MoveGrace:      200 * time.Millisecond,
 		Logger:         testLogger(),
 		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest},
+	}
+	if opt != nil {
+		opt(c)
 	}
 	c.startMaster()
 	t.Cleanup(c.close)
@@ -87,6 +102,7 @@ func (c *testCluster) addVolume() int {
 		Dir:          filepath.Join(filepath.Dir(c.mcfg.Dir), fmt.Sprintf("vol%d", i+1)),
 		MetaInterval: 200 * time.Millisecond,
 		Logger:       testLogger(),
+		Secret:       c.mcfg.Secret,
 		Gossip: GossipConfig{
 			Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest,
 			Join: []string{c.mcfg.Gossip.Bind},
@@ -143,6 +159,9 @@ func (c *testCluster) do(method, key string, body io.Reader, hdr ...string) (int
 	req, err := http.NewRequest(method, c.url(key), body)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])

@@ -18,6 +18,8 @@ import (
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
+
+	"github.com/kvdb/kvdb/ring"
 )
 
 // Gossip profiles: the failure-detection timings memberlist runs with.
@@ -52,7 +54,9 @@ type GossipConfig struct {
 	// ProfileLocal or ProfileTest.
 	Profile string
 	// Secret, when set (16, 24 or 32 bytes), encrypts and authenticates all
-	// gossip with AES-GCM.
+	// gossip with AES-GCM, and gossip without it is refused. The roles set
+	// it themselves, derived from their cluster secret (MasterConfig.Secret,
+	// VolumeConfig.Secret); set it directly only to run gossip alone.
 	Secret []byte
 }
 
@@ -91,6 +95,13 @@ type Member struct {
 	State  string `json:"state"`
 	Free   int64  `json:"free"`
 	Total  int64  `json:"total"`
+	// Keys is how many values the volume holds, as it last published.
+	Keys int64 `json:"keys"`
+	// Weight is the volume's share of the ring relative to others (its
+	// capacity class); Draining says it is handing its values off before
+	// it leaves.
+	Weight   int  `json:"weight,omitempty"`
+	Draining bool `json:"draining,omitempty"`
 }
 
 // nodeMeta is the metadata every node gossips. memberlist panics on metadata
@@ -101,6 +112,11 @@ type nodeMeta struct {
 	HTTP  string `json:"h"`
 	Free  int64  `json:"f,omitempty"`
 	Total int64  `json:"t,omitempty"`
+	Keys  int64  `json:"k,omitempty"`
+	// Weight is how many shares of the ring the volume asks for (0 is 1).
+	Weight int `json:"w,omitempty"`
+	// Draining asks the master to move every value off this volume.
+	Draining bool `json:"d,omitempty"`
 }
 
 const metaFormat = 1
@@ -136,8 +152,11 @@ func decodeMeta(b []byte) (nodeMeta, error) {
 	if _, _, err := net.SplitHostPort(m.HTTP); err != nil {
 		return m, fmt.Errorf("%w: addr %q", errMeta, m.HTTP)
 	}
-	if m.Free < 0 || m.Total < 0 {
+	if m.Free < 0 || m.Total < 0 || m.Keys < 0 {
 		return m, fmt.Errorf("%w: negative space", errMeta)
+	}
+	if m.Weight < 0 || m.Weight > ring.MaxWeight {
+		return m, fmt.Errorf("%w: weight %d", errMeta, m.Weight)
 	}
 	return m, nil
 }
@@ -259,6 +278,8 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 	c.Logger = log.New(slogWriter{logger}, "", 0)
 	if len(cfg.Secret) > 0 {
 		c.SecretKey = cfg.Secret
+		c.GossipVerifyIncoming = true
+		c.GossipVerifyOutgoing = true
 	}
 	ml, err := memberlist.Create(c)
 	if err != nil {
@@ -381,6 +402,7 @@ func (m *membership) upsert(node *memberlist.Node, event string) {
 		return
 	}
 	mem.Role, mem.HTTP, mem.Free, mem.Total = meta.Role, meta.HTTP, meta.Free, meta.Total
+	mem.Keys, mem.Weight, mem.Draining = meta.Keys, max(meta.Weight, 1), meta.Draining
 	m.mu.Lock()
 	_, known := m.members[mem.Name]
 	m.members[mem.Name] = mem

@@ -21,6 +21,7 @@ import (
 //	g VOL 0x00 KEY 0x00 VER(8)  -> empty: a blob version VOL must delete
 //	p VER(8) VOL 0x00 KEY       -> empty: a write in progress (an intent)
 //	v VOL                       -> empty: VOL's own index has been merged
+//	d VOL                       -> empty: VOL is being drained by an operator
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -29,6 +30,7 @@ const (
 	pfxGarbage = 'g'
 	pfxPending = 'p'
 	pfxKnown   = 'v'
+	pfxDrain   = 'd'
 )
 
 var errIndexClosed = errors.New("node: index closed")
@@ -264,6 +266,26 @@ func (ix *index) isKnown(vol string) (bool, error) {
 
 func (ix *index) setKnown(vol string) error {
 	return ix.db.Put(knownKey(vol), nil, syncWrite)
+}
+
+// setDrain records (on) or clears the operator's request to drain vol.
+func (ix *index) setDrain(vol string, on bool) error {
+	k := append([]byte{pfxDrain}, vol...)
+	if on {
+		return ix.db.Put(k, nil, syncWrite)
+	}
+	return ix.db.Delete(k, syncWrite)
+}
+
+// drains returns the volumes an operator asked to drain.
+func (ix *index) drains() (map[string]bool, error) {
+	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxDrain}), nil)
+	out := map[string]bool{}
+	for it.Next() {
+		out[string(it.Key()[1:])] = true
+	}
+	it.Release()
+	return out, it.Error()
 }
 
 // list returns up to limit keys that start with prefix, from start on (in

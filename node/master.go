@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -38,6 +38,18 @@ type MasterConfig struct {
 	MaxValueSize int64
 	// Gossip says how to join the cluster; volumes join the master.
 	Gossip GossipConfig
+	// Secret is the cluster secret, the same on every node, at least
+	// MinSecretLen bytes. When set, gossip is encrypted and authenticated
+	// with a key derived from it (leave Gossip.Secret empty), requests to
+	// volumes are signed, and read redirects carry a signature that expires
+	// after RedirectTTL. Empty: none of this (see security.go).
+	Secret []byte
+	// RedirectTTL is how long a signed read redirect stays valid: the
+	// transfer must start within it, not finish. Default DefaultRedirectTTL.
+	RedirectTTL time.Duration
+	// APIKeys, when not empty, are the only credentials the client API
+	// accepts (see apikeys.go); /_kvdb/live and /_kvdb/ready stay open.
+	APIKeys []APIKey
 	// Ring tunes placement. Its Partitions must never change for a cluster.
 	Ring ring.Config
 	// Rebuild discards the index at start and rebuilds it from the volumes'
@@ -58,6 +70,20 @@ type MasterConfig struct {
 	// RepairInterval is how often the index is scanned for keys below the
 	// replica count. Default 10 s.
 	RepairInterval time.Duration
+	// RebalanceDelay is how long the set of live volumes must stay unchanged
+	// before keys are moved to the placement the ring now gives them, so a
+	// flapping volume does not set off a storm of copies. Default 30 s.
+	RebalanceDelay time.Duration
+	// RebalanceRate caps the bytes per second that rebalancing and draining
+	// copy between volumes (repair of lost replicas is not capped). 0 means
+	// the default, 128 MiB/s; negative means no cap.
+	RebalanceRate int64
+	// RebalanceConcurrency is how many keys are moved at once. Default 4.
+	RebalanceConcurrency int
+	// MoveGrace is how long a copy moved off a volume stays there (and
+	// readable) after the index switched to its new place, for clients
+	// redirected to it just before. Default 30 s.
+	MoveGrace time.Duration
 	// ProbeInterval is how often the master asks each volume whether it
 	// answers; one that fails twice in a row is avoided for reads and new
 	// writes until it answers again (gossip alone takes seconds to declare
@@ -91,6 +117,12 @@ func (c MasterConfig) Validate() error {
 	if err := c.Ring.Validate(); err != nil {
 		return fmt.Errorf("master: %w", err)
 	}
+	if err := validateSecret("master", c.Secret, c.Gossip.Secret); err != nil {
+		return err
+	}
+	if err := validateAPIKeys(c.APIKeys); err != nil {
+		return fmt.Errorf("master: %w", err)
+	}
 	return c.Gossip.Validate()
 }
 
@@ -122,6 +154,18 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = 250 * time.Millisecond
 	}
+	if c.RebalanceDelay <= 0 {
+		c.RebalanceDelay = 30 * time.Second
+	}
+	if c.RebalanceRate == 0 {
+		c.RebalanceRate = 128 << 20
+	}
+	if c.RebalanceConcurrency <= 0 {
+		c.RebalanceConcurrency = 4
+	}
+	if c.MoveGrace <= 0 {
+		c.MoveGrace = 30 * time.Second
+	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 1 << 16
 	}
@@ -131,14 +175,26 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.Gossip.Bind == "" {
 		c.Gossip.Bind = defaultGossipBind(c.Addr)
 	}
+	if c.RedirectTTL <= 0 {
+		c.RedirectTTL = DefaultRedirectTTL
+	}
+	if len(c.Secret) > 0 {
+		c.Gossip.Secret = gossipKey(c.Secret)
+	}
 	return c
 }
 
 // clusterView is one immutable snapshot of the live volumes and the ring
 // over them. Requests read it without locks; membership changes replace it.
 type clusterView struct {
+	// ring places new values: the live volumes that are not draining.
 	ring *ring.Ring
-	vols map[string]Member // live volumes by name
+	vols map[string]Member // live volumes by name, draining ones included
+	// draining lists the live volumes whose values are being moved off.
+	draining []string
+	// changed is when the set of live volumes last changed; moves wait for
+	// it to settle.
+	changed time.Time
 }
 
 // Master answers clients: it keeps the key index and places values on
@@ -151,6 +207,8 @@ type Master struct {
 	http   *httpServer
 	gossip *membership
 	client *fasthttp.Client
+	sec    *signer  // nil without a cluster secret
+	keys   []apiKey // empty: the client API is open
 	view   atomic.Pointer[clusterView]
 	// unreachable holds the volumes that failed their last probes.
 	unreachable atomic.Pointer[map[string]bool]
@@ -164,6 +222,21 @@ type Master struct {
 
 	repairMu sync.Mutex
 	repair   repairState
+	moves    *rateLimiter
+
+	// grace holds garbage entries (by garbageKey) that must not be deleted
+	// before the given time: copies moved away from a volume stay readable
+	// for a while for clients that were just redirected to them.
+	graceMu sync.Mutex
+	grace   map[string]time.Time
+
+	// drains holds the volumes an operator asked to drain (persisted in
+	// the index); drainSince is when, for the drain endpoint's Done.
+	drains     atomic.Pointer[map[string]bool]
+	drainMu    sync.Mutex
+	drainSince map[string]time.Time
+	// viewMu serializes rebuilds of the view.
+	viewMu sync.Mutex
 
 	gcKick    chan struct{}
 	stop      chan struct{}
@@ -181,17 +254,23 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.Name),
 		client:  newClient(cfg.IdleTimeout),
+		sec:     newSigner(cfg.Secret),
+		keys:    newAPIKeys(cfg.APIKeys),
 		merging: make(map[string]bool),
 		merged:  make(map[string]bool),
 		cache:   newRecordCache(cfg.CacheEntries),
 		gcKick:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
+		grace:   make(map[string]time.Time),
+
+		drainSince: make(map[string]time.Time),
 	}
+	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
 	empty, err := ring.New(cfg.Ring, nil)
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.view.Store(&clusterView{ring: empty, vols: map[string]Member{}})
+	m.view.Store(&clusterView{ring: empty, vols: map[string]Member{}, changed: time.Now()})
 	ix, recovered, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Rebuild)
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
@@ -200,6 +279,12 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		m.log.Warn("index was corrupt and has been recovered; merging every volume's index again")
 	}
 	m.ix = ix
+	drains, err := ix.drains()
+	if err != nil {
+		ix.close()
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	m.drains.Store(&drains)
 	m.http, err = startHTTP(cfg.Addr, m.handle, cfg.IdleTimeout, m.log)
 	if err != nil {
 		ix.close()
@@ -281,41 +366,64 @@ func (m *Master) watchMembers() {
 }
 
 func (m *Master) refreshView() {
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
 	vols := make(map[string]Member)
 	for _, mem := range m.gossip.snapshot() {
 		if mem.Role == RoleVolume {
 			vols[mem.Name] = mem
 		}
 	}
+	drains := m.drainSet()
+	members := make([]ring.Member, 0, len(vols))
+	var draining []string
+	for name, mem := range vols {
+		if mem.Draining || drains[name] {
+			draining = append(draining, name)
+			continue
+		}
+		members = append(members, ring.Member{Name: name, Weight: max(mem.Weight, 1)})
+	}
+	sort.Strings(draining)
 	old := m.view.Load()
 	r := old.ring
-	if !sameMembers(r, vols) {
-		members := make([]ring.Member, 0, len(vols))
-		for name := range vols {
-			members = append(members, ring.Member{Name: name, Weight: 1})
-		}
+	if !sameMembers(r, members) {
 		nr, err := ring.New(m.cfg.Ring, members)
 		if err != nil {
 			m.log.Error("ring rebuild failed; keeping the previous ring", "err", err)
 		} else {
 			r = nr
-			m.log.Info("ring rebuilt", "volumes", nr.Len())
+			m.log.Info("ring rebuilt", "volumes", nr.Len(), "draining", len(draining))
 		}
 	}
-	m.view.Store(&clusterView{ring: r, vols: vols})
-	for name, mem := range vols {
+	changed := old.changed
+	if len(vols) != len(old.vols) {
+		changed = time.Now()
+	} else {
+		for name := range vols {
+			if _, ok := old.vols[name]; !ok {
+				changed = time.Now()
+				break
+			}
+		}
+	}
+	m.view.Store(&clusterView{ring: r, vols: vols, draining: draining, changed: changed})
+	for _, mem := range vols {
 		m.maybeMerge(mem)
-		_ = name
 	}
 	m.kickGC()
 }
 
-func sameMembers(r *ring.Ring, vols map[string]Member) bool {
-	if r.Len() != len(vols) {
+// sameMembers reports whether r is built over exactly members (names and
+// weights).
+func sameMembers(r *ring.Ring, members []ring.Member) bool {
+	have := r.Members()
+	if len(have) != len(members) {
 		return false
 	}
-	for name := range vols {
-		if !r.Has(name) {
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	for i := range have {
+		if have[i].Name != members[i].Name || max(have[i].Weight, 1) != max(members[i].Weight, 1) {
 			return false
 		}
 	}
@@ -347,8 +455,15 @@ func (m *Master) nextVersion() uint64 {
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
-	if rest, ok := bytes.CutPrefix(path, []byte("/"+ReservedPrefix)); ok && ctx.IsGet() || ok && ctx.IsHead() {
-		if m.handleAdmin(ctx, rest) {
+	if !m.authorize(ctx, path) {
+		return
+	}
+	if rest, ok := bytes.CutPrefix(path, []byte("/"+ReservedPrefix)); ok {
+		if vol, ok := bytes.CutPrefix(rest, []byte("drain/")); ok {
+			m.handleDrain(ctx, string(vol))
+			return
+		}
+		if (ctx.IsGet() || ctx.IsHead()) && m.handleAdmin(ctx, rest) {
 			return
 		}
 	}
@@ -443,6 +558,9 @@ func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record) {
 	var ub [512]byte
 	loc := appendBlobURL(ub[:0], vol.HTTP, key, rec.Version)
+	if m.sec != nil {
+		loc = m.sec.appendReadSig(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix())
+	}
 	ctx.Response.Header.SetBytesV("Location", loc)
 	ctx.Response.Header.SetBytesV("ETag", appendETag(ub[len(loc):len(loc)], rec.Checksum))
 	ctx.SetStatusCode(fasthttp.StatusFound)
@@ -548,7 +666,7 @@ func (m *Master) deleteBlob(addr string, key []byte, version uint64) error {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(fasthttp.MethodDelete)
-	req.SetRequestURI(internalURL(addr, "blob/", key, version))
+	req.SetRequestURI(m.sec.signURL(fasthttp.MethodDelete, internalURL(addr, "blob/", key, version)))
 	req.URI().DisablePathNormalizing = true
 	if err := m.client.DoTimeout(req, resp, 30*time.Second); err != nil {
 		return err
@@ -614,12 +732,18 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	view := m.view.Load()
 	n := m.cfg.Replicas
-	if view.ring.Len() < n {
-		replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", view.ring.Len(), n))
+	if len(view.vols) < n {
+		replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n))
 		return
 	}
-	candidates := make([]string, 0, view.ring.Len())
-	for _, name := range m.reachableFirst(view.ring.Order(key)) {
+	candidates := make([]string, 0, len(view.vols))
+	order := view.ring.Order(key)
+	if len(order) < n {
+		// Too few volumes outside those draining: draining ones may still
+		// take the value (rebalance moves it off once there is room).
+		order = append(slices.Clone(order), view.draining...)
+	}
+	for _, name := range m.reachableFirst(order) {
 		if vol := view.vols[name]; size < 0 || vol.Total == 0 || vol.Free >= size {
 			candidates = append(candidates, name)
 		}
@@ -848,7 +972,7 @@ func (m *Master) blobRequest(vol Member, method, uri string, body io.Reader, siz
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(method)
-	req.SetRequestURI(uri)
+	req.SetRequestURI(m.sec.signURL(method, uri))
 	req.URI().DisablePathNormalizing = true
 	if body != nil {
 		req.SetBodyStream(body, int(size))
@@ -921,6 +1045,9 @@ func (m *Master) collectGarbage() {
 			return
 		default:
 		}
+		if m.inGrace(g.vol, g.key, g.version) {
+			continue
+		}
 		// Never delete the version the index points at (a blob that was
 		// abandoned on a volume may have been copied back there since).
 		if found, err := m.ix.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
@@ -989,7 +1116,7 @@ func (m *Master) mergeVolume(vol Member) error {
 		u := "http://" + vol.HTTP + "/" + ReservedPrefix + "index?limit=1000&start=" + url.QueryEscape(start) + "&start_version=" + startVer
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()
-		req.SetRequestURI(u)
+		req.SetRequestURI(m.sec.signURL(fasthttp.MethodGet, u))
 		err := m.client.DoTimeout(req, resp, 60*time.Second)
 		var page indexPage
 		if err == nil && resp.StatusCode() != fasthttp.StatusOK {
@@ -1114,8 +1241,9 @@ type clusterJSON struct {
 	Pending  map[string]int `json:"pending_deletes"`
 	// UnderReplicated counts keys with fewer live replicas than Replicas at
 	// the last repair scan; RepairCopies counts copies repair has made.
-	UnderReplicated int   `json:"under_replicated"`
-	RepairCopies    int64 `json:"repair_copies"`
+	UnderReplicated int            `json:"under_replicated"`
+	RepairCopies    int64          `json:"repair_copies"`
+	Rebalance       rebalanceState `json:"rebalance"`
 }
 
 type ringJSON struct {
@@ -1140,6 +1268,19 @@ func (m *Master) clusterState() clusterJSON {
 		Pending: map[string]int{},
 	}
 	c.UnderReplicated, c.RepairCopies = m.repairStatus()
+	c.Rebalance = m.rebalanceStatus()
+	m.repairMu.Lock()
+	for i, mem := range c.Members {
+		// The index's count (values whose record names the volume) rather
+		// than the volume's own, which includes versions awaiting deletion.
+		if n, ok := m.repair.keysOn[mem.Name]; ok {
+			c.Members[i].Keys = n
+		}
+		if contains(view.draining, mem.Name) {
+			c.Members[i].Draining = true
+		}
+	}
+	m.repairMu.Unlock()
 	sort.Slice(c.Members, func(i, j int) bool { return c.Members[i].Name < c.Members[j].Name })
 	sort.Slice(c.Departed, func(i, j int) bool { return c.Departed[i].Name < c.Departed[j].Name })
 	m.mergeMu.Lock()
@@ -1174,15 +1315,4 @@ func (m *Master) serveMetrics(ctx *fasthttp.RequestCtx) {
 	for _, name := range names {
 		fmt.Fprintf(ctx, "kvdb_ring_partitions{volume=%q} %d\n", name, owned[name])
 	}
-}
-
-func (m *Master) serveStatus(ctx *fasthttp.RequestCtx) {
-	c := m.clusterState()
-	ctx.SetContentType("text/html; charset=utf-8")
-	fmt.Fprintf(ctx, "<!doctype html><title>kvdb</title><h1>kvdb master %s</h1><p>replicas %d</p><table border=1><tr><th>name<th>role<th>addr<th>state<th>free<th>total<th>partitions</tr>",
-		html.EscapeString(c.Node.Name), c.Replicas)
-	for _, mem := range append(c.Members, c.Departed...) {
-		fmt.Fprintf(ctx, "<tr><td>%s<td>%s<td>%s<td>%s<td>%d<td>%d<td>%d</tr>", html.EscapeString(mem.Name), mem.Role, html.EscapeString(mem.HTTP), mem.State, mem.Free, mem.Total, c.Ring.Owned[mem.Name])
-	}
-	fmt.Fprintf(ctx, "</table>")
 }

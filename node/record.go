@@ -129,3 +129,10 @@ func parseVersion(b []byte) (uint64, error) {
 	}
 	return v, nil
 }
+
+// clone returns a copy of r that shares nothing with it.
+func (r *Record) clone() Record {
+	c := *r
+	c.Replicas = append([]string(nil), r.Replicas...)
+	return c
+}

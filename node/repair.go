@@ -2,12 +2,14 @@ package node
 
 import (
 	"errors"
+	"slices"
+	"sync"
 	"time"
 )
 
 var errChecksumMismatch = errors.New("copy has a different checksum")
 
-// repairState is what the repair loop knows between scans.
+// repairState is what the placement loop knows between scans.
 type repairState struct {
 	// missingSince records when a scan first found a volume that records
 	// name as a replica to be missing from the live set.
@@ -16,23 +18,35 @@ type repairState struct {
 	// by the last complete scan.
 	underReplicated int
 	copied          int64
+	// keysOn counts, per volume, the keys whose record names it as a
+	// replica, at the last complete scan; scanned is when that scan began.
+	keysOn  map[string]int64
+	scanned time.Time
+	reb     rebalanceState
 }
 
-// repairLoop restores the replica count of keys that lost a replica: once a
-// volume has been gone for RepairDelay (a flapping or restarting volume
-// must not set off a storm of copies), every key it held is copied from a
-// surviving replica to the next live volume on the ring.
+// repairLoop converges stored placement to what it should be, one walk of
+// the index at a time. It repairs keys that lost a replica: once a volume
+// has been gone for RepairDelay (a flapping or restarting volume must not
+// set off a storm of copies), every key it held is copied from a surviving
+// replica to the next live volume on the ring. And once membership has been
+// unchanged for RebalanceDelay, it moves keys whose replicas differ from the
+// ring's placement (a volume joined, or is draining) to where the ring puts
+// them, throttled; see moveKey.
 func (m *Master) repairLoop() {
 	defer m.wg.Done()
 	runEvery(m.stop, m.cfg.RepairInterval, nil, m.repairScan)
 }
 
 type repairItem struct {
-	key []byte
-	rec Record
+	key  []byte
+	rec  Record
+	move bool // a rebalance move, not a repair
 }
 
-// repairScan walks the index once and repairs what it can.
+// repairScan walks the index once and repairs and moves what it can. A
+// walk is stateless: it works from the index alone, so a restarted master
+// simply picks up where the placement still differs.
 func (m *Master) repairScan() {
 	view := m.view.Load()
 	now := time.Now()
@@ -45,8 +59,27 @@ func (m *Master) repairScan() {
 	}
 	m.repairMu.Unlock()
 
-	under := 0
+	n := m.cfg.Replicas
+	settled := now.Sub(view.changed) >= m.cfg.RebalanceDelay
+	canMove := settled && view.ring.Len() >= n
+	under, misplaced := 0, 0
+	keysOn := map[string]int64{}
+	for name := range view.vols {
+		keysOn[name] = 0
+	}
+	m.setRebalance(func(r *rebalanceState) {
+		switch {
+		case !settled:
+			r.State = "settling"
+		case view.ring.Len() < n:
+			r.State = "blocked"
+		default:
+			r.State = "scanning"
+		}
+		r.PassMoved, r.PassBytes = 0, 0
+	})
 	var start []byte
+	aborted := false
 	for {
 		var batch []repairItem
 		var next []byte
@@ -55,37 +88,52 @@ func (m *Master) repairScan() {
 				next = append([]byte(nil), key...)
 				return false
 			}
-			live, due := 0, false
+			live, due := 0, true
 			for _, name := range rec.Replicas {
+				keysOn[name]++
 				if _, ok := view.vols[name]; ok {
 					live++
-				} else if m.missingLongEnough(name, now) {
-					due = true
+				} else if !m.missingLongEnough(name, now) {
+					due = false
 				}
 			}
-			if live >= m.cfg.Replicas {
+			if live < n {
+				under++
+				if due && live > 0 {
+					batch = append(batch, repairItem{key: append([]byte(nil), key...), rec: rec.clone()})
+				}
 				return true
 			}
-			under++
-			if due && live > 0 {
-				r := *rec
-				r.Replicas = append([]string(nil), rec.Replicas...)
-				batch = append(batch, repairItem{key: append([]byte(nil), key...), rec: r})
+			// Enough live replicas. Is it where the ring puts it? A replica
+			// on a volume missing for less than RepairDelay holds the key's
+			// placement as it is until that volume is given up on.
+			if !due {
+				return true
+			}
+			want, err := view.ring.Locate(key, n)
+			if err != nil || sameNames(want, rec.Replicas) {
+				return true
+			}
+			misplaced++
+			if canMove && !aborted {
+				batch = append(batch, repairItem{key: append([]byte(nil), key...), rec: rec.clone(), move: true})
 			}
 			return true
 		})
 		if err != nil {
-			m.log.Error("repair scan", "err", err)
+			m.log.Error("placement scan", "err", err)
 			return
 		}
 		// The iterator is released before any copy starts.
-		for _, it := range batch {
-			select {
-			case <-m.stop:
-				return
-			default:
-			}
-			m.repairKey(view, it.key, &it.rec)
+		if !m.runBatch(view, batch) {
+			// Membership changed under the moves (or the master stops):
+			// count the rest, move nothing more until it settles again.
+			aborted = true
+		}
+		select {
+		case <-m.stop:
+			return
+		default:
 		}
 		if next == nil {
 			break
@@ -94,7 +142,71 @@ func (m *Master) repairScan() {
 	}
 	m.repairMu.Lock()
 	st.underReplicated = under
+	st.keysOn = keysOn
+	st.scanned = now
+	r := &st.reb
+	wasMoving := r.Misplaced > 0
+	r.Misplaced = misplaced
+	switch {
+	case r.State == "scanning" && misplaced == 0:
+		r.State = "idle"
+	case r.State == "scanning":
+		r.State = "moving"
+	}
+	passMoved, passBytes := r.PassMoved, r.PassBytes
 	m.repairMu.Unlock()
+	if passMoved > 0 || misplaced > 0 && !wasMoving {
+		m.log.Info("placement pass", "moved", passMoved, "bytes", passBytes, "misplaced_at_start", misplaced, "under_replicated", under, "aborted", aborted)
+	}
+}
+
+// runBatch repairs (one at a time, unthrottled: a key below its replica
+// count is one failure from loss) and moves (RebalanceConcurrency at a time,
+// throttled) the batch's keys. It reports false, after stopping its moves,
+// when the ring changed meanwhile or the master is stopping.
+func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
+	var moves []repairItem
+	for _, it := range batch {
+		select {
+		case <-m.stop:
+			return false
+		default:
+		}
+		if it.move {
+			moves = append(moves, it)
+			continue
+		}
+		m.repairKey(view, it.key, &it.rec)
+	}
+	if len(moves) == 0 {
+		return true
+	}
+	work := make(chan *repairItem)
+	var wg sync.WaitGroup
+	for range min(m.cfg.RebalanceConcurrency, len(moves)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				m.moveKey(view, it.key, &it.rec)
+			}
+		}()
+	}
+	ok := true
+	for i := range moves {
+		if m.view.Load().ring != view.ring {
+			ok = false
+			break
+		}
+		if !m.moves.wait(moves[i].rec.Size) {
+			ok = false
+			break
+		}
+		work <- &moves[i]
+	}
+	close(work)
+	wg.Wait()
+	return ok
 }
 
 const repairBatch = 256
@@ -127,26 +239,18 @@ func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
 	if len(live) == 0 {
 		return
 	}
-	src := view.vols[live[0]]
+	src := view.vols[m.reachableFirst(live)[0]]
 	var added []string
-	for _, name := range view.ring.Order(key) {
+	order := slices.Concat(view.ring.Order(key), view.draining)
+	for _, name := range order {
 		if len(live)+len(added) >= m.cfg.Replicas {
 			break
 		}
 		if contains(rec.Replicas, name) {
 			continue
 		}
-		if err := m.ix.addPending(rec.Version, key, name); err != nil {
-			m.log.Error("index", "err", err)
-			return
-		}
-		r := m.pull(view.vols[name], src, key, rec.Version)
-		if r.err == nil && r.checksum != rec.Checksum {
-			r.err = errChecksumMismatch
-		}
-		if r.err != nil {
-			m.log.Warn("repair copy failed", "key", string(key), "from", src.Name, "to", name, "err", r.err)
-			_ = m.ix.abandon(rec.Version, key, []string{name})
+		if err := m.copyReplica(view, key, rec, src, name); err != nil {
+			m.log.Warn("repair copy failed", "key", string(key), "from", src.Name, "to", name, "err", err)
 			continue
 		}
 		added = append(added, name)
@@ -154,32 +258,57 @@ func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
 	if len(added) == 0 {
 		return
 	}
-	mu := m.lockKey(key)
-	var cur Record
-	found, err := m.ix.get(key, &cur)
-	if err == nil && found && cur.Version == rec.Version {
-		next := cur
-		next.Replicas = append(append([]string(nil), live...), added...)
-		err = m.ix.replaceReplicas(key, &next, added, lost)
-		if err == nil {
-			m.cache.set(key, &next)
-		}
-	} else if err == nil {
-		// Overwritten or deleted meanwhile: the copies are garbage.
-		err = m.ix.abandon(rec.Version, key, added)
-		added = nil
-	}
-	mu.Unlock()
-	if err != nil {
-		m.log.Error("repair commit", "key", string(key), "err", err)
-		return
-	}
-	if len(added) > 0 {
+	if m.switchReplicas(key, rec, append(append([]string(nil), live...), added...), added, lost) {
 		m.repairMu.Lock()
 		m.repair.copied += int64(len(added))
 		m.repairMu.Unlock()
 		m.log.Debug("repaired", "key", string(key), "added", added, "lost", lost)
 	}
+}
+
+// copyReplica has volume dst pull rec's version of key from src and checks
+// the copy's checksum. On failure the intent becomes garbage.
+func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Member, dst string) error {
+	if err := m.ix.addPending(rec.Version, key, dst); err != nil {
+		return err
+	}
+	r := m.pull(view.vols[dst], src, key, rec.Version)
+	if r.err == nil && r.checksum != rec.Checksum {
+		r.err = errChecksumMismatch
+	}
+	if r.err != nil {
+		_ = m.ix.abandon(rec.Version, key, []string{dst})
+		return r.err
+	}
+	return nil
+}
+
+// switchReplicas records replicas as the holders of rec's version of key,
+// provided the record is still rec (same version, same replicas): added
+// lose their intents, dropped are queued for deletion. When the record
+// changed meanwhile (an overwrite, a delete, another move), the copies on
+// added are garbage instead. It reports whether the switch happened.
+func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, dropped []string) bool {
+	mu := m.lockKey(key)
+	var cur Record
+	found, err := m.ix.get(key, &cur)
+	switched := false
+	if err == nil && found && cur.Version == rec.Version && sameNames(cur.Replicas, rec.Replicas) {
+		next := cur
+		next.Replicas = replicas
+		err = m.ix.replaceReplicas(key, &next, added, dropped)
+		if err == nil {
+			m.cache.set(key, &next)
+			switched = true
+		}
+	} else if err == nil {
+		err = m.ix.abandon(rec.Version, key, added)
+	}
+	mu.Unlock()
+	if err != nil {
+		m.log.Error("placement commit", "key", string(key), "err", err)
+	}
+	return switched
 }
 
 // repairStatus reports the last scan's count of under-replicated keys and
@@ -188,4 +317,18 @@ func (m *Master) repairStatus() (under int, copied int64) {
 	m.repairMu.Lock()
 	defer m.repairMu.Unlock()
 	return m.repair.underReplicated, m.repair.copied
+}
+
+// sameNames reports whether a and b hold the same names (each list has no
+// duplicates).
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !contains(b, x) {
+			return false
+		}
+	}
+	return true
 }

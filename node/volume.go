@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -15,10 +16,12 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kvdb/kvdb/ring"
 	"github.com/kvdb/kvdb/store"
 )
 
@@ -37,10 +40,18 @@ type VolumeConfig struct {
 	Dir string
 	// Gossip says how to join the cluster.
 	Gossip GossipConfig
+	// Secret is the cluster secret (see MasterConfig.Secret): when set,
+	// gossip is encrypted with a key derived from it, and the volume serves
+	// only reads and internal requests signed with it (403 otherwise).
+	Secret []byte
 	// Capacity caps the bytes this volume holds (0: the filesystem's size).
 	Capacity int64
 	// Reserve is disk space, in bytes, writes must leave free.
 	Reserve int64
+	// Weight is the volume's share of the ring relative to the others: a
+	// volume of weight 2 is given about twice the keys of one of weight 1.
+	// 0 derives it from the capacity: one share per TiB, at least 1.
+	Weight int
 	// IdleTimeout cuts a connection that moves no byte for this long.
 	// Default 60 s.
 	IdleTimeout time.Duration
@@ -66,6 +77,12 @@ func (c VolumeConfig) Validate() error {
 	if c.Capacity < 0 || c.Reserve < 0 {
 		return errors.New("volume: capacity and reserve must not be negative")
 	}
+	if c.Weight < 0 || c.Weight > ring.MaxWeight {
+		return fmt.Errorf("volume: weight %d: want 0 to %d", c.Weight, ring.MaxWeight)
+	}
+	if err := validateSecret("volume", c.Secret, c.Gossip.Secret); err != nil {
+		return err
+	}
 	return c.Gossip.Validate()
 }
 
@@ -84,6 +101,9 @@ func (c VolumeConfig) withDefaults() VolumeConfig {
 	}
 	if c.Gossip.Bind == "" {
 		c.Gossip.Bind = defaultGossipBind(c.Addr)
+	}
+	if len(c.Secret) > 0 {
+		c.Gossip.Secret = gossipKey(c.Secret)
 	}
 	return c
 }
@@ -111,6 +131,10 @@ type Volume struct {
 	http     *httpServer
 	gossip   *membership
 	client   *fasthttp.Client
+	sec      *signer // nil without a cluster secret
+
+	draining atomic.Bool
+	metaKick chan struct{}
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -123,7 +147,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	v := &Volume{cfg: cfg, stop: make(chan struct{}), client: newClient(cfg.IdleTimeout)}
+	v := &Volume{cfg: cfg, stop: make(chan struct{}), metaKick: make(chan struct{}, 1), client: newClient(cfg.IdleTimeout), sec: newSigner(cfg.Secret)}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
@@ -162,6 +186,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		port = p
 	}
 	v.httpAddr = net.JoinHostPort(host, port)
+	v.sec.setSelf(v.httpAddr)
 	v.gossip, err = startMembership(name, gcfg, v.meta(), v.log)
 	if err != nil {
 		v.http.kill()
@@ -221,21 +246,27 @@ func volumeName(dir, want string) (string, error) {
 
 func (v *Volume) meta() nodeMeta {
 	st := v.store.Stats()
-	return nodeMeta{Role: RoleVolume, HTTP: v.httpAddr, Free: st.Free, Total: st.Total}
+	w := v.cfg.Weight
+	if w == 0 {
+		w = int(min(max((st.Total+1<<39)>>40, 1), ring.MaxWeight))
+	}
+	return nodeMeta{Role: RoleVolume, HTTP: v.httpAddr, Free: st.Free, Total: st.Total, Keys: st.Keys, Weight: w, Draining: v.draining.Load()}
 }
 
-// metaLoop re-publishes free space when it has moved noticeably; memberlist
-// should not be asked to re-gossip metadata more than every few seconds.
+// metaLoop re-publishes free space when it has moved noticeably, and the
+// key count when it changed; memberlist should not be asked to re-gossip
+// metadata more than every few seconds. A change of draining state is
+// published at once.
 func (v *Volume) metaLoop() {
 	defer v.wg.Done()
 	last := v.meta()
-	runEvery(v.stop, v.cfg.MetaInterval, nil, func() {
+	runEvery(v.stop, v.cfg.MetaInterval, v.metaKick, func() {
 		m := v.meta()
 		diff := m.Free - last.Free
 		if diff < 0 {
 			diff = -diff
 		}
-		if diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total {
+		if diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total && m.Keys == last.Keys && m.Draining == last.Draining {
 			return
 		}
 		if err := v.gossip.setMeta(m); err != nil {
@@ -244,6 +275,37 @@ func (v *Volume) metaLoop() {
 		}
 		last = m
 	})
+}
+
+// Drain asks the master to move every value off this volume, and waits
+// until the volume holds none or ctx ends. The volume keeps serving reads
+// (and the master's copies) meanwhile; new values are placed elsewhere. It
+// is what a graceful leave does before Close, so that no key drops below
+// its replica count.
+func (v *Volume) Drain(ctx context.Context) error {
+	if !v.draining.Swap(true) {
+		v.log.Info("draining: the master moves this volume's values elsewhere", "keys", v.store.Stats().Keys)
+		select {
+		case v.metaKick <- struct{}{}:
+		default:
+		}
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := v.store.Stats().Keys
+		if n == 0 {
+			v.log.Info("drained")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("volume: drain: %d values still here: %w", n, ctx.Err())
+		case <-v.stop:
+			return errors.New("volume: drain: closed")
+		case <-t.C:
+		}
+	}
 }
 
 // Name is the volume's stable name.
@@ -298,6 +360,9 @@ func (v *Volume) handle(ctx *fasthttp.RequestCtx) {
 
 // handleInternal serves the master-facing API under /_kvdb/.
 func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
+	if !v.sec.allowInternal(ctx, rest) {
+		return
+	}
 	switch {
 	case bytes.HasPrefix(rest, []byte("blob/")):
 		key, err := ParseKey(nil, rest[len("blob"):])
@@ -380,6 +445,9 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	ver, ok, err := versionArg(ctx)
 	if err != nil {
 		replyError(ctx, err)
+		return
+	}
+	if !v.sec.allowRead(ctx, key, ver) {
 		return
 	}
 	if !ok {
@@ -578,7 +646,7 @@ func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(blobURL(from, key, ver))
+	req.SetRequestURIBytes(v.sec.appendReadSig(appendBlobURL(nil, from, key, ver), key, ver, time.Now().Add(internalTTL).Unix()))
 	req.URI().DisablePathNormalizing = true
 	resp.StreamBody = true
 	if err := v.client.Do(req, resp); err != nil {

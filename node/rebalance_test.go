@@ -1,0 +1,285 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// replicaSampler checks, while membership changes, that sampled keys are
+// readable through the master and that every replica their record names
+// holds the value, with at least want replicas. It runs until stopped.
+type replicaSampler struct {
+	c       *testCluster
+	keys    []string
+	want    int
+	stop    chan struct{}
+	done    chan struct{}
+	samples atomic.Int64
+	mu      sync.Mutex
+	errs    []string
+}
+
+func startSampler(c *testCluster, keys []string, want int) *replicaSampler {
+	s := &replicaSampler{c: c, keys: keys, want: want, stop: make(chan struct{}), done: make(chan struct{})}
+	client := &http.Client{Timeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			key := s.keys[rng.IntN(len(s.keys))]
+			if err := s.check(client, key); err != nil {
+				s.mu.Lock()
+				if len(s.errs) < 10 {
+					s.errs = append(s.errs, err.Error())
+				}
+				s.mu.Unlock()
+			}
+			s.samples.Add(1)
+		}
+	}()
+	return s
+}
+
+func (s *replicaSampler) check(client *http.Client, key string) error {
+	m := s.c.master
+	var rec Record
+	found, err := m.ix.get([]byte(key), &rec)
+	if err != nil || !found {
+		return fmt.Errorf("%s: index: found %v, err %v", key, found, err)
+	}
+	if len(rec.Replicas) < s.want {
+		return fmt.Errorf("%s: %d replicas %v, want >= %d", key, len(rec.Replicas), rec.Replicas, s.want)
+	}
+	view := m.view.Load()
+	for _, name := range rec.Replicas {
+		vol, ok := view.vols[name]
+		if !ok {
+			return fmt.Errorf("%s: replica %s not live", key, name)
+		}
+		resp, err := client.Head(blobURL(vol.HTTP, []byte(key), rec.Version))
+		if err != nil {
+			return fmt.Errorf("%s: HEAD on %s: %v", key, name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: replica %s answers %d for version %x", key, name, resp.StatusCode, rec.Version)
+		}
+	}
+	resp, err := client.Get(s.c.url(key))
+	if err != nil {
+		return fmt.Errorf("%s: GET: %v", key, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: GET through the master: %d", key, resp.StatusCode)
+	}
+	return nil
+}
+
+func (s *replicaSampler) finish(t *testing.T) {
+	t.Helper()
+	close(s.stop)
+	<-s.done
+	t.Logf("%d samples while membership changed", s.samples.Load())
+	if s.samples.Load() == 0 {
+		t.Error("the sampler took no sample")
+	}
+	for _, e := range s.errs {
+		t.Error(e)
+	}
+}
+
+// waitSettled waits until a placement pass found nothing to move.
+func waitSettled(t *testing.T, c *testCluster, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, "placement to match the ring", func() bool {
+		r := c.master.rebalanceStatus()
+		return r.State == "idle" && r.Misplaced == 0
+	})
+}
+
+// waitStored waits until volume i's store holds exactly want values.
+func waitStored(t *testing.T, c *testCluster, i int, want int64) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("vol%d to hold %d values", i+1, want), func() bool {
+		return c.vols[i].store.Stats().Keys == want
+	})
+}
+
+func putKeys(c *testCluster, n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("rb/%04d", i)
+		c.put(keys[i], "value of "+keys[i])
+	}
+	return keys
+}
+
+func TestRebalanceOnJoin(t *testing.T) {
+	c := newTestCluster(t, 4, 2)
+	keys := putKeys(c, 500)
+	waitSettled(t, c, 20*time.Second)
+	before := map[string][]string{}
+	for _, k := range keys {
+		var rec Record
+		if found, err := c.master.ix.get([]byte(k), &rec); err != nil || !found {
+			t.Fatalf("%s: %v %v", k, found, err)
+		}
+		before[k] = rec.Replicas
+	}
+
+	s := startSampler(c, keys, 2)
+	i := c.addVolume()
+	c.waitVolumes(5)
+	name := c.vols[i].Name()
+	waitFor(t, 30*time.Second, "the new volume to be given its keys", func() bool {
+		r := c.master.rebalanceStatus()
+		return r.State == "idle" && r.Misplaced == 0 && r.Moved > 0
+	})
+	s.finish(t)
+
+	// Every key sits where the ring puts it, and nothing else moved.
+	view := c.master.view.Load()
+	onNew, changed := 0, 0
+	for _, k := range keys {
+		var rec Record
+		if found, err := c.master.ix.get([]byte(k), &rec); err != nil || !found {
+			t.Fatalf("%s: %v %v", k, found, err)
+		}
+		want, _ := view.ring.Locate([]byte(k), 2)
+		if !sameNames(want, rec.Replicas) {
+			t.Errorf("%s on %v, ring wants %v", k, rec.Replicas, want)
+		}
+		if contains(rec.Replicas, name) {
+			onNew++
+		}
+		if !sameNames(before[k], rec.Replicas) {
+			changed++
+		}
+		if st, body := c.get(k); st != 200 || body != "value of "+k {
+			t.Errorf("GET %s after rebalance: %d %q", k, st, body)
+		}
+	}
+	// Its fair share is 2/5 of the keys; the ring's load bound and the
+	// sample's noise allow some spread.
+	ideal := len(keys) * 2 / 5
+	t.Logf("new volume holds %d keys (ideal %d); %d keys changed replicas (ideal %d)", onNew, ideal, changed, ideal)
+	if onNew < ideal/2 || onNew > ideal*3/2 {
+		t.Errorf("new volume holds %d keys, want about %d", onNew, ideal)
+	}
+	if changed != onNew {
+		t.Errorf("%d keys changed replicas, but only %d went to the new volume", changed, onNew)
+	}
+	// The moved-away copies are deleted after the grace period: every
+	// volume ends up holding exactly what the index says it holds.
+	counts := map[string]int64{}
+	for _, k := range keys {
+		var rec Record
+		c.master.ix.get([]byte(k), &rec)
+		for _, v := range rec.Replicas {
+			counts[v]++
+		}
+	}
+	for j, v := range c.vols {
+		waitStored(t, c, j, counts[v.Name()])
+	}
+}
+
+func TestDrain(t *testing.T) {
+	c := newTestCluster(t, 4, 2)
+	keys := putKeys(c, 200)
+	waitSettled(t, c, 20*time.Second)
+	s := startSampler(c, keys, 2)
+
+	// An operator drains vol1 through the master.
+	name := c.vols[0].Name()
+	resp, err := http.Post("http://"+c.master.Addr()+"/_kvdb/drain/"+name, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST drain: %d", resp.StatusCode)
+	}
+	waitFor(t, 30*time.Second, "vol1 to be drained", func() bool { return c.master.drainStatus(name).Done })
+	waitStored(t, c, 0, 0)
+	// New values go elsewhere while it drains.
+	c.put("rb/new", "new")
+	var rec Record
+	c.master.ix.get([]byte("rb/new"), &rec)
+	if contains(rec.Replicas, name) {
+		t.Errorf("a new value was placed on draining %s: %v", name, rec.Replicas)
+	}
+
+	// vol2 leaves gracefully: Drain (what SIGTERM does) then Close.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.vols[1].Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.finish(t)
+	c.vols[1].Close()
+	c.vols[1] = nil
+	for _, k := range keys {
+		var rec Record
+		c.master.ix.get([]byte(k), &rec)
+		if len(rec.Replicas) != 2 || contains(rec.Replicas, name) || contains(rec.Replicas, "vol2") {
+			t.Errorf("%s on %v after the drains", k, rec.Replicas)
+		}
+		if st, body := c.get(k); st != 200 || body != "value of "+k {
+			t.Errorf("GET %s after the drains: %d %q", k, st, body)
+		}
+	}
+	if u, _ := c.master.repairStatus(); u != 0 {
+		t.Errorf("%d keys under-replicated", u)
+	}
+
+	// The drain survives a master restart; cancelling it gives vol1 keys
+	// again.
+	c.master.Close()
+	c.startMaster()
+	c.waitVolumes(2) // vol3 and vol4: vol1 is draining, so not in the ring
+	if !c.master.drainSet()[name] {
+		t.Fatal("drain of vol1 forgotten across a restart")
+	}
+	req, _ := http.NewRequest("DELETE", "http://"+c.master.Addr()+"/_kvdb/drain/"+name, nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitFor(t, 30*time.Second, "vol1 to take keys again", func() bool {
+		r := c.master.rebalanceStatus()
+		return r.State == "idle" && c.vols[0].store.Stats().Keys > 0
+	})
+}
+
+func TestRateLimiter(t *testing.T) {
+	stop := make(chan struct{})
+	l := newRateLimiter(1000, stop)
+	var slept time.Duration // the longest wait: the sleep is not real
+	l.sleep = func(d time.Duration, _ <-chan struct{}) bool { slept = max(slept, d); return true }
+	for range 5 {
+		l.wait(500)
+	}
+	// 5 transfers of 500 bytes at 1000 B/s: the last starts after the
+	// first four are paid for, 2 s in (give or take the test's own time).
+	if slept < 1900*time.Millisecond || slept > 4100*time.Millisecond {
+		t.Errorf("slept %v for 2000 bytes at 1000 B/s before the last transfer", slept)
+	}
+	close(stop)
+	if newRateLimiter(-1, stop).wait(1 << 30) {
+		t.Error("an unlimited limiter waited past stop")
+	}
+}
