@@ -98,3 +98,16 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// dropCache asks the kernel to drop f's clean pages from the page cache, so
+// that the next read comes from the disk. Best effort: a filesystem without
+// fadvise (tmpfs, some network filesystems) just serves the cache.
+func dropCache(f *os.File) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = sc.Control(func(fd uintptr) {
+		_ = unix.Fadvise(int(fd), 0, 0, unix.FADV_DONTNEED)
+	})
+}

@@ -184,6 +184,12 @@ func (sc *scan) file(dir, prefix string, e fs.DirEntry) error {
 // readTrailer reads and decodes the trailer of a blob file. The key of the
 // result aliases sc.tail.
 func (sc *scan) readTrailer(path string) (trailer, error) {
+	return readTrailer(path, &sc.tail)
+}
+
+// readTrailer reads and decodes the trailer of the blob file at path, using
+// buf. The key of the result aliases buf.
+func readTrailer(path string, buf *[maxTrailerLen]byte) (trailer, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return trailer{}, err
@@ -196,7 +202,7 @@ func (sc *scan) readTrailer(path string) (trailer, error) {
 	if !fi.Mode().IsRegular() {
 		return trailer{}, errors.New("not a regular file")
 	}
-	tail := sc.tail[:min(fi.Size(), maxTrailerLen)]
+	tail := buf[:min(fi.Size(), maxTrailerLen)]
 	if _, err := f.ReadAt(tail, fi.Size()-int64(len(tail))); err != nil {
 		return trailer{}, fmt.Errorf("read trailer: %w", err)
 	}

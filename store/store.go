@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -118,6 +119,7 @@ const (
 type Store struct {
 	cfg                             Config
 	dir, blobsDir, tmpDir, indexDir string
+	quarantineDir                   string // DIR/quarantine, see Quarantine
 	log                             *slog.Logger
 	bufs                            sync.Pool // of *streamBuf
 	lock                            *os.File  // DIR/LOCK, flocked while open
@@ -161,19 +163,20 @@ type streamBuf struct {
 // A crash between renaming a blob into place and indexing it leaves an orphan
 // file: Open does not look for orphans (that would read every file), so the
 // version stays invisible until the next Rebuild, and Delete of that
-// (key, version) removes the file.
+// (key, version) removes the file. Orphans lists such files.
 func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	dir := filepath.Clean(cfg.Dir)
 	s := &Store{
-		cfg:      cfg,
-		dir:      dir,
-		blobsDir: filepath.Join(dir, "blobs"),
-		tmpDir:   filepath.Join(dir, "tmp"),
-		indexDir: filepath.Join(dir, "index"),
-		log:      cfg.Logger,
+		cfg:           cfg,
+		dir:           dir,
+		blobsDir:      filepath.Join(dir, "blobs"),
+		tmpDir:        filepath.Join(dir, "tmp"),
+		indexDir:      filepath.Join(dir, "index"),
+		quarantineDir: filepath.Join(dir, "quarantine"),
+		log:           cfg.Logger,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -212,7 +215,7 @@ func Open(cfg Config) (*Store, error) {
 
 func (s *Store) makeDirs() error {
 	_, statErr := os.Stat(s.dir)
-	for _, d := range []string{s.dir, s.blobsDir, s.tmpDir} {
+	for _, d := range []string{s.dir, s.blobsDir, s.tmpDir, s.quarantineDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return noSpace(err)
 		}
@@ -525,14 +528,25 @@ func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
 	if bytes.IndexByte(start, 0) >= 0 {
 		return errf(fmt.Errorf("%w: contains a NUL byte", ErrBadKey))
 	}
-	from := bytes.Clone(start)
+	// A key is a prefix of all its index keys and holds no NUL, so the
+	// index keys >= start are exactly those of the keys >= start.
+	if err := s.iterate(start, fn); err != nil {
+		return errf(err)
+	}
+	return nil
+}
+
+// iterate is Iterate over the index keys >= from, with its errors
+// unwrapped: ErrClosed or an index error.
+func (s *Store) iterate(from []byte, fn func(Meta) bool) error {
+	from = bytes.Clone(from)
 	batch := make([]Meta, 0, iterateBatch)
 	for {
 		batch = batch[:0]
 		var next []byte
 		var splitErr error
 		if err := s.rlock(); err != nil {
-			return errf(err)
+			return err
 		}
 		err := s.idx.scan(from, nil, false, func(ik []byte, r record) bool {
 			key, v, err := splitIndexKey(ik)
@@ -542,8 +556,7 @@ func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
 			}
 			batch = append(batch, r.meta(key, v))
 			if len(batch) == iterateBatch {
-				// The smallest index key after ik.
-				next = append(bytes.Clone(ik), 0)
+				next = after(ik)
 				return false
 			}
 			return true
@@ -553,7 +566,7 @@ func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
 			err = splitErr
 		}
 		if err != nil {
-			return errf(fmt.Errorf("index: %w", err))
+			return fmt.Errorf("index: %w", err)
 		}
 		for _, m := range batch {
 			if !fn(m) {
@@ -565,6 +578,11 @@ func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
 		}
 		from = next
 	}
+}
+
+// after returns the smallest index position after ik, in a new slice.
+func after(ik []byte) []byte {
+	return append(bytes.Clone(ik), 0)
 }
 
 // Stats returns the volume's usage. Keys and Bytes are kept as counters;
@@ -588,50 +606,79 @@ func (s *Store) Stats() Stats {
 
 // Verify re-reads the file of (key, version) and checks its length, its
 // trailer against the index and the value's checksum. It returns an error
-// wrapping ErrCorrupt on any mismatch, and ErrNotFound if the version is not
-// held. It reads the whole value without holding any lock.
+// wrapping ErrCorrupt on any mismatch (including a missing file), and
+// ErrNotFound if the version is not held. It reads the whole value, with a
+// pooled buffer and without holding any lock. Scrub does the same for every
+// version, in the background.
 func (s *Store) Verify(key []byte, version uint64) error {
 	f, m, err := s.open(key, version)
 	if err != nil {
 		return opErr("verify", key, version, err)
 	}
 	defer f.Close()
-	if err := s.verifyFile(f, m); err != nil {
+	if _, err := s.checkFile(context.Background(), f, m, nil); err != nil {
 		return opErr("verify", key, version, err)
 	}
 	return nil
 }
 
-func (s *Store) verifyFile(f *os.File, m Meta) error {
+// checkFile reads the blob file f of m whole, its trailer and then its value
+// in chunks of the pooled buffer, and checks them against m. It returns the
+// bytes read and an error wrapping ErrCorrupt on any mismatch; other errors
+// are I/O errors or ctx's. lim, if not nil, paces the reads.
+func (s *Store) checkFile(ctx context.Context, f *os.File, m Meta, lim *limiter) (read int64, err error) {
 	sb := s.bufs.Get().(*streamBuf)
 	defer s.bufs.Put(sb)
 
 	tl := trailerLen(len(m.Key))
 	tail := sb.b[:tl]
-	if _, err := f.ReadAt(tail, m.Size); err != nil {
-		return fmt.Errorf("read trailer: %w", err)
+	n, err := f.ReadAt(tail, m.Size)
+	read += int64(n)
+	if err != nil {
+		return read, shortRead("read trailer", err)
 	}
 	t, err := decodeTrailer(tail, m.Size+tl)
 	if err != nil {
-		return err
+		return read, err
 	}
 	if !bytes.Equal(t.key, m.Key) || t.version != m.Version || t.size != m.Size ||
 		t.checksum != m.Checksum || t.modNanos != m.ModTime.UnixNano() {
-		return fmt.Errorf("%w: trailer (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
+		return read, fmt.Errorf("%w: trailer (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
 			ErrCorrupt, t.key, t.version, t.size, t.checksum, m.Size, m.Checksum)
 	}
+	if err := lim.wait(ctx, n); err != nil {
+		return read, err
+	}
 
+	buf := sb.b[:lim.chunk(len(sb.b))]
 	h := sb.h
 	h.Reset()
-	n, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, m.Size), sb.b)
-	if err != nil {
-		return fmt.Errorf("read value: %w", err)
-	}
-	if n != m.Size {
-		return fmt.Errorf("%w: read %d value bytes, want %d", ErrCorrupt, n, m.Size)
+	for off := int64(0); off < m.Size; {
+		if err := ctx.Err(); err != nil {
+			return read, err
+		}
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), m.Size-off)], off)
+		h.Write(buf[:n]) // never fails
+		off += int64(n)
+		read += int64(n)
+		if err != nil {
+			return read, shortRead(fmt.Sprintf("read value at offset %d", off), err)
+		}
+		if err := lim.wait(ctx, n); err != nil {
+			return read, err
+		}
 	}
 	if got := h.Sum64(); got != m.Checksum {
-		return fmt.Errorf("%w: value checksum %016x, want %016x", ErrCorrupt, got, m.Checksum)
+		return read, fmt.Errorf("%w: value checksum %016x, want %016x", ErrCorrupt, got, m.Checksum)
 	}
-	return nil
+	return read, nil
+}
+
+// shortRead wraps a read error. The file's length was checked when it was
+// opened, so reaching its end early means it shrank since: corrupt.
+func shortRead(what string, err error) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: file shrank: %w", ErrCorrupt, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// OrphanKind says on which side of the store an Orphan is missing.
+type OrphanKind int
+
+const (
+	// UnindexedFile is a file under DIR/blobs that no index entry
+	// describes: a blob left by a crash between a Put's rename and its
+	// index write, or by a lost index record, or something that is not a
+	// blob at all.
+	UnindexedFile OrphanKind = iota + 1
+	// MissingFile is an index entry whose blob file does not exist.
+	MissingFile
+)
+
+// String returns "unindexed file" or "missing file".
+func (k OrphanKind) String() string {
+	switch k {
+	case UnindexedFile:
+		return "unindexed file"
+	case MissingFile:
+		return "missing file"
+	}
+	return fmt.Sprintf("OrphanKind(%d)", int(k))
+}
+
+// Orphan is one disagreement between DIR/blobs and the index, found by
+// Orphans.
+type Orphan struct {
+	Kind OrphanKind
+	// Path is the file's path under DIR/blobs; for a MissingFile, the path
+	// where the file should be.
+	Path string
+	// Meta describes the version: from the index for a MissingFile, from
+	// the file's trailer for an UnindexedFile. Its Key is nil when the
+	// trailer cannot be read (Err says why).
+	Meta Meta
+	// Err, for an UnindexedFile, is why Rebuild would not index it either:
+	// a bad trailer or a name that does not match it (both wrap
+	// ErrCorrupt), or an entry that does not belong in DIR/blobs at all.
+	// It is nil for a valid blob, which Rebuild would index and Delete or
+	// Quarantine of its version removes, and for a MissingFile.
+	Err error
+}
+
+// Orphans calls fn for every disagreement between the blob files and the
+// index, until fn returns false: first each index entry whose file is
+// missing (MissingFile, in index order), then each file or directory under
+// DIR/blobs that no index entry describes (UnindexedFile). It is what a
+// consistency check reports besides the bad files that Scrub finds. Delete
+// or Quarantine clears a MissingFile; a valid UnindexedFile is indexed by
+// Rebuild or removed by Delete of its version; any other has to be removed
+// by hand.
+//
+// Each candidate is confirmed under the version's lock, so versions being
+// written or deleted meanwhile are not reported. Orphans reads every
+// file's trailer (one small read each) but no value, and holds no lock
+// while reading or calling fn; fn may call the Store. It returns ctx's error
+// (wrapped) when ctx is done, and ErrClosed if the store is closed
+// meanwhile.
+func (s *Store) Orphans(ctx context.Context, fn func(Orphan) bool) error {
+	w := orphanWalk{s: s, ctx: ctx, fn: fn}
+	err := w.missing()
+	if err == nil && !w.stopped {
+		err = w.unindexed()
+	}
+	if err != nil {
+		return fmt.Errorf("store: orphans: %w", err)
+	}
+	return nil
+}
+
+type orphanWalk struct {
+	s       *Store
+	ctx     context.Context
+	fn      func(Orphan) bool
+	stopped bool // fn returned false
+	tail    [maxTrailerLen]byte
+}
+
+func (w *orphanWalk) report(o Orphan) {
+	if !w.fn(o) {
+		w.stopped = true
+	}
+}
+
+// missing reports the index entries whose file is missing.
+func (w *orphanWalk) missing() error {
+	var err error
+	ierr := w.s.iterate(nil, func(m Meta) bool {
+		if err = w.ctx.Err(); err != nil {
+			return false
+		}
+		path := w.s.blobPath(m.Key, m.Version)
+		if _, serr := os.Stat(path); !errors.Is(serr, fs.ErrNotExist) {
+			return true
+		}
+		// Confirm under the lock: a Delete removes the entry first.
+		var b blobState
+		if b, err = w.s.lookupBlob(m.Key, m.Version, false); err != nil {
+			return false
+		}
+		if b.held && errors.Is(b.err, fs.ErrNotExist) {
+			w.report(Orphan{Kind: MissingFile, Path: path, Meta: b.m})
+		}
+		return !w.stopped
+	})
+	if ierr != nil {
+		return ierr
+	}
+	return err
+}
+
+// unindexed walks DIR/blobs/ab/cd/* and reports what is not indexed.
+func (w *orphanWalk) unindexed() error {
+	stray := func(path string) {
+		w.report(Orphan{Kind: UnindexedFile, Path: path, Err: errors.New("not a blob directory")})
+	}
+	top, err := readDir(w.s.blobsDir)
+	if err != nil {
+		return err
+	}
+	for _, d1 := range top {
+		p1 := filepath.Join(w.s.blobsDir, d1.Name())
+		if !d1.IsDir() || !isHexDir(d1.Name()) {
+			stray(p1)
+			if w.stopped {
+				return nil
+			}
+			continue
+		}
+		mid, err := readDir(p1)
+		if err != nil {
+			return err
+		}
+		for _, d2 := range mid {
+			p2 := filepath.Join(p1, d2.Name())
+			if !d2.IsDir() || !isHexDir(d2.Name()) {
+				stray(p2)
+				if w.stopped {
+					return nil
+				}
+				continue
+			}
+			files, err := readDir(p2)
+			if err != nil {
+				return err
+			}
+			for _, f := range files {
+				if err := w.file(filepath.Join(p2, f.Name()), d1.Name()+d2.Name()); err != nil || w.stopped {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// file checks one entry of a blob directory whose name is ab+cd.
+func (w *orphanWalk) file(path, prefix string) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if w.s.closing.Load() {
+		return ErrClosed
+	}
+	t, err := readTrailer(path, &w.tail)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // deleted since the directory was read
+	}
+	if err != nil {
+		w.report(Orphan{Kind: UnindexedFile, Path: path, Err: err})
+		return nil
+	}
+	m := record{size: t.size, checksum: t.checksum, modNanos: t.modNanos}.meta(t.key, t.version) // copies the key
+	if name := blobName(t.key, t.version); name != filepath.Base(path) || name[:4] != prefix {
+		w.report(Orphan{Kind: UnindexedFile, Path: path, Meta: m,
+			Err: fmt.Errorf("%w: trailer names %q v%d, which belongs in %s", ErrCorrupt, t.key, t.version, blobRel(name))})
+		return nil
+	}
+	orphan, err := w.s.unindexed(m.Key, m.Version)
+	if err != nil {
+		return err
+	}
+	if orphan {
+		w.report(Orphan{Kind: UnindexedFile, Path: path, Meta: m})
+	}
+	return nil
+}
+
+// unindexed reports whether the file of (key, version) exists while the
+// index does not hold the version, both looked at under the version's lock,
+// so that a Put between its rename and its index write is not caught in
+// the middle.
+func (s *Store) unindexed(key []byte, version uint64) (bool, error) {
+	if err := s.rlock(); err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	ik := indexKey(key, version)
+	mu := s.stripe(ik)
+	mu.Lock()
+	defer mu.Unlock()
+	_, held, err := s.idx.get(ik)
+	if err != nil {
+		return false, fmt.Errorf("index: %w", err)
+	}
+	if held {
+		return false, nil
+	}
+	_, err = os.Lstat(s.blobPath(key, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// readDir is os.ReadDir, but a directory removed meanwhile is empty.
+func readDir(dir string) ([]fs.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read blob directory: %w", err)
+	}
+	return ents, nil
+}
