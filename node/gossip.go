@@ -168,6 +168,7 @@ type membership struct {
 	role string
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
+	self string // this node's gossip address
 	meta atomic.Pointer[[]byte]
 
 	mu      sync.Mutex
@@ -286,6 +287,10 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 		return nil, fmt.Errorf("node: start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	// Read once: LocalNode's fields are rewritten by UpdateNode when the
+	// metadata changes (memberlist #238), and the address never does.
+	n := ml.LocalNode()
+	m.self = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	if len(cfg.Join) > 0 {
 		if _, err := ml.Join(cfg.Join); err != nil {
 			logger.Warn("gossip join failed; retrying in the background", "join", cfg.Join, "err", err)
@@ -297,10 +302,7 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 }
 
 // addr is the gossip address this node advertises.
-func (m *membership) addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (m *membership) addr() string { return m.self }
 
 // rejoinLoop re-dials the seed addresses while this node is alone, or is a
 // volume that sees no master: a node that lost every peer never dials them

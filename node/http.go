@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -53,6 +54,11 @@ func (c *deadlineConn) ReadFrom(r io.Reader) (int64, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
 		return 0, err
 	}
+	if c.ln != nil {
+		// A value going out: it counts in the node's load until sent.
+		c.ln.busy.Add(1)
+		defer c.ln.busy.Add(-1)
+	}
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}
@@ -73,6 +79,9 @@ type trackingListener struct {
 	idle  time.Duration
 	mu    sync.Mutex
 	conns map[*deadlineConn]struct{}
+	// busy counts requests being handled plus response bodies being sent
+	// (a sendfile outlives its handler): the node's load.
+	busy atomic.Int64
 }
 
 func newTrackingListener(ln net.Listener, idle time.Duration) *trackingListener {
@@ -125,9 +134,14 @@ func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logge
 	if err != nil {
 		return nil, err
 	}
+	tl := newTrackingListener(ln, idle)
 	s := &httpServer{
 		srv: &fasthttp.Server{
-			Handler:                       h,
+			Handler: func(ctx *fasthttp.RequestCtx) {
+				tl.busy.Add(1)
+				defer tl.busy.Add(-1)
+				h(ctx)
+			},
 			Name:                          "kvdb",
 			StreamRequestBody:             true,
 			MaxRequestBodySize:            64 << 10,
@@ -140,7 +154,7 @@ func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logge
 			CloseOnShutdown:               true,
 			Logger:                        fasthttpLogger{logger},
 		},
-		ln:   newTrackingListener(ln, idle),
+		ln:   tl,
 		done: make(chan struct{}),
 	}
 	go func() {
@@ -153,6 +167,10 @@ func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logge
 }
 
 func (s *httpServer) addr() string { return s.ln.Addr().String() }
+
+// load is the number of requests being handled and response bodies being
+// sent right now.
+func (s *httpServer) load() int64 { return s.ln.busy.Load() }
 
 // shutdown stops accepting, lets running requests finish for up to grace,
 // then cuts what is left.

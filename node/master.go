@@ -82,7 +82,8 @@ type MasterConfig struct {
 	RebalanceConcurrency int
 	// MoveGrace is how long a copy moved off a volume stays there (and
 	// readable) after the index switched to its new place, for clients
-	// redirected to it just before. Default 30 s.
+	// redirected to it just before (a download already under way is not
+	// cut by the deletion: the open file outlives its name). Default 5 s.
 	MoveGrace time.Duration
 	// ProbeInterval is how often the master asks each volume whether it
 	// answers; one that fails twice in a row is avoided for reads and new
@@ -164,7 +165,7 @@ func (c MasterConfig) withDefaults() MasterConfig {
 		c.RebalanceConcurrency = 4
 	}
 	if c.MoveGrace <= 0 {
-		c.MoveGrace = 30 * time.Second
+		c.MoveGrace = 5 * time.Second
 	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 1 << 16
@@ -209,9 +210,13 @@ type Master struct {
 	client *fasthttp.Client
 	sec    *signer  // nil without a cluster secret
 	keys   []apiKey // empty: the client API is open
-	view   atomic.Pointer[clusterView]
+	// metrics counts requests; scrapes add the cluster's state (metrics.go).
+	metrics *nodeMetrics
+	view    atomic.Pointer[clusterView]
 	// unreachable holds the volumes that failed their last probes.
 	unreachable atomic.Pointer[map[string]bool]
+	// loads holds each live volume's load, from probes.
+	loads atomic.Pointer[map[string]*volumeLoad]
 
 	locks       [256]sync.Mutex
 	lastVersion atomic.Uint64
@@ -238,10 +243,11 @@ type Master struct {
 	// viewMu serializes rebuilds of the view.
 	viewMu sync.Mutex
 
-	gcKick    chan struct{}
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	gcKick     chan struct{}
+	repairKick chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
 }
 
 // NewMaster opens the index, starts serving HTTP and starts gossip.
@@ -260,8 +266,10 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		merged:  make(map[string]bool),
 		cache:   newRecordCache(cfg.CacheEntries),
 		gcKick:  make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		grace:   make(map[string]time.Time),
+
+		repairKick: make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		grace:      make(map[string]time.Time),
 
 		drainSince: make(map[string]time.Time),
 	}
@@ -285,7 +293,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.drains.Store(&drains)
-	m.http, err = startHTTP(cfg.Addr, m.handle, cfg.IdleTimeout, m.log)
+	m.metrics = newNodeMetrics(RoleMaster)
+	m.http, err = startHTTP(cfg.Addr, m.metrics.instrument(m.handle), cfg.IdleTimeout, m.log)
 	if err != nil {
 		ix.close()
 		return nil, fmt.Errorf("master: listen %s: %w", cfg.Addr, err)
@@ -306,6 +315,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	m.repair.missingSince = map[string]time.Time{}
 	m.unreachable.Store(&map[string]bool{})
+	m.loads.Store(&map[string]*volumeLoad{})
 	m.wg.Add(4)
 	go m.probeLoop()
 	go m.watchMembers()
@@ -394,6 +404,10 @@ func (m *Master) refreshView() {
 		} else {
 			r = nr
 			m.log.Info("ring rebuilt", "volumes", nr.Len(), "draining", len(draining))
+			// Look at placement now, and again once membership may have
+			// settled.
+			m.kickRepair()
+			time.AfterFunc(m.cfg.RebalanceDelay+10*time.Millisecond, m.kickRepair)
 		}
 	}
 	changed := old.changed
@@ -541,13 +555,32 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 	view := m.view.Load()
 	bad := *m.unreachable.Load()
-	// A live replica that answers probes first; failing that, any live one.
-	for pass := 0; pass < 2; pass++ {
-		for _, name := range rec.Replicas {
-			vol, ok := view.vols[name]
-			if !ok || pass == 0 && bad[name] {
-				continue
-			}
+	loads := *m.loads.Load()
+	// The least loaded live replica that answers probes (ties go to the
+	// first in the record, the ring's owner); failing that, any live one.
+	best, bestLoad := -1, int64(0)
+	for i, name := range rec.Replicas {
+		if _, ok := view.vols[name]; !ok || bad[name] {
+			continue
+		}
+		var load int64
+		if l := loads[name]; l != nil {
+			load = l.estimate()
+		}
+		if best < 0 || load < bestLoad {
+			best, bestLoad = i, load
+		}
+	}
+	if best >= 0 {
+		name := rec.Replicas[best]
+		if l := loads[name]; l != nil {
+			l.sent.Add(1)
+		}
+		m.redirectTo(ctx, view.vols[name], key, rec)
+		return
+	}
+	for _, name := range rec.Replicas {
+		if vol, ok := view.vols[name]; ok {
 			m.redirectTo(ctx, vol, key, rec)
 			return
 		}
@@ -562,7 +595,9 @@ func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, re
 		loc = m.sec.appendReadSig(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix())
 	}
 	ctx.Response.Header.SetBytesV("Location", loc)
-	ctx.Response.Header.SetBytesV("ETag", appendETag(ub[len(loc):len(loc)], rec.Checksum))
+	// The ETag goes after the URL, in ub while it has room; a long key's
+	// URL has outgrown ub, and ub[len(loc):] would be out of range.
+	ctx.Response.Header.SetBytesV("ETag", appendETag(loc[len(loc):], rec.Checksum))
 	ctx.SetStatusCode(fasthttp.StatusFound)
 }
 
@@ -1004,6 +1039,13 @@ func parseBlobReply(res putResult, resp *fasthttp.Response) putResult {
 	return res
 }
 
+func (m *Master) kickRepair() {
+	select {
+	case m.repairKick <- struct{}{}:
+	default:
+	}
+}
+
 func (m *Master) kickGC() {
 	select {
 	case m.gcKick <- struct{}{}:
@@ -1298,21 +1340,4 @@ func (m *Master) clusterState() clusterJSON {
 func (m *Master) serveCluster(ctx *fasthttp.RequestCtx) {
 	b, _ := json.Marshal(m.clusterState())
 	replyJSON(ctx, fasthttp.StatusOK, b)
-}
-
-func (m *Master) serveMetrics(ctx *fasthttp.RequestCtx) {
-	view := m.view.Load()
-	ctx.SetContentType("text/plain; version=0.0.4")
-	fmt.Fprintf(ctx, "# HELP kvdb_live_volumes Volumes in the ring.\n# TYPE kvdb_live_volumes gauge\nkvdb_live_volumes %d\n", view.ring.Len())
-	fmt.Fprintf(ctx, "# HELP kvdb_replicas Replicas per value.\n# TYPE kvdb_replicas gauge\nkvdb_replicas %d\n", m.cfg.Replicas)
-	fmt.Fprintf(ctx, "# HELP kvdb_ring_partitions Partitions owned per volume.\n# TYPE kvdb_ring_partitions gauge\n")
-	owned := view.ring.PartitionsOf()
-	names := make([]string, 0, len(owned))
-	for name := range owned {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		fmt.Fprintf(ctx, "kvdb_ring_partitions{volume=%q} %d\n", name, owned[name])
-	}
 }

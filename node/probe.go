@@ -1,7 +1,9 @@
 package node
 
 import (
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -27,11 +29,28 @@ func (m *Master) probeLoop() {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		ok := map[string]bool{}
+		loads := *m.loads.Load()
+		if !sameKeys(loads, view.vols) {
+			next := make(map[string]*volumeLoad, len(view.vols))
+			for name := range view.vols {
+				if l := loads[name]; l != nil {
+					next[name] = l
+				} else {
+					next[name] = &volumeLoad{}
+				}
+			}
+			m.loads.Store(&next)
+			loads = next
+		}
 		for name, vol := range view.vols {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				alive := m.probe(vol.HTTP)
+				alive, load := m.probe(vol.HTTP)
+				if alive {
+					loads[name].probed.Store(load)
+					loads[name].sent.Store(0)
+				}
 				mu.Lock()
 				ok[name] = alive
 				mu.Unlock()
@@ -70,7 +89,8 @@ func (m *Master) probeLoop() {
 	})
 }
 
-func (m *Master) probe(addr string) bool {
+// probe asks a volume whether it answers, and how busy it is.
+func (m *Master) probe(addr string) (alive bool, load int64) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -80,7 +100,41 @@ func (m *Master) probe(addr string) bool {
 	if timeout < 500*time.Millisecond {
 		timeout = 500 * time.Millisecond
 	}
-	return m.client.DoTimeout(req, resp, timeout) == nil && resp.StatusCode() == fasthttp.StatusOK
+	if m.client.DoTimeout(req, resp, timeout) != nil || resp.StatusCode() != fasthttp.StatusOK {
+		return false, 0
+	}
+	// The probe itself is one of the requests the volume counted.
+	load, err := strconv.ParseInt(string(resp.Header.Peek(loadHeader)), 10, 64)
+	if err != nil {
+		return true, 0
+	}
+	return true, max(load-1, 0)
+}
+
+// loadHeader carries a volume's load in its answer to a probe.
+const loadHeader = "X-Kvdb-Load"
+
+// volumeLoad is what the master knows of a volume's load: the requests and
+// transfers it reported at the last probe, plus the redirects the master
+// has sent it since (so a burst between probes does not all go to the
+// replica that was idle at the last one).
+type volumeLoad struct {
+	probed atomic.Int64
+	sent   atomic.Int64
+}
+
+func (l *volumeLoad) estimate() int64 { return l.probed.Load() + l.sent.Load() }
+
+func sameKeys[A, B any](a map[string]A, b map[string]B) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sameSet(a, b map[string]bool) bool {

@@ -3,8 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -282,4 +286,77 @@ func TestRateLimiter(t *testing.T) {
 	if newRateLimiter(-1, stop).wait(1 << 30) {
 		t.Error("an unlimited limiter waited past stop")
 	}
+}
+
+// TestWeightedVolume checks that a volume's share of the ring follows its
+// weight (its capacity class).
+func TestWeightedVolume(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	i := c.addVolume()
+	c.waitVolumes(3)
+	c.vols[i].Close()
+	c.vols[i] = nil
+	c.waitVolumes(2)
+	c.vcfgs[i].Weight = 4
+	c.startVolume(i)
+	waitFor(t, 15*time.Second, "the ring to give vol3 weight 4", func() bool {
+		for _, m := range c.master.view.Load().ring.Members() {
+			if m.Name == "vol3" && m.Weight == 4 {
+				return true
+			}
+		}
+		return false
+	})
+	owned := c.master.view.Load().ring.PartitionsOf()
+	t.Logf("partitions owned: %v", owned)
+	if owned["vol3"] < 2*owned["vol1"] || owned["vol3"] < 2*owned["vol2"] {
+		t.Errorf("vol3 of weight 4 owns %d partitions, vol1 and vol2 of weight 1 own %d and %d", owned["vol3"], owned["vol1"], owned["vol2"])
+	}
+}
+
+// TestRedirectLeastLoaded checks that a GET is redirected away from a
+// replica that is busy sending another value.
+func TestRedirectLeastLoaded(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	const size = 64 << 20
+	if st, _, body := c.do("PUT", "big", io.LimitReader(zeroReader{}, size)); st != 201 {
+		t.Fatalf("PUT: %d %s", st, body)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	location := func() string {
+		resp, err := noFollow.Get(c.url("big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Location")
+	}
+	first := location()
+	u, err := url.Parse(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A client that asks the first replica for the value and does not read
+	// it keeps a transfer in progress there.
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host)
+	waitFor(t, 10*time.Second, "a redirect to the idle replica", func() bool {
+		loc := location()
+		return loc != "" && !strings.Contains(loc, u.Host)
+	})
+	conn.Close()
+	waitFor(t, 10*time.Second, "redirects back to the owner once idle", func() bool {
+		return strings.Contains(location(), u.Host)
+	})
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

@@ -35,7 +35,7 @@ type repairState struct {
 // them, throttled; see moveKey.
 func (m *Master) repairLoop() {
 	defer m.wg.Done()
-	runEvery(m.stop, m.cfg.RepairInterval, nil, m.repairScan)
+	runEvery(m.stop, m.cfg.RepairInterval, m.repairKick, m.repairScan)
 }
 
 type repairItem struct {
@@ -206,6 +206,8 @@ func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
 	}
 	close(work)
 	wg.Wait()
+	// Delete the moved-away copies as soon as their grace is over.
+	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
 	return ok
 }
 

@@ -227,10 +227,11 @@ func (s *signer) signURL(method, uri string) string {
 
 func (s *signer) signURLExpiring(method, uri string, expiry int64) string {
 	rest, _ := strings.CutPrefix(uri, "http://")
-	addr, target := rest, "/"
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		addr, target = rest[:i], rest[i:]
+	if strings.IndexByte(rest, '/') < 0 {
+		uri, rest = uri+"/", rest+"/" // the path the client sends
 	}
+	i := strings.IndexByte(rest, '/')
+	addr, target := rest[:i], rest[i:]
 	b := make([]byte, 0, len(uri)+24+sigLen)
 	b = append(b, uri...)
 	if strings.IndexByte(target, '?') >= 0 {

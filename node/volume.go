@@ -132,6 +132,7 @@ type Volume struct {
 	gossip   *membership
 	client   *fasthttp.Client
 	sec      *signer // nil without a cluster secret
+	metrics  *volumeMetrics
 
 	draining atomic.Bool
 	metaKick chan struct{}
@@ -161,7 +162,8 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
-	v.http, err = startHTTP(cfg.Addr, v.handle, cfg.IdleTimeout, v.log)
+	v.metrics = newVolumeMetrics()
+	v.http, err = startHTTP(cfg.Addr, v.metrics.instrument(v.handle), cfg.IdleTimeout, v.log)
 	if err != nil {
 		v.store.Close()
 		return nil, fmt.Errorf("volume: listen %s: %w", cfg.Addr, err)
@@ -393,6 +395,9 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 	case string(rest) == "index":
 		v.listIndex(ctx)
 	case string(rest) == "live":
+		// The master's probes read the load to pick the least busy replica
+		// for a redirect (the probe itself counts as 1).
+		ctx.Response.Header.Set(loadHeader, strconv.FormatInt(v.http.load(), 10))
 		replyText(ctx, fasthttp.StatusOK, "ok")
 	case string(rest) == "ready":
 		if v.gossip.ml.NumMembers() < 2 {
@@ -613,6 +618,7 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 		replyStoreError(ctx, key, err)
 		return
 	}
+	v.metrics.wroteBlob(m.Size)
 	replyBlob(ctx, m)
 }
 
@@ -667,6 +673,7 @@ func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
 		replyStoreError(ctx, key, err)
 		return
 	}
+	v.metrics.wroteBlob(m.Size)
 	replyBlob(ctx, m)
 }
 
@@ -732,16 +739,6 @@ func (v *Volume) serveCluster(ctx *fasthttp.RequestCtx) {
 		"departed": v.gossip.departed(),
 	})
 	replyJSON(ctx, fasthttp.StatusOK, b)
-}
-
-func (v *Volume) serveMetrics(ctx *fasthttp.RequestCtx) {
-	st := v.store.Stats()
-	ctx.SetContentType("text/plain; version=0.0.4")
-	fmt.Fprintf(ctx, "# HELP kvdb_volume_keys Value versions held by this volume.\n# TYPE kvdb_volume_keys gauge\nkvdb_volume_keys %d\n", st.Keys)
-	fmt.Fprintf(ctx, "# HELP kvdb_volume_bytes Bytes of values held by this volume.\n# TYPE kvdb_volume_bytes gauge\nkvdb_volume_bytes %d\n", st.Bytes)
-	fmt.Fprintf(ctx, "# HELP kvdb_volume_free_bytes Bytes this volume can still take.\n# TYPE kvdb_volume_free_bytes gauge\nkvdb_volume_free_bytes %d\n", st.Free)
-	fmt.Fprintf(ctx, "# HELP kvdb_volume_total_bytes Size of this volume.\n# TYPE kvdb_volume_total_bytes gauge\nkvdb_volume_total_bytes %d\n", st.Total)
-	fmt.Fprintf(ctx, "# HELP kvdb_gossip_members Live members gossip sees.\n# TYPE kvdb_gossip_members gauge\nkvdb_gossip_members %d\n", v.gossip.ml.NumMembers())
 }
 
 // blobURL is the volume URL serving one version of key.

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,10 +29,19 @@ Usage:
   kvdb volume [flags] [DIR]   a volume server: holds the bytes, joins by gossip
   kvdb dev [flags]            one master and 3 volumes on this machine
   kvdb bench --url URL [...]  load generator for any server speaking the API
+  kvdb put KEY [FILE|-]       store a value (from FILE or stdin)
+  kvdb get KEY [-o FILE]      fetch a value (to stdout or FILE)
+  kvdb rm KEY                 delete a value
+  kvdb ls [PREFIX]            list keys
+  kvdb stat KEY               size, ETag and Last-Modified of a value
+  kvdb cluster                members and replication state
+  kvdb drain VOLUME           move every value off a volume before removing it
   kvdb help COMMAND           flags of a command
 
 Every flag can also be set by the environment: --foo-bar as KVDB_FOO_BAR;
-PORT sets the HTTP port of master and volume.
+PORT sets the HTTP port of master and volume. The client commands take the
+master from --url or KVDB_URL (default http://localhost:3000) and exit 0 on
+success, 1 on error, 2 when the key does not exist.
 `
 
 func main() {
@@ -61,6 +71,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDev(rest, stderr)
 	case "bench":
 		err = runBench(rest, stdout, stderr)
+	case "put":
+		err = runPut(rest, stderr)
+	case "get":
+		err = runGet(rest, stdout, stderr)
+	case "rm":
+		err = runRm(rest, stderr)
+	case "ls":
+		err = runLs(rest, stdout, stderr)
+	case "stat":
+		err = runStat(rest, stdout, stderr)
+	case "cluster":
+		err = runCluster(rest, stdout, stderr)
+	case "drain":
+		err = runDrain(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -69,6 +93,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		return 2
+	case errors.Is(err, errNotFound):
+		fmt.Fprintf(stderr, "kvdb %s: %v\n", cmd, err)
 		return 2
 	case err != nil:
 		fmt.Fprintf(stderr, "kvdb %s: %v\n", cmd, err)
@@ -84,6 +111,7 @@ type common struct {
 	addr, advertise, gossip, gossipAdvertise, join, dir, cluster, profile, name string
 	logFormat, logLevel                                                         string
 	pprof                                                                       bool
+	secret, secretFile                                                          string
 }
 
 func (c *common) register(fs *flag.FlagSet, defAddr string) {
@@ -99,6 +127,36 @@ func (c *common) register(fs *flag.FlagSet, defAddr string) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go profiles under /_kvdb/debug/pprof/")
+	registerSecret(fs, &c.secret, &c.secretFile)
+}
+
+// registerSecret adds --secret and --secret-file to fs.
+func registerSecret(fs *flag.FlagSet, secret, file *string) {
+	fs.StringVar(secret, "secret", "", fmt.Sprintf("cluster secret, the same on every node, at least %d bytes: encrypts gossip and signs requests to volumes and read redirects (prefer KVDB_SECRET or --secret-file: command lines are visible to other users)", node.MinSecretLen))
+	fs.StringVar(file, "secret-file", "", "file holding the cluster secret (surrounding whitespace ignored)")
+}
+
+// clusterSecret takes the secret from --secret or --secret-file.
+func clusterSecret(secret, file string) ([]byte, error) {
+	switch {
+	case secret != "" && file != "":
+		return nil, errors.New("give --secret or --secret-file, not both")
+	case file != "":
+		return node.ReadSecretFile(file)
+	case secret != "" && len(secret) < node.MinSecretLen:
+		return nil, fmt.Errorf("--secret is %d bytes: want at least %d (e.g. openssl rand -base64 32)", len(secret), node.MinSecretLen)
+	case secret != "":
+		return []byte(secret), nil
+	}
+	return nil, nil
+}
+
+// apiKeys loads --api-keys-file, if given.
+func apiKeys(path string) ([]node.APIKey, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return node.LoadAPIKeys(path)
 }
 
 func (c *common) gossipConfig() node.GossipConfig {
@@ -223,10 +281,24 @@ func runMaster(args []string, stderr io.Writer) error {
 	fs.Var(&maxSize, "max-size", "largest value accepted (413 above it), e.g. 5GiB")
 	repairDelay := fs.Duration("repair-delay", time.Minute, "how long a volume must be gone before the keys it held are copied elsewhere")
 	rebuild := fs.Bool("rebuild", false, "discard the key index and rebuild it from the volumes' indexes as they join")
+	rebalanceDelay := fs.Duration("rebalance-delay", 30*time.Second, "how long membership must stay unchanged before keys move to their new volumes")
+	rebalanceRate := sizeFlag(128 << 20)
+	fs.Var(&rebalanceRate, "rebalance-rate", "bytes per second rebalancing and draining may copy, e.g. 200MiB (0: no cap)")
+	rebalanceConc := fs.Int("rebalance-concurrency", 4, "how many keys rebalancing moves at once")
+	keysFile := fs.String("api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
+	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	dir, err := dataDir(fs, c.dir, "./data/master")
+	if err != nil {
+		return err
+	}
+	secret, err := clusterSecret(c.secret, c.secretFile)
+	if err != nil {
+		return err
+	}
+	keys, err := apiKeys(*keysFile)
 	if err != nil {
 		return err
 	}
@@ -237,6 +309,8 @@ func runMaster(args []string, stderr io.Writer) error {
 	m, err := node.NewMaster(node.MasterConfig{
 		Name: c.name, Addr: c.addr, Dir: dir, Replicas: *replicas, MaxValueSize: int64(maxSize),
 		Gossip: c.gossipConfig(), Rebuild: *rebuild, RepairDelay: *repairDelay, Pprof: c.pprof, Logger: log,
+		RebalanceDelay: *rebalanceDelay, RebalanceRate: rateOrUnlimited(int64(rebalanceRate)), RebalanceConcurrency: *rebalanceConc,
+		Secret: secret, APIKeys: keys, RedirectTTL: *redirectTTL,
 	})
 	if err != nil {
 		return err
@@ -253,10 +327,16 @@ func runVolume(args []string, stderr io.Writer) error {
 	fs.Var(&capacity, "capacity", "most bytes this volume may hold, e.g. 500GiB (0: the disk's size)")
 	reserve := sizeFlag(0)
 	fs.Var(&reserve, "reserve", "disk space writes must leave free, e.g. 1GiB")
+	weight := fs.Int("weight", 0, "share of the keys relative to other volumes (0: one per TiB of capacity, at least 1)")
+	drainTimeout := fs.Duration("drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	dir, err := dataDir(fs, c.dir, "./data/volume")
+	if err != nil {
+		return err
+	}
+	secret, err := clusterSecret(c.secret, c.secretFile)
 	if err != nil {
 		return err
 	}
@@ -266,12 +346,30 @@ func runVolume(args []string, stderr io.Writer) error {
 	}
 	v, err := node.NewVolume(node.VolumeConfig{
 		Name: c.name, Addr: c.addr, Advertise: c.advertise, Dir: dir, Gossip: c.gossipConfig(),
-		Capacity: int64(capacity), Reserve: int64(reserve), Pprof: c.pprof, Logger: log,
+		Capacity: int64(capacity), Reserve: int64(reserve), Weight: *weight, Pprof: c.pprof, Logger: log,
+		Secret: secret,
 	})
 	if err != nil {
 		return err
 	}
-	waitForSignal(log)
+	if sig := waitForSignal(log); sig == syscall.SIGTERM && *drainTimeout > 0 {
+		// A graceful leave: hand every value to other volumes first, so no
+		// key drops below its replica count. A second signal cuts it short.
+		ctx, cancel := context.WithTimeout(context.Background(), *drainTimeout)
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := v.Drain(ctx); err != nil {
+			log.Warn("leaving before the drain finished", "err", err)
+		}
+		cancel()
+	}
 	return v.Close()
 }
 
@@ -285,11 +383,23 @@ func runDev(args []string, stderr io.Writer) error {
 	replicas := fs.Int("replicas", 2, "how many distinct volumes hold each value")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level")
+	var secretFlag, secretFile string
+	registerSecret(fs, &secretFlag, &secretFile)
+	keysFile := fs.String("api-keys-file", "", `client API keys for the master, one "TOKEN rw" or "TOKEN ro" a line`)
+	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	secret, err := clusterSecret(secretFlag, secretFile)
+	if err != nil {
+		return err
+	}
+	keys, err := apiKeys(*keysFile)
+	if err != nil {
+		return err
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -303,6 +413,7 @@ func runDev(args []string, stderr io.Writer) error {
 	loop := "127.0.0.1"
 	m, err := node.NewMaster(node.MasterConfig{
 		Addr: *addr, Dir: filepath.Join(*dir, "master"), Replicas: *replicas, Logger: log,
+		Secret: secret, APIKeys: keys, RedirectTTL: *redirectTTL,
 		Gossip: node.GossipConfig{Bind: fmt.Sprintf("%s:%d", loop, port+1000), Profile: node.ProfileLocal},
 	})
 	if err != nil {
@@ -318,7 +429,7 @@ func runDev(args []string, stderr io.Writer) error {
 	for i := 1; i <= *volumes; i++ {
 		v, err := node.NewVolume(node.VolumeConfig{
 			Name: fmt.Sprintf("vol%d", i), Addr: fmt.Sprintf("%s:%d", loop, port+i),
-			Dir: filepath.Join(*dir, fmt.Sprintf("vol%d", i)), Logger: log,
+			Dir: filepath.Join(*dir, fmt.Sprintf("vol%d", i)), Logger: log, Secret: secret,
 			Gossip: node.GossipConfig{
 				Bind: fmt.Sprintf("%s:%d", loop, port+1000+i), Profile: node.ProfileLocal,
 				Join: []string{m.GossipAddr()},
@@ -336,14 +447,25 @@ func runDev(args []string, stderr io.Writer) error {
 	return nil
 }
 
-// waitForSignal blocks until SIGINT or SIGTERM; a second one exits at once.
-func waitForSignal(log *slog.Logger) {
-	ch := make(chan os.Signal, 2)
+// waitForSignal blocks until SIGINT or SIGTERM and returns it; a third
+// one exits at once.
+func waitForSignal(log *slog.Logger) os.Signal {
+	ch := make(chan os.Signal, 3)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	s := <-ch
 	log.Info("stopping", "signal", s.String())
 	go func() {
 		<-ch
+		<-ch
 		os.Exit(1)
 	}()
+	return s
+}
+
+// rateOrUnlimited maps a flag's 0 (no cap) to the config's negative.
+func rateOrUnlimited(r int64) int64 {
+	if r == 0 {
+		return -1
+	}
+	return r
 }

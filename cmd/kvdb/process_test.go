@@ -489,3 +489,89 @@ func TestCrashMasterMidWrite(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestVolumeSIGTERMDrains stops a volume the graceful way: on SIGTERM it
+// hands its values to the others before leaving, so no key is ever below
+// its replica count.
+func TestVolumeSIGTERMDrains(t *testing.T) {
+	t.Setenv("KVDB_REBALANCE_DELAY", "300ms") // the environment sets flags too
+	c := startProcCluster(t, 4, 2)
+	const n = 40
+	for i := range n {
+		req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/d%d", c.url, i), strings.NewReader(fmt.Sprint("v", i)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("PUT d%d: got %d", i, resp.StatusCode)
+		}
+	}
+	if err := c.vols[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.vols[0].exited:
+		c.vols[0].exited <- err
+		if err != nil {
+			t.Fatalf("volume exit after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("volume did not drain and exit after SIGTERM")
+	}
+	c.vols[0].mu.Lock()
+	logs := c.vols[0].logs.String()
+	c.vols[0].mu.Unlock()
+	if !strings.Contains(logs, `"msg":"drained"`) {
+		t.Fatalf("volume left without draining:\n%s", logs)
+	}
+	c.waitLiveVolumes(t, 3)
+	var st struct {
+		Members []struct {
+			Name string `json:"name"`
+			Keys int64  `json:"keys"`
+		} `json:"members"`
+		UnderReplicated int `json:"under_replicated"`
+	}
+	resp, err := http.Get(c.url + "/_kvdb/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UnderReplicated != 0 {
+		t.Errorf("%d keys under-replicated after a graceful leave", st.UnderReplicated)
+	}
+	for i := range n {
+		resp, err := http.Get(fmt.Sprintf("%s/d%d", c.url, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != fmt.Sprint("v", i) {
+			t.Fatalf("GET d%d after the drain: got %d %q", i, resp.StatusCode, b)
+		}
+	}
+	// The CLI's drain follows the same path through the master.
+	var out, errb strings.Builder
+	if code := run([]string{"drain", "--url", c.url, "--interval", "100ms", "vol2"}, &out, &errb); code != 0 {
+		t.Fatalf("kvdb drain: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "vol2: drained") {
+		t.Errorf("kvdb drain printed %q", out.String())
+	}
+	for _, v := range []string{"vol2", "vol3", "vol4"} {
+		out.Reset()
+		if code := run([]string{"drain", "--url", c.url, "--wait=false", "--cancel", v}, &out, &errb); code != 0 {
+			t.Fatalf("kvdb drain --cancel %s: exit %d: %s", v, code, errb.String())
+		}
+	}
+	if code := run([]string{"drain", "--url", c.url, "nosuchvolume"}, &out, &errb); code != 1 {
+		t.Errorf("kvdb drain of an unknown volume: exit %d, want 1", code)
+	}
+}

@@ -1,0 +1,841 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+)
+
+// DefaultURL is the master a Client talks to when ClientConfig.URL is empty.
+const DefaultURL = "http://localhost:3000"
+
+// Errors a Client returns, to be checked with errors.Is.
+var (
+	// ErrNotFound: the key holds no value (the server answered 404).
+	ErrNotFound = errors.New("key not found")
+	// ErrExists: a create-only write found the key already holding a value
+	// (409 or 412).
+	ErrExists = errors.New("key already exists")
+	// ErrChecksum: the bytes received, or the bytes the server stored, do
+	// not match the checksum the server reported in the ETag.
+	ErrChecksum = errors.New("value checksum mismatch")
+)
+
+// ClientConfig configures a Client. The zero value talks to DefaultURL.
+type ClientConfig struct {
+	// URL is the master's base URL, such as http://localhost:3000. A URL
+	// without a scheme is taken as http://. A path is kept as a prefix of
+	// every request (for a master behind a reverse proxy).
+	URL string
+	// DialTimeout bounds connecting to a node. Default 5 s.
+	DialTimeout time.Duration
+	// IdleTimeout fails a request when no byte moves for this long, in
+	// either direction. It is not a bound on the whole request: a 1 GiB
+	// value that keeps moving is never cut. It also bounds the wait for the
+	// answer to a write, which comes only once every replica has the value
+	// on disk, so keep it well above a large value's fsync time. Default 60 s.
+	IdleTimeout time.Duration
+	// MaxRedirects is how many redirects a GET follows (the master sends
+	// one, to a volume). Default 5.
+	MaxRedirects int
+	// UserAgent is sent with every request. Default "kvdb-client".
+	UserAgent string
+	// Token is the API key sent to the master as "Authorization: Bearer
+	// TOKEN", when the master requires one. It is not sent on to the
+	// volume a read is redirected to (the master signs the redirect).
+	Token string
+}
+
+func (c ClientConfig) withDefaults() ClientConfig {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if !strings.Contains(c.URL, "://") {
+		c.URL = "http://" + c.URL
+	}
+	c.URL = strings.TrimRight(c.URL, "/")
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxRedirects <= 0 {
+		c.MaxRedirects = 5
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "kvdb-client"
+	}
+	return c
+}
+
+// Validate reports whether the configuration can be used.
+func (c ClientConfig) Validate() error {
+	c = c.withDefaults()
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("node: client URL %q: %w", c.URL, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("node: client URL %q: scheme must be http or https", c.URL)
+	case u.Host == "":
+		return fmt.Errorf("node: client URL %q: no host", c.URL)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return fmt.Errorf("node: client URL %q: want only scheme, host and path", c.URL)
+	}
+	return nil
+}
+
+// Client speaks the client HTTP API of a kvdb master: it writes values
+// (streamed, never held in memory), reads them by following the master's
+// redirect to a volume, and lists, inspects and deletes keys. Values are
+// checked against the checksum the server reports, both ways.
+//
+// A Client is safe for concurrent use. Close releases its idle connections.
+type Client struct {
+	cfg  ClientConfig
+	base string // cfg.URL, no trailing '/'
+	hc   *fasthttp.Client
+}
+
+// NewClient returns a client for the master at cfg.URL. It does not
+// connect: the first request does.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	idle := cfg.IdleTimeout
+	dial := func(addr string) (net.Conn, error) {
+		conn, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		// fasthttp's own timeouts cover a whole body, which cannot be
+		// sized for 1 KiB and 1 GiB alike: each read and write pushes an
+		// idle deadline forward instead.
+		return &deadlineConn{Conn: conn, idle: idle}, nil
+	}
+	return &Client{
+		cfg:  cfg,
+		base: cfg.URL,
+		hc: &fasthttp.Client{
+			Name:                cfg.UserAgent,
+			Dial:                dial,
+			ReadBufferSize:      16 << 10,
+			WriteBufferSize:     64 << 10,
+			MaxIdleConnDuration: 10 * time.Second,
+			// Bodies are streamed both ways; a GET's body stream must be
+			// closed (ValueReader.Close does).
+			StreamResponseBody: true,
+			// Keys are escaped here and must reach the server byte for byte.
+			DisablePathNormalizing: true,
+		},
+	}, nil
+}
+
+// Close releases idle connections. It is safe to call more than once; the
+// Client must not be used afterwards.
+func (c *Client) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// URL returns the master's base URL the client uses.
+func (c *Client) URL() string { return c.base }
+
+// StatusError is an answer with an unexpected HTTP status.
+type StatusError struct {
+	Op     string // "put", "get", "stat", "delete", "list", "cluster"
+	Key    string // the key, or the prefix for "list"; empty for "cluster"
+	Status int
+	// Reason is the first line of the server's answer, when it gave one.
+	Reason string
+}
+
+func (e *StatusError) Error() string {
+	reason := e.Reason
+	switch {
+	case reason == "" && e.Is(ErrNotFound):
+		reason = ErrNotFound.Error()
+	case reason == "":
+		reason = strings.ToLower(http.StatusText(e.Status))
+	}
+	if e.Op == "cluster" {
+		return fmt.Sprintf("%s: %s (%d)", e.Op, reason, e.Status)
+	}
+	return fmt.Sprintf("%s %q: %s (%d)", e.Op, e.Key, reason, e.Status)
+}
+
+// Is makes a 404 for a key match ErrNotFound, and a 409 or 412 for a write
+// match ErrExists.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Status == fasthttp.StatusNotFound && e.Op != "list" && e.Op != "cluster"
+	case ErrExists:
+		return e.Op == "put" && (e.Status == fasthttp.StatusConflict || e.Status == fasthttp.StatusPreconditionFailed)
+	}
+	return false
+}
+
+// Info describes a stored value.
+type Info struct {
+	// Size in bytes.
+	Size int64
+	// ETag is the value's entity tag, quoted, as the server sent it.
+	ETag string
+	// LastModified is when the value was written; zero when not reported.
+	LastModified time.Time
+}
+
+// PutOptions adjusts a write.
+type PutOptions struct {
+	// CreateOnly fails the write with ErrExists when the key already holds
+	// a value (If-None-Match: *), instead of replacing it.
+	CreateOnly bool
+}
+
+// PutResult is the outcome of a write.
+type PutResult struct {
+	// ETag of the stored value, as the server sent it.
+	ETag string
+	// Created is true when the key held no value before, false when the
+	// write replaced one.
+	Created bool
+	// Size is how many bytes were sent and stored.
+	Size int64
+}
+
+// Put stores the bytes of r under key and returns once every replica has
+// them on disk. size is r's length, sent as Content-Length; -1 sends the
+// body chunked (for a pipe or stdin). A reader that ends before size bytes
+// fails the write, and nothing is stored. r is streamed, never held whole.
+//
+// ctx cancels the upload while the body is sent; after that, the wait for
+// the answer is bounded by IdleTimeout.
+//
+// With opts.CreateOnly an existing key fails with ErrExists. The key is
+// looked up first, so that the usual conflict is reported before the body
+// is sent: a server that refuses a write before reading a large body closes
+// the connection, and the client would see a reset instead of the reason.
+func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (PutResult, error) {
+	if err := c.checkKey("put", key); err != nil {
+		return PutResult{}, err
+	}
+	if opts.CreateOnly {
+		_, err := c.Stat(ctx, key)
+		switch {
+		case err == nil:
+			return PutResult{}, fmt.Errorf("put %q: %w", key, ErrExists)
+		case !errors.Is(err, ErrNotFound):
+			return PutResult{}, fmt.Errorf("put %q: check for an existing value: %w", key, err)
+		}
+	}
+	req := c.newRequest(fasthttp.MethodPut, c.keyURL(key))
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetContentType("application/octet-stream")
+	if opts.CreateOnly {
+		req.Header.Set("If-None-Match", "*")
+	}
+	if size < 0 {
+		size = -1
+	}
+	body := &putBody{ctx: ctx, r: r, size: size, h: xxhash.New()}
+	req.SetBodyStream(body, int(size))
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil {
+		if body.err != nil {
+			return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
+		}
+		// A master that refuses a write before reading the body (not
+		// enough volumes, say) closes the connection under a large body,
+		// and fasthttp reports the cut rather than the answer. Its
+		// readiness tells the usual reason.
+		if why := c.notReady(); why != "" {
+			return PutResult{}, fmt.Errorf("put %q: %w (the master is not ready: %s)", key, err, why)
+		}
+		return PutResult{}, fmt.Errorf("put %q: %w", key, err)
+	}
+	st := resp.StatusCode()
+	if st != fasthttp.StatusOK && st != fasthttp.StatusCreated {
+		return PutResult{}, statusError(resp, "put", key)
+	}
+	drain(resp)
+	res := PutResult{ETag: string(resp.Header.Peek(fasthttp.HeaderETag)), Created: st == fasthttp.StatusCreated, Size: body.n}
+	if sum, ok := parseETag(res.ETag); ok && sum != body.h.Sum64() {
+		return res, fmt.Errorf("put %q: %w: sent %d bytes with checksum %016x, the server stored ETag %s",
+			key, ErrChecksum, body.n, body.h.Sum64(), res.ETag)
+	}
+	return res, nil
+}
+
+// putBody is a write's body: it stops at size, fails on a short reader or
+// a cancelled ctx, and hashes what it passes on.
+type putBody struct {
+	ctx  context.Context
+	r    io.Reader
+	size int64 // -1: unknown
+	n    int64
+	h    *xxhash.Digest
+	err  error // why the body failed, as fasthttp may report it otherwise
+}
+
+func (b *putBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		b.err = err
+		return 0, err
+	}
+	if b.size >= 0 {
+		if b.n >= b.size {
+			return 0, io.EOF
+		}
+		if rest := b.size - b.n; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	_, _ = b.h.Write(p[:n])
+	if err == io.EOF && b.size >= 0 && b.n < b.size {
+		err = fmt.Errorf("body ended after %d of %d bytes: %w", b.n, b.size, io.ErrUnexpectedEOF)
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// WriteTo lets fasthttp hand the connection large pieces at a time instead
+// of its small copy buffer.
+func (b *putBody) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := b.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// ValueReader streams a value from the volume that serves it. Read
+// returns io.EOF only once the whole value arrived and matched its
+// checksum: a cut connection is io.ErrUnexpectedEOF, corrupt bytes
+// ErrChecksum. Close must be called.
+type ValueReader struct {
+	Info
+	key    string
+	ctx    context.Context
+	resp   *fasthttp.Response
+	body   io.Reader
+	stop   func() bool // stops the ctx watch
+	n      int64
+	h      *xxhash.Digest
+	sum    uint64
+	hasSum bool
+	err    error
+}
+
+// Get starts reading key's value: it asks the master, follows its redirect
+// to a volume and returns once the volume answered with the value's
+// headers. Errors: ErrNotFound, a *StatusError, or a network error.
+//
+// Cancelling ctx interrupts the transfer: a Read in progress fails.
+func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
+	if err := c.checkKey("get", key); err != nil {
+		return nil, err
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	target := c.keyURL(key)
+	for hop := 0; ; hop++ {
+		if err := ctx.Err(); err != nil {
+			fasthttp.ReleaseResponse(resp)
+			return nil, fmt.Errorf("get %q: %w", key, err)
+		}
+		req.Reset()
+		req.Header.SetMethod(fasthttp.MethodGet)
+		req.SetRequestURI(target)
+		if sameHost(target, c.base) {
+			c.authorize(req)
+		}
+		resp.Reset()
+		if err := c.hc.Do(req, resp); err != nil {
+			resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			if hop > 0 {
+				return nil, fmt.Errorf("get %q: redirected to %s: %w", key, target, err)
+			}
+			return nil, fmt.Errorf("get %q: %w", key, err)
+		}
+		st := resp.StatusCode()
+		if st == fasthttp.StatusOK {
+			break
+		}
+		var err error
+		switch loc := resp.Header.Peek(fasthttp.HeaderLocation); {
+		case !isRedirect(st):
+			err = statusError(resp, "get", key)
+		case len(loc) == 0:
+			err = fmt.Errorf("get %q: %d redirect without a Location", key, st)
+		case hop >= c.cfg.MaxRedirects:
+			err = fmt.Errorf("get %q: more than %d redirects", key, c.cfg.MaxRedirects)
+		default:
+			target, err = resolveURL(target, string(loc))
+			if err != nil {
+				err = fmt.Errorf("get %q: redirect: %w", key, err)
+			}
+			drain(resp)
+		}
+		resp.CloseBodyStream()
+		if err != nil {
+			fasthttp.ReleaseResponse(resp)
+			return nil, err
+		}
+	}
+	v := &ValueReader{key: key, ctx: ctx, resp: resp, body: resp.BodyStream(), h: xxhash.New()}
+	v.Info = infoOf(&resp.Header)
+	if v.body == nil {
+		v.body = bytes.NewReader(resp.Body())
+	}
+	v.sum, v.hasSum = parseETag(v.ETag)
+	if s, ok := v.body.(fasthttp.ReadCloserWithError); ok {
+		v.stop = context.AfterFunc(ctx, func() { _ = s.CloseWithError(ctx.Err()) })
+	}
+	return v, nil
+}
+
+// Read reads the value's next bytes.
+func (v *ValueReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	if err := v.ctx.Err(); err != nil {
+		v.err = fmt.Errorf("get %q: after %d bytes: %w", v.key, v.n, err)
+		return 0, v.err
+	}
+	n, err := v.body.Read(p)
+	v.n += int64(n)
+	_, _ = v.h.Write(p[:n])
+	switch {
+	case v.Size >= 0 && v.n > v.Size:
+		err = fmt.Errorf("get %q: received more than the %d bytes announced", v.key, v.Size)
+	case err == io.EOF, err == nil && v.n == v.Size:
+		err = v.finish()
+	case err != nil:
+		if cerr := v.ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		err = fmt.Errorf("get %q: after %d bytes: %w", v.key, v.n, err)
+	}
+	v.err = err
+	return n, err
+}
+
+// finish checks a value that ended: io.EOF when it is whole and intact.
+func (v *ValueReader) finish() error {
+	switch {
+	case v.Size >= 0 && v.n < v.Size:
+		// fasthttp reports a body cut short as a plain EOF.
+		return fmt.Errorf("get %q: connection closed after %d of %d bytes: %w", v.key, v.n, v.Size, io.ErrUnexpectedEOF)
+	case v.hasSum && v.h.Sum64() != v.sum:
+		return fmt.Errorf("get %q: %w: received %d bytes with checksum %016x, ETag %s", v.key, ErrChecksum, v.n, v.h.Sum64(), v.ETag)
+	}
+	return io.EOF
+}
+
+// Close ends the transfer and releases the connection. It is safe to call
+// more than once.
+func (v *ValueReader) Close() error {
+	if v.resp == nil {
+		return nil
+	}
+	if v.stop != nil {
+		v.stop()
+	}
+	err := v.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(v.resp)
+	v.resp, v.body = nil, nil
+	if v.err == nil {
+		v.err = errors.New("node: read of a closed ValueReader")
+	}
+	return err
+}
+
+// Stat returns the size, ETag and modification time of key's value, from
+// the master's index (HEAD). A missing key is ErrNotFound.
+func (c *Client) Stat(ctx context.Context, key string) (Info, error) {
+	if err := c.checkKey("stat", key); err != nil {
+		return Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("stat %q: %w", key, err)
+	}
+	req := c.newRequest(fasthttp.MethodHead, c.keyURL(key))
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	// fasthttp keeps a pooled Response's SkipBody; a HEAD needs it set.
+	resp.SkipBody = true
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil {
+		return Info{}, fmt.Errorf("stat %q: %w", key, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		// A HEAD answer has no body, so no reason: the status says it.
+		return Info{}, &StatusError{Op: "stat", Key: key, Status: resp.StatusCode()}
+	}
+	return infoOf(&resp.Header), nil
+}
+
+// Delete removes key's value from every replica and the index. A missing
+// key is ErrNotFound.
+func (c *Client) Delete(ctx context.Context, key string) error {
+	if err := c.checkKey("delete", key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	req := c.newRequest(fasthttp.MethodDelete, c.keyURL(key))
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return statusError(resp, "delete", key)
+	}
+	drain(resp)
+	return nil
+}
+
+// ListPage is one page of a listing.
+type ListPage struct {
+	// Keys in byte order, decoded.
+	Keys []string `json:"keys"`
+	// Next is the start of the next page; empty on the last page.
+	Next string `json:"next"`
+}
+
+// maxListLimit is the largest page the master serves.
+const maxListLimit = 10000
+
+// List returns up to limit keys that start with prefix, from start on (in
+// byte order, start included; empty for the beginning). limit 0 takes the
+// server's default (1000); the server allows at most 10000.
+func (c *Client) List(ctx context.Context, prefix, start string, limit int) (ListPage, error) {
+	if err := ValidatePrefix([]byte(prefix)); err != nil {
+		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	if limit < 0 || limit > maxListLimit {
+		return ListPage{}, fmt.Errorf("list %q: limit %d: want 0 to %d", prefix, limit, maxListLimit)
+	}
+	if err := ctx.Err(); err != nil {
+		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	u := make([]byte, 0, len(c.base)+16+3*(len(prefix)+len(start)))
+	u = append(append(u, c.base...), '/')
+	u = AppendEscapedKey(u, []byte(prefix))
+	u = append(u, "?list"...)
+	if limit > 0 {
+		u = strconv.AppendInt(append(u, "&limit="...), int64(limit), 10)
+	}
+	if start != "" {
+		// Escaped like a key, '+' included: in a query '+' means a space.
+		u = AppendEscapedKey(append(u, "&start="...), []byte(start))
+	}
+	req := c.newRequest(fasthttp.MethodGet, string(u))
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil {
+		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return ListPage{}, statusError(resp, "list", prefix)
+	}
+	var page ListPage
+	if err := json.NewDecoder(bodyOf(resp)).Decode(&page); err != nil {
+		return ListPage{}, fmt.Errorf("list %q: decode the answer: %w", prefix, err)
+	}
+	if page.Next != "" && page.Next <= start {
+		return ListPage{}, fmt.Errorf("list %q: the server's next %q does not advance past %q", prefix, page.Next, start)
+	}
+	drain(resp)
+	return page, nil
+}
+
+// Keys yields every key that starts with prefix, in byte order, fetching
+// pages of pageSize keys (0: the server's default) as it goes. It stops at
+// the first error, which it yields with an empty key.
+func (c *Client) Keys(ctx context.Context, prefix string, pageSize int) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		start := ""
+		for {
+			page, err := c.List(ctx, prefix, start, pageSize)
+			if err != nil {
+				yield("", err)
+				return
+			}
+			for _, k := range page.Keys {
+				if !yield(k, nil) {
+					return
+				}
+			}
+			if page.Next == "" {
+				return
+			}
+			start = page.Next
+		}
+	}
+}
+
+// ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
+// Fields the server adds later are ignored; Raw keeps the whole answer.
+type ClusterInfo struct {
+	// Node is the node that answered.
+	Node Member `json:"node"`
+	// Replicas is how many volumes hold each value.
+	Replicas int `json:"replicas"`
+	// Members are the nodes gossip sees alive, by name.
+	Members []Member `json:"members"`
+	// Departed are the nodes gossip saw die or leave.
+	Departed []Member `json:"departed"`
+	Ring     RingInfo `json:"ring"`
+	// Merging names the volumes whose index the master is merging in.
+	Merging []string `json:"merging"`
+	// PendingDeletes counts, per volume, deleted or replaced values still
+	// to be removed from it.
+	PendingDeletes map[string]int `json:"pending_deletes"`
+	// UnderReplicated counts keys with fewer live replicas than Replicas
+	// at the last repair scan; RepairCopies the copies repair has made.
+	UnderReplicated int   `json:"under_replicated"`
+	RepairCopies    int64 `json:"repair_copies"`
+
+	Raw json.RawMessage `json:"-"`
+}
+
+// RingInfo describes the placement ring.
+type RingInfo struct {
+	Partitions    int     `json:"partitions"`
+	Load          float64 `json:"load"`
+	MaxPartitions int     `json:"max_partitions"`
+	// Owned is how many partitions each volume owns.
+	Owned map[string]int `json:"owned"`
+}
+
+// maxClusterJSON bounds the cluster document read into memory.
+const maxClusterJSON = 16 << 20
+
+// Cluster returns the master's view of the cluster. A field whose type
+// the server changed is left zero rather than failing the whole answer.
+func (c *Client) Cluster(ctx context.Context) (*ClusterInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	req := c.newRequest(fasthttp.MethodGet, c.base+"/"+ReservedPrefix+"cluster")
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return nil, statusError(resp, "cluster", "")
+	}
+	// An admin document, not a value: small enough to hold, and bounded.
+	raw, err := io.ReadAll(io.LimitReader(bodyOf(resp), maxClusterJSON+1))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the answer: %w", err)
+	}
+	if len(raw) > maxClusterJSON {
+		return nil, fmt.Errorf("cluster: answer over %d bytes", maxClusterJSON)
+	}
+	info := &ClusterInfo{Raw: raw}
+	var typeErr *json.UnmarshalTypeError
+	if err := json.Unmarshal(raw, info); err != nil && !errors.As(err, &typeErr) {
+		return nil, fmt.Errorf("cluster: decode the answer: %w", err)
+	}
+	return info, nil
+}
+
+// notReady returns the master's reason for not being ready, or "" when it
+// is ready or cannot say.
+func (c *Client) notReady() string {
+	req := c.newRequest(fasthttp.MethodGet, c.base+"/"+ReservedPrefix+"ready")
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	err := c.hc.Do(req, resp)
+	defer resp.CloseBodyStream()
+	if err != nil || resp.StatusCode() != fasthttp.StatusServiceUnavailable {
+		return ""
+	}
+	return statusError(resp, "ready", "").Reason
+}
+
+// newRequest returns a pooled request for the master, with the token.
+func (c *Client) newRequest(method, uri string) *fasthttp.Request {
+	req := fasthttp.AcquireRequest()
+	req.Header.SetMethod(method)
+	req.SetRequestURI(uri)
+	c.authorize(req)
+	return req
+}
+
+func (c *Client) authorize(req *fasthttp.Request) {
+	if c.cfg.Token != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+c.cfg.Token)
+	}
+}
+
+// checkKey refuses a key the server would refuse, before any byte is sent:
+// a server that refuses a write before reading its body closes the
+// connection, and the reason would be lost.
+func (c *Client) checkKey(op, key string) error {
+	if err := ValidateKey([]byte(key)); err != nil {
+		return fmt.Errorf("%s %q: %w", op, key, err)
+	}
+	return nil
+}
+
+// keyURL is the master's URL for key, escaped byte for byte.
+func (c *Client) keyURL(key string) string {
+	b := make([]byte, 0, len(c.base)+1+3*len(key))
+	b = append(append(b, c.base...), '/')
+	return string(AppendEscapedKey(b, []byte(key)))
+}
+
+// statusError builds the error for an unexpected answer, with the first
+// line of its body as the reason.
+func statusError(resp *fasthttp.Response, op, key string) *StatusError {
+	var buf [512]byte
+	n, _ := io.ReadFull(bodyOf(resp), buf[:])
+	line := buf[:n]
+	if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
+		line = line[:i]
+	}
+	return &StatusError{Op: op, Key: key, Status: resp.StatusCode(), Reason: string(bytes.TrimSpace(line))}
+}
+
+// bodyOf returns resp's body as a reader, streamed or not.
+func bodyOf(resp *fasthttp.Response) io.Reader {
+	if s := resp.BodyStream(); s != nil {
+		return s
+	}
+	return bytes.NewReader(resp.Body())
+}
+
+// drain reads the rest of a small body so that its connection can be
+// reused; a large one is left to CloseBodyStream, which closes it.
+func drain(resp *fasthttp.Response) {
+	s := resp.BodyStream()
+	if s == nil {
+		return
+	}
+	if cl := resp.Header.ContentLength(); cl >= 0 && cl <= 64<<10 {
+		_, _ = io.Copy(io.Discard, s)
+	}
+}
+
+func infoOf(h *fasthttp.ResponseHeader) Info {
+	info := Info{Size: int64(h.ContentLength()), ETag: string(h.Peek(fasthttp.HeaderETag))}
+	if info.Size < 0 {
+		info.Size = -1
+	}
+	if lm := h.Peek(fasthttp.HeaderLastModified); len(lm) > 0 {
+		if t, err := fasthttp.ParseHTTPDate(lm); err == nil {
+			info.LastModified = t
+		}
+	}
+	return info
+}
+
+// parseETag reads the checksum out of a kvdb ETag: 16 hex digits, quoted.
+// Anything else (a weak tag, another server) is not checked.
+func parseETag(tag string) (uint64, bool) {
+	if len(tag) != 18 || tag[0] != '"' || tag[17] != '"' {
+		return 0, false
+	}
+	sum, err := strconv.ParseUint(tag[1:17], 16, 64)
+	return sum, err == nil
+}
+
+// sameHost reports whether two absolute URLs have the same scheme and host.
+func sameHost(a, b string) bool {
+	origin := func(u string) string {
+		i := strings.Index(u, "://")
+		if i < 0 {
+			return u
+		}
+		if j := strings.IndexAny(u[i+3:], "/?#"); j >= 0 {
+			return strings.ToLower(u[:i+3+j])
+		}
+		return strings.ToLower(u)
+	}
+	return origin(a) == origin(b)
+}
+
+func isRedirect(status int) bool {
+	switch status {
+	case 301, 302, 303, 307, 308:
+		return true
+	}
+	return false
+}
+
+// resolveURL resolves a Location against the URL that answered. An
+// absolute Location is used as sent, so its path escaping is kept exactly.
+func resolveURL(from, loc string) (string, error) {
+	if strings.HasPrefix(loc, "http://") || strings.HasPrefix(loc, "https://") {
+		return loc, nil
+	}
+	base, err := url.Parse(from)
+	if err != nil {
+		return "", err
+	}
+	ref, err := url.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("Location %q: %w", loc, err)
+	}
+	return base.ResolveReference(ref).String(), nil
+}
