@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kvdb/kvdb/bench"
 )
 
 // replicaSampler checks, while membership changes, that sampled keys are
@@ -359,4 +362,82 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestChurnUnderLoad runs bench (puts and verified gets) while volumes
+// join and leave gracefully: no acknowledged write may fail to read back.
+func TestChurnUnderLoad(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	mix, err := bench.ParseMix("mixed:60get/30put/10delete")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		res bench.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		res, err := bench.Run(ctx, bench.Config{
+			URL:         "http://" + c.master.Addr(),
+			Size:        bench.SizeRange{Min: 1 << 10, Max: 256 << 10},
+			Duration:    time.Hour, // until cancelled
+			Concurrency: 4,
+			Ops:         mix,
+			Verify:      true,
+			Prefix:      "churn/",
+		})
+		done <- outcome{res, err}
+	}()
+	moved := func() int64 { return c.master.rebalanceStatus().Moved }
+	waitFor(t, 10*time.Second, "some keys written", func() bool {
+		n := 0
+		_ = c.master.ix.scan(func([]byte, *Record) bool { n++; return n < 50 })
+		return n >= 50
+	})
+
+	// A volume joins and takes its share...
+	c.addVolume()
+	c.waitVolumes(4)
+	waitFor(t, 30*time.Second, "keys to move to the new volume", func() bool { return moved() > 0 })
+	before := moved()
+	// ...and another leaves gracefully.
+	dctx, dcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer dcancel()
+	if err := c.vols[0].Drain(dctx); err != nil {
+		t.Fatal(err)
+	}
+	c.vols[0].Close()
+	c.vols[0] = nil
+	c.waitVolumes(3)
+	// And a fifth joins while the load goes on.
+	c.addVolume()
+	c.waitVolumes(4)
+	waitFor(t, 30*time.Second, "keys to move again", func() bool { return moved() > before })
+	cancel()
+	out := <-done
+	if out.err != nil && !errors.Is(out.err, context.Canceled) {
+		t.Fatalf("bench: %v", out.err)
+	}
+	var gets, puts int64
+	for _, op := range out.res.Ops {
+		t.Logf("%s: %d ops, %d errors %s", op.Op, op.Count, op.Errors, op.FirstErr)
+		switch op.Op {
+		case "get":
+			gets = op.Count
+		case "put":
+			puts = op.Count
+		}
+		if op.Op == "get" || op.Op == "put" || op.Op == "delete" {
+			if op.Errors > 0 {
+				t.Errorf("%s: %d of %d failed, first: %s", op.Op, op.Errors, op.Count, op.FirstErr)
+			}
+		}
+	}
+	if gets == 0 || puts == 0 {
+		t.Errorf("bench did %d gets and %d puts", gets, puts)
+	}
+	t.Logf("%d keys moved", moved())
 }
