@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 	"testing"
 )
 
@@ -87,5 +88,34 @@ func BenchmarkScrub(b *testing.B) {
 		if err != nil || st.Files != files {
 			b.Fatalf("Scrub: %+v, %v; want %d files", st, err, files)
 		}
+	}
+}
+
+// BenchmarkPutSmallParallel measures 1 KiB Puts from 16 writers at once,
+// every fsync included: the cost of a tiny value is the syncs, not bytes.
+func BenchmarkPutSmallParallel(b *testing.B) {
+	for _, noSync := range []bool{false, true} {
+		name := "fsync"
+		if noSync {
+			name = "nosync"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := openStore(b, Config{NoSync: noSync})
+			value := bytes.Repeat([]byte("x"), 1<<10)
+			b.SetBytes(int64(len(value)))
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			var seq atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				r := bytes.NewReader(value)
+				for pb.Next() {
+					n := seq.Add(1)
+					r.Reset(value)
+					if _, err := s.Put(fmt.Appendf(nil, "small/%d", n), uint64(n), r, int64(len(value))); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
 	}
 }

@@ -41,11 +41,7 @@ func startClientCluster(t *testing.T) string {
 	for i := 1; i <= 3; i++ {
 		v, err := node.NewVolume(node.VolumeConfig{
 			Name: fmt.Sprintf("cvol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
-			Logger: log,
-			// No re-publishing of free space during the test: memberlist's
-			// UpdateNode races with node's membership.addr() (a node bug,
-			// reported; not what these tests are about).
-			MetaInterval: time.Hour,
+			MetaInterval: 200 * time.Millisecond, Logger: log,
 			Gossip: node.GossipConfig{
 				Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest,
 				Join: []string{m.GossipAddr()},
