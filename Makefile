@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build run test vet fmt-check fuzz bench clean
+.PHONY: all build run test vet fmt-check fuzz bench perf clean
 
 all: build
 
@@ -34,6 +34,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# README's Performance table, measured in one run (a few minutes; run it on a
+# quiet machine; needs curl, jq and wrk).
+perf: build
+	bench/perf.sh
 
 clean:
 	rm -rf kvdb data

@@ -192,14 +192,40 @@ func requestToken(h *fasthttp.RequestHeader, buf []byte) ([]byte, bool) {
 // answers 401 or 403 itself and returns false when the request is refused.
 // It allocates nothing for a request it lets through.
 func (m *Master) authorize(ctx *fasthttp.RequestCtx, path []byte) bool {
-	if len(m.keys) == 0 {
+	status, msg := m.authStatus(ctx, path)
+	if status == 0 {
 		return true
+	}
+	h := &ctx.Response.Header
+	switch {
+	case status == fasthttp.StatusForbidden:
+		h.Add("WWW-Authenticate", `Bearer realm="kvdb", error="insufficient_scope"`)
+	case msg == msgUnknownKey:
+		h.Add("WWW-Authenticate", `Bearer realm="kvdb", error="invalid_token"`)
+	default:
+		h.Add("WWW-Authenticate", `Bearer realm="kvdb"`)
+	}
+	if status == fasthttp.StatusUnauthorized && string(path) == "/"+ReservedPrefix+"status" {
+		// Lets a browser ask for the token (as the password).
+		h.Add("WWW-Authenticate", `Basic realm="kvdb", charset="UTF-8"`)
+	}
+	replyText(ctx, status, msg)
+	return false
+}
+
+const msgUnknownKey = "unknown API key"
+
+// authStatus checks the request's API key without answering: 0 when it
+// may go on, else 401 or 403 and the reason.
+func (m *Master) authStatus(ctx *fasthttp.RequestCtx, path []byte) (int, string) {
+	if len(m.keys) == 0 {
+		return 0, ""
 	}
 	read := ctx.IsGet() || ctx.IsHead()
 	if read {
 		switch string(path) {
 		case "/" + ReservedPrefix + "live", "/" + ReservedPrefix + "ready":
-			return true
+			return 0, ""
 		}
 	}
 	var buf [512]byte
@@ -209,25 +235,12 @@ func (m *Master) authorize(ctx *fasthttp.RequestCtx, path []byte) bool {
 		found, readOnly = matchAPIKey(m.keys, token)
 	}
 	switch {
+	case !found && given:
+		return fasthttp.StatusUnauthorized, msgUnknownKey
 	case !found:
-		h := &ctx.Response.Header
-		msg := "missing API key: send Authorization: Bearer TOKEN"
-		if given {
-			h.Add("WWW-Authenticate", `Bearer realm="kvdb", error="invalid_token"`)
-			msg = "unknown API key"
-		} else {
-			h.Add("WWW-Authenticate", `Bearer realm="kvdb"`)
-		}
-		if string(path) == "/"+ReservedPrefix+"status" {
-			// Lets a browser ask for the token (as the password).
-			h.Add("WWW-Authenticate", `Basic realm="kvdb", charset="UTF-8"`)
-		}
-		replyText(ctx, fasthttp.StatusUnauthorized, msg)
-		return false
+		return fasthttp.StatusUnauthorized, "missing API key: send Authorization: Bearer TOKEN"
 	case readOnly && !read:
-		ctx.Response.Header.Add("WWW-Authenticate", `Bearer realm="kvdb", error="insufficient_scope"`)
-		replyText(ctx, fasthttp.StatusForbidden, "read-only API key: "+string(ctx.Method())+" needs a read-write key")
-		return false
+		return fasthttp.StatusForbidden, "read-only API key: " + string(ctx.Method()) + " needs a read-write key"
 	}
-	return true
+	return 0, ""
 }

@@ -65,11 +65,39 @@ func (c *deadlineConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(c.Conn, r)
 }
 
+// lingerTime and lingerBytes bound what Close still reads after a server
+// closes a connection.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 16 << 20
+)
+
+// Close closes the connection the way nginx's lingering close does. The
+// server closes a connection while the request body is still arriving when
+// it answers before reading it (507, 409, 413... to a client that did not
+// send Expect: 100-continue). Closing a socket with bytes still coming in
+// resets the connection, and the reset makes the client's kernel drop the
+// answer the client has not read yet: it sees "connection reset", not the
+// reason. So Close ends the sending side at once and keeps reading, and
+// dropping, what comes until the client closes too, or for a bounded time.
+// The connection stays tracked until then, so a kill still cuts it.
 func (c *deadlineConn) Close() error {
-	if c.ln != nil {
-		c.ln.forget(c)
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		if c.ln != nil {
+			c.ln.forget(c)
+		}
+		return c.Conn.Close()
 	}
-	return c.Conn.Close()
+	go func() {
+		_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, tc, lingerBytes)
+		_ = tc.Close()
+		if c.ln != nil {
+			c.ln.forget(c)
+		}
+	}()
+	return nil
 }
 
 // trackingListener wraps accepted connections in deadlineConn and remembers
@@ -128,8 +156,9 @@ type httpServer struct {
 
 // startHTTP listens on addr and serves h. Request bodies are streamed (never
 // buffered whole); with streaming on, fasthttp's MaxRequestBodySize is only
-// the prefetch size, so handlers enforce value limits themselves.
-func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logger *slog.Logger) (*httpServer, error) {
+// the prefetch size, so handlers enforce value limits themselves. expect,
+// if not nil, answers requests with Expect: 100-continue before their body.
+func startHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.RequestCtx) int, idle time.Duration, logger *slog.Logger) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -142,6 +171,7 @@ func startHTTP(addr string, h fasthttp.RequestHandler, idle time.Duration, logge
 				defer tl.busy.Add(-1)
 				h(ctx)
 			},
+			ExpectHandler:                 expect,
 			Name:                          "kvdb",
 			StreamRequestBody:             true,
 			MaxRequestBodySize:            64 << 10,

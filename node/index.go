@@ -155,6 +155,11 @@ func (ix *index) addPending(version uint64, key []byte, vols ...string) error {
 	return nil
 }
 
+// isPending reports whether a write of version of key to vol is under way.
+func (ix *index) isPending(version uint64, vol string, key []byte) (bool, error) {
+	return ix.db.Has(pendingKey(version, vol, key), nil)
+}
+
 // abandon turns the pending intents of a failed write into garbage entries.
 func (ix *index) abandon(version uint64, key []byte, vols []string) error {
 	var b leveldb.Batch

@@ -242,6 +242,8 @@ type Master struct {
 	drainSince map[string]time.Time
 	// viewMu serializes rebuilds of the view.
 	viewMu sync.Mutex
+	// verifier runs verify and handles volumes' lost-copy reports.
+	verifier verifyState
 
 	gcKick     chan struct{}
 	repairKick chan struct{}
@@ -294,7 +296,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	m.drains.Store(&drains)
 	m.metrics = newNodeMetrics(RoleMaster)
-	m.http, err = startHTTP(cfg.Addr, m.metrics.instrument(m.handle), cfg.IdleTimeout, m.log)
+	m.http, err = startHTTP(cfg.Addr, m.metrics.instrument(m.handle), m.expect, cfg.IdleTimeout, m.log)
 	if err != nil {
 		ix.close()
 		return nil, fmt.Errorf("master: listen %s: %w", cfg.Addr, err)
@@ -469,12 +471,20 @@ func (m *Master) nextVersion() uint64 {
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
+	// Volumes report lost copies without an API key; see verify.go.
+	if m.serveLost(ctx, path) {
+		return
+	}
 	if !m.authorize(ctx, path) {
 		return
 	}
 	if rest, ok := bytes.CutPrefix(path, []byte("/"+ReservedPrefix)); ok {
 		if vol, ok := bytes.CutPrefix(rest, []byte("drain/")); ok {
 			m.handleDrain(ctx, string(vol))
+			return
+		}
+		if string(rest) == "verify" {
+			m.handleVerify(ctx)
 			return
 		}
 		if (ctx.IsGet() || ctx.IsHead()) && m.handleAdmin(ctx, rest) {
@@ -734,44 +744,50 @@ type putResult struct {
 	status   int // the volume's status when it answered with an error
 }
 
-// handleWrite stores a value: PUT creates or replaces, POST (or PUT with
-// If-None-Match: *) only creates.
-func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
+// writePlan is what admitWrite decided for a write.
+type writePlan struct {
+	view       *clusterView
+	createOnly bool
+	conflict   int // the status for an existing key when createOnly
+	candidates []string
+}
+
+// admitWrite checks, from the headers alone, whether a write of size bytes
+// (-1: unknown) to key can go ahead, and picks the volumes to try. A
+// refusal is a status and a one-line reason. It runs before any byte of the
+// body is read, and for Expect: 100-continue before the client sends one.
+func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (writePlan, int, string) {
+	var p writePlan
 	h := &ctx.Request.Header
-	size := bodySize(h)
 	if size > m.cfg.MaxValueSize {
-		replyText(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the maximum of %d", size, m.cfg.MaxValueSize))
-		return
+		return p, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the maximum of %d", size, m.cfg.MaxValueSize)
 	}
-	createOnly, conflict := false, fasthttp.StatusConflict
+	p.conflict = fasthttp.StatusConflict
 	if ctx.IsPost() {
-		createOnly = true
+		p.createOnly = true
 	} else if inm := h.Peek("If-None-Match"); len(inm) > 0 {
 		if !bytes.Equal(bytes.TrimSpace(inm), []byte("*")) {
-			replyText(ctx, fasthttp.StatusBadRequest, "only If-None-Match: * is supported on writes")
-			return
+			return p, fasthttp.StatusBadRequest, "only If-None-Match: * is supported on writes"
 		}
-		createOnly, conflict = true, fasthttp.StatusPreconditionFailed
+		p.createOnly, p.conflict = true, fasthttp.StatusPreconditionFailed
 	}
-	var rec Record
-	if createOnly {
+	if p.createOnly {
+		var rec Record
 		found, err := m.ix.get(key, &rec)
 		if err != nil {
-			replyError(ctx, err)
-			return
+			return p, statusOf(err), err.Error()
 		}
 		if found {
-			replyText(ctx, conflict, "key already exists")
-			return
+			return p, p.conflict, "key already exists"
 		}
 	}
 	view := m.view.Load()
+	p.view = view
 	n := m.cfg.Replicas
 	if len(view.vols) < n {
-		replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n))
-		return
+		return p, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n)
 	}
-	candidates := make([]string, 0, len(view.vols))
+	p.candidates = make([]string, 0, len(view.vols))
 	order := view.ring.Order(key)
 	if len(order) < n {
 		// Too few volumes outside those draining: draining ones may still
@@ -780,13 +796,52 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	for _, name := range m.reachableFirst(order) {
 		if vol := view.vols[name]; size < 0 || vol.Total == 0 || vol.Free >= size {
-			candidates = append(candidates, name)
+			p.candidates = append(p.candidates, name)
 		}
 	}
-	if len(candidates) < n {
-		replyText(ctx, fasthttp.StatusInsufficientStorage, fmt.Sprintf("only %d volumes have room for %d bytes, %d replicas needed", len(candidates), size, n))
+	if len(p.candidates) < n {
+		return p, fasthttp.StatusInsufficientStorage, fmt.Sprintf("only %d volumes have room for %d bytes, %d replicas needed", len(p.candidates), size, n)
+	}
+	return p, 0, ""
+}
+
+// expect answers Expect: 100-continue: a write the master would refuse
+// gets its final status before the client sends the body (fasthttp sends
+// it with no body and closes the connection); anything else is read and
+// handled as usual.
+func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
+	if !ctx.IsPut() && !ctx.IsPost() {
+		return fasthttp.StatusContinue
+	}
+	path := ctx.URI().PathOriginal()
+	if bytes.HasPrefix(path, []byte("/"+ReservedPrefix)) {
+		return fasthttp.StatusContinue
+	}
+	if st, _ := m.authStatus(ctx, path); st != 0 {
+		return st
+	}
+	key, err := ParseKey(nil, path)
+	if err != nil {
+		return statusOf(err)
+	}
+	if _, st, _ := m.admitWrite(ctx, key, bodySize(&ctx.Request.Header)); st != 0 {
+		return st
+	}
+	return fasthttp.StatusContinue
+}
+
+// handleWrite stores a value: PUT creates or replaces, POST (or PUT with
+// If-None-Match: *) only creates.
+func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
+	size := bodySize(&ctx.Request.Header)
+	plan, refused, msg := m.admitWrite(ctx, key, size)
+	if refused != 0 {
+		replyText(ctx, refused, msg)
 		return
 	}
+	createOnly, conflict, candidates := plan.createOnly, plan.conflict, plan.candidates
+	view, n := plan.view, m.cfg.Replicas
+	var rec Record
 
 	version := m.nextVersion()
 	var body io.Reader = ctx.RequestBodyStream()
@@ -895,6 +950,11 @@ func (m *Master) replicate(view *clusterView, key []byte, version uint64, size i
 	}
 	srcErr := fan.run()
 	wg.Wait()
+	if srcErr == nil && size >= 0 && fan.read < size {
+		// fasthttp ends a request body the client cut short with a plain
+		// io.EOF: it is the client's fault (400), not the volumes' (503).
+		srcErr = io.ErrUnexpectedEOF
+	}
 	if srcErr != nil && !errors.Is(srcErr, errNoReplicaLeft) {
 		return nil, tried, bodyError(srcErr, fan.read, size)
 	}
@@ -1088,6 +1148,11 @@ func (m *Master) collectGarbage() {
 		default:
 		}
 		if m.inGrace(g.vol, g.key, g.version) {
+			continue
+		}
+		// A copy of this very version may be on its way to the volume
+		// (repair, rebalance): its intent keeps it.
+		if pending, err := m.ix.isPending(g.version, g.vol, g.key); err != nil || pending {
 			continue
 		}
 		// Never delete the version the index points at (a blob that was

@@ -274,6 +274,11 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 	if err := m.ix.addPending(rec.Version, key, dst); err != nil {
 		return err
 	}
+	// An older deletion of this version from dst (an abandoned copy) must
+	// not remove the copy about to be made.
+	if err := m.ix.doneGarbage(dst, key, rec.Version); err != nil {
+		return err
+	}
 	r := m.pull(view.vols[dst], src, key, rec.Version)
 	if r.err == nil && r.checksum != rec.Checksum {
 		r.err = errChecksumMismatch

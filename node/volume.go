@@ -58,6 +58,17 @@ type VolumeConfig struct {
 	// MetaInterval is how often free space is re-published by gossip.
 	// Default 2 s.
 	MetaInterval time.Duration
+	// ScrubInterval is how often a scrub pass starts: every value on disk
+	// is read again and checked against its checksum; a corrupt copy is
+	// quarantined (never served again) and the master makes a new one from
+	// a healthy replica (see scrub.go). An interrupted pass resumes after a
+	// restart. Default 24 h; negative disables scrubbing.
+	ScrubInterval time.Duration
+	// ScrubRate caps the bytes per second a scrub pass reads, so that it
+	// leaves the disk to clients: a pass over D bytes takes D/ScrubRate
+	// (1 TB at 50 MiB/s: about 5.3 hours). Default 50 MiB/s; negative
+	// means no cap.
+	ScrubRate int64
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/ (off by default).
 	Pprof bool
 	// Logger receives the volume's logs. Default: discard.
@@ -96,6 +107,12 @@ func (c VolumeConfig) withDefaults() VolumeConfig {
 	if c.MetaInterval <= 0 {
 		c.MetaInterval = 2 * time.Second
 	}
+	if c.ScrubInterval == 0 {
+		c.ScrubInterval = 24 * time.Hour
+	}
+	if c.ScrubRate == 0 {
+		c.ScrubRate = 50 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -132,10 +149,12 @@ type Volume struct {
 	gossip   *membership
 	client   *fasthttp.Client
 	sec      *signer // nil without a cluster secret
-	metrics  *volumeMetrics
+	// metrics counts requests, blob writes and scrubs (metrics.go).
+	metrics *volumeMetrics
 
 	draining atomic.Bool
 	metaKick chan struct{}
+	scrub    scrubState
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -163,7 +182,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
 	v.metrics = newVolumeMetrics()
-	v.http, err = startHTTP(cfg.Addr, v.metrics.instrument(v.handle), cfg.IdleTimeout, v.log)
+	v.http, err = startHTTP(cfg.Addr, v.metrics.instrument(v.handle), nil, cfg.IdleTimeout, v.log)
 	if err != nil {
 		v.store.Close()
 		return nil, fmt.Errorf("volume: listen %s: %w", cfg.Addr, err)
@@ -197,6 +216,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	}
 	v.wg.Add(1)
 	go v.metaLoop()
+	v.startScrub()
 	v.log.Info("volume started", "http", v.http.addr(), "advertise", v.httpAddr, "gossip", v.gossip.addr(), "dir", cfg.Dir)
 	return v, nil
 }
@@ -363,6 +383,9 @@ func (v *Volume) handle(ctx *fasthttp.RequestCtx) {
 // handleInternal serves the master-facing API under /_kvdb/.
 func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 	if !v.sec.allowInternal(ctx, rest) {
+		return
+	}
+	if v.handleVerifyInternal(ctx, rest) {
 		return
 	}
 	switch {
@@ -615,6 +638,16 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	m, err := v.store.Put(key, ver, body, size)
 	if err != nil {
 		v.log.Warn("write failed", "key", string(key), "err", err)
+		if errors.Is(err, store.ErrNoSpace) {
+			// The store refuses before reading much of the body. The
+			// master's client (fasthttp) reads the answer only after
+			// sending the whole body, and fasthttp's server cuts a
+			// connection with more than 256 KiB unread: the master would
+			// see a reset, not 507, and answer its client 503. Read the
+			// rest (it only happens when the master's view of this
+			// volume's free space was stale, or the length unknown).
+			_, _ = io.Copy(io.Discard, body)
+		}
 		replyStoreError(ctx, key, err)
 		return
 	}

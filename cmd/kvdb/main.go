@@ -36,6 +36,7 @@ Usage:
   kvdb stat KEY               size, ETag and Last-Modified of a value
   kvdb cluster                members and replication state
   kvdb drain VOLUME           move every value off a volume before removing it
+  kvdb verify [--repair]      check every volume against the index (and fix it)
   kvdb help COMMAND           flags of a command
 
 Every flag can also be set by the environment: --foo-bar as KVDB_FOO_BAR;
@@ -85,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runCluster(rest, stdout, stderr)
 	case "drain":
 		err = runDrain(rest, stdout, stderr)
+	case "verify":
+		err = runVerify(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -328,6 +331,9 @@ func runVolume(args []string, stderr io.Writer) error {
 	reserve := sizeFlag(0)
 	fs.Var(&reserve, "reserve", "disk space writes must leave free, e.g. 1GiB")
 	weight := fs.Int("weight", 0, "share of the keys relative to other volumes (0: one per TiB of capacity, at least 1)")
+	scrubInterval := fs.Duration("scrub-interval", 24*time.Hour, "how often a scrub pass re-reads every value to find bit rot (0: never)")
+	scrubRate := sizeFlag(50 << 20)
+	fs.Var(&scrubRate, "scrub-rate", "bytes per second a scrub pass may read, e.g. 50MiB (0: no cap)")
 	drainTimeout := fs.Duration("drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -347,7 +353,7 @@ func runVolume(args []string, stderr io.Writer) error {
 	v, err := node.NewVolume(node.VolumeConfig{
 		Name: c.name, Addr: c.addr, Advertise: c.advertise, Dir: dir, Gossip: c.gossipConfig(),
 		Capacity: int64(capacity), Reserve: int64(reserve), Weight: *weight, Pprof: c.pprof, Logger: log,
-		Secret: secret,
+		Secret: secret, ScrubInterval: intervalOrNever(*scrubInterval), ScrubRate: rateOrUnlimited(int64(scrubRate)),
 	})
 	if err != nil {
 		return err
@@ -460,6 +466,14 @@ func waitForSignal(log *slog.Logger) os.Signal {
 		os.Exit(1)
 	}()
 	return s
+}
+
+// intervalOrNever maps a flag's 0 (never) to the config's negative.
+func intervalOrNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // rateOrUnlimited maps a flag's 0 (no cap) to the config's negative.
