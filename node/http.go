@@ -72,9 +72,10 @@ const (
 	lingerBytes = 16 << 20
 )
 
-// Close closes the connection the way nginx's lingering close does. The
-// server closes a connection while the request body is still arriving when
-// it answers before reading it (507, 409, 413... to a client that did not
+// Close closes a connection the server accepted the way nginx's lingering
+// close does (a connection the client side dialed just closes). The server
+// closes a connection while the request body is still arriving when it
+// answers before reading it (507, 409, 413... to a client that did not
 // send Expect: 100-continue). Closing a socket with bytes still coming in
 // resets the connection, and the reset makes the client's kernel drop the
 // answer the client has not read yet: it sees "connection reset", not the
@@ -83,7 +84,7 @@ const (
 // The connection stays tracked until then, so a kill still cuts it.
 func (c *deadlineConn) Close() error {
 	tc, ok := c.Conn.(*net.TCPConn)
-	if !ok || tc.CloseWrite() != nil {
+	if c.ln == nil || !ok || tc.CloseWrite() != nil {
 		if c.ln != nil {
 			c.ln.forget(c)
 		}
@@ -93,9 +94,7 @@ func (c *deadlineConn) Close() error {
 		_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
 		_, _ = io.CopyN(io.Discard, tc, lingerBytes)
 		_ = tc.Close()
-		if c.ln != nil {
-			c.ln.forget(c)
-		}
+		c.ln.forget(c)
 	}()
 	return nil
 }
@@ -169,7 +168,15 @@ func startHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.Req
 			Handler: func(ctx *fasthttp.RequestCtx) {
 				tl.busy.Add(1)
 				defer tl.busy.Add(-1)
+				if !logger.Enabled(context.Background(), slog.LevelDebug) {
+					h(ctx)
+					return
+				}
+				start := time.Now()
 				h(ctx)
+				logger.Debug("request", "method", string(ctx.Method()), "path", string(ctx.URI().PathOriginal()),
+					"status", ctx.Response.StatusCode(), "ms", float64(time.Since(start).Microseconds())/1000,
+					"remote", ctx.RemoteAddr().String())
 			},
 			ExpectHandler:                 expect,
 			Name:                          "kvdb",

@@ -264,7 +264,7 @@ func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
 		m.repairMu.Lock()
 		m.repair.copied += int64(len(added))
 		m.repairMu.Unlock()
-		m.log.Debug("repaired", "key", string(key), "added", added, "lost", lost)
+		m.log.Info("repaired", "key", string(key), "added", added, "lost", lost)
 	}
 }
 
