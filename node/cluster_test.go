@@ -64,7 +64,7 @@ func newTestClusterWith(t testing.TB, n, replicas int, opt func(c *testCluster))
 		RepairInterval: 200 * time.Millisecond,
 		RebalanceDelay: 300 * time.Millisecond,
 		RebalanceRate:  -1,
-		MoveGrace:      200 * time.Millisecond,
+		MoveGrace:      1500 * time.Millisecond,
 		Logger:         testLogger(),
 		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest},
 	}

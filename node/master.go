@@ -227,7 +227,10 @@ type Master struct {
 
 	repairMu sync.Mutex
 	repair   repairState
-	moves    *rateLimiter
+	// repairedInPass counts keys the running placement pass brought back
+	// to the replica count.
+	repairedInPass atomic.Int64
+	moves          *rateLimiter
 
 	// grace holds garbage entries (by garbageKey) that must not be deleted
 	// before the given time: copies moved away from a volume stay readable

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,6 +81,7 @@ func (m *Master) repairScan() {
 	})
 	var start []byte
 	aborted := false
+	m.repairedInPass.Store(0)
 	for {
 		var batch []repairItem
 		var next []byte
@@ -141,7 +143,14 @@ func (m *Master) repairScan() {
 		start = next
 	}
 	m.repairMu.Lock()
-	st.underReplicated = under
+	st.underReplicated = max(under-int(m.repairedInPass.Load()), 0)
+	// Scan again as soon as a missing volume's RepairDelay is over, rather
+	// than at the next interval.
+	for _, since := range st.missingSince {
+		if wait := m.cfg.RepairDelay - now.Sub(since); wait > 0 {
+			time.AfterFunc(wait+10*time.Millisecond, m.kickRepair)
+		}
+	}
 	st.keysOn = keysOn
 	st.scanned = now
 	r := &st.reb
@@ -160,55 +169,74 @@ func (m *Master) repairScan() {
 	}
 }
 
-// runBatch repairs (one at a time, unthrottled: a key below its replica
-// count is one failure from loss) and moves (RebalanceConcurrency at a time,
-// throttled) the batch's keys. It reports false, after stopping its moves,
-// when the ring changed meanwhile or the master is stopping.
+// runBatch repairs (unthrottled: a key below its replica count is one
+// failure from loss) and then moves (throttled) the batch's keys,
+// RebalanceConcurrency at a time. It reports false, after stopping its
+// moves, when the ring changed meanwhile or the master is stopping.
 func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
-	var moves []repairItem
-	for _, it := range batch {
+	var repairs, moves []*repairItem
+	for i := range batch {
+		if batch[i].move {
+			moves = append(moves, &batch[i])
+		} else {
+			repairs = append(repairs, &batch[i])
+		}
+	}
+	ok := m.runPool(repairs, func(it *repairItem) bool {
 		select {
 		case <-m.stop:
 			return false
 		default:
 		}
-		if it.move {
-			moves = append(moves, it)
-			continue
+		if m.repairKey(view, it.key, &it.rec) {
+			m.repairedInPass.Add(1)
 		}
-		m.repairKey(view, it.key, &it.rec)
+		return true
+	})
+	if !ok || len(moves) == 0 {
+		return ok
 	}
-	if len(moves) == 0 {
+	ok = m.runPool(moves, func(it *repairItem) bool {
+		if m.view.Load().ring != view.ring || !m.moves.wait(it.rec.Size) {
+			return false
+		}
+		m.moveKey(view, it.key, &it.rec)
+		return true
+	})
+	// Delete the moved-away copies as soon as their grace is over.
+	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
+	return ok
+}
+
+// runPool runs fn on items, RebalanceConcurrency at a time, until one
+// returns false (then it starts no more) or all are done.
+func (m *Master) runPool(items []*repairItem, fn func(*repairItem) bool) bool {
+	if len(items) == 0 {
 		return true
 	}
 	work := make(chan *repairItem)
+	var stopped atomic.Bool
 	var wg sync.WaitGroup
-	for range min(m.cfg.RebalanceConcurrency, len(moves)) {
+	for range min(m.cfg.RebalanceConcurrency, len(items)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for it := range work {
-				m.moveKey(view, it.key, &it.rec)
+				if !stopped.Load() && !fn(it) {
+					stopped.Store(true)
+				}
 			}
 		}()
 	}
-	ok := true
-	for i := range moves {
-		if m.view.Load().ring != view.ring {
-			ok = false
+	for _, it := range items {
+		if stopped.Load() {
 			break
 		}
-		if !m.moves.wait(moves[i].rec.Size) {
-			ok = false
-			break
-		}
-		work <- &moves[i]
+		work <- it
 	}
 	close(work)
 	wg.Wait()
-	// Delete the moved-away copies as soon as their grace is over.
-	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
-	return ok
+	return !stopped.Load()
 }
 
 const repairBatch = 256
@@ -229,7 +257,7 @@ func (m *Master) missingLongEnough(name string, now time.Time) bool {
 // repairKey copies one key's current version from a live replica to live
 // volumes until it has Replicas of them, then records the new replica set
 // (queueing the lost replicas' copies for deletion when they come back).
-func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
+func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) bool {
 	var live, lost []string
 	for _, name := range rec.Replicas {
 		if _, ok := view.vols[name]; ok {
@@ -239,7 +267,7 @@ func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
 		}
 	}
 	if len(live) == 0 {
-		return
+		return false
 	}
 	src := view.vols[m.reachableFirst(live)[0]]
 	var added []string
@@ -258,14 +286,16 @@ func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) {
 		added = append(added, name)
 	}
 	if len(added) == 0 {
-		return
+		return false
 	}
 	if m.switchReplicas(key, rec, append(append([]string(nil), live...), added...), added, lost) {
 		m.repairMu.Lock()
 		m.repair.copied += int64(len(added))
 		m.repairMu.Unlock()
 		m.log.Info("repaired", "key", string(key), "added", added, "lost", lost)
+		return len(live)+len(added) >= m.cfg.Replicas
 	}
+	return false
 }
 
 // copyReplica has volume dst pull rec's version of key from src and checks
