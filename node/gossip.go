@@ -102,6 +102,11 @@ type Member struct {
 	// it leaves.
 	Weight   int  `json:"weight,omitempty"`
 	Draining bool `json:"draining,omitempty"`
+	// Partitions (the volume's load on the ring) and Load (requests and
+	// transfers in progress at the last probe) are filled in by the
+	// master's cluster view.
+	Partitions int   `json:"partitions,omitempty"`
+	Load       int64 `json:"load,omitempty"`
 }
 
 // nodeMeta is the metadata every node gossips. memberlist panics on metadata

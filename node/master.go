@@ -1379,6 +1379,7 @@ func (m *Master) clusterState() clusterJSON {
 	}
 	c.UnderReplicated, c.RepairCopies = m.repairStatus()
 	c.Rebalance = m.rebalanceStatus()
+	loads := *m.loads.Load()
 	m.repairMu.Lock()
 	for i, mem := range c.Members {
 		// The index's count (values whose record names the volume) rather
@@ -1388,6 +1389,10 @@ func (m *Master) clusterState() clusterJSON {
 		}
 		if contains(view.draining, mem.Name) {
 			c.Members[i].Draining = true
+		}
+		c.Members[i].Partitions = c.Ring.Owned[mem.Name]
+		if l := loads[mem.Name]; l != nil {
+			c.Members[i].Load = l.probed.Load()
 		}
 	}
 	m.repairMu.Unlock()

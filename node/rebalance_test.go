@@ -315,6 +315,15 @@ func TestWeightedVolume(t *testing.T) {
 	if owned["vol3"] < 2*owned["vol1"] || owned["vol3"] < 2*owned["vol2"] {
 		t.Errorf("vol3 of weight 4 owns %d partitions, vol1 and vol2 of weight 1 own %d and %d", owned["vol3"], owned["vol1"], owned["vol2"])
 	}
+	// The cluster JSON shows each member's weight and load on the ring.
+	for _, mem := range c.master.clusterState().Members {
+		if mem.Role != RoleVolume {
+			continue
+		}
+		if mem.Partitions != owned[mem.Name] || mem.Name == "vol3" && mem.Weight != 4 {
+			t.Errorf("cluster JSON member %s: partitions %d weight %d, ring has %d", mem.Name, mem.Partitions, mem.Weight, owned[mem.Name])
+		}
+	}
 }
 
 // TestRedirectLeastLoaded checks that a GET is redirected away from a
