@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build run test vet fmt-check fuzz bench perf clean
+.PHONY: all build run test vet fmt-check fuzz bench perf soak clean
 
 all: build
 
@@ -39,6 +39,11 @@ bench:
 # quiet machine; needs curl, jq and wrk).
 perf: build
 	bench/perf.sh
+
+# Verified mixed load (DURATION, default 10m) with two volumes SIGKILLed and
+# restarted; samples goroutines, fds and RSS. Needs curl and jq.
+soak: build
+	bench/soak.sh
 
 clean:
 	rm -rf kvdb data

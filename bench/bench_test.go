@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +29,13 @@ var clusterSeq atomic.Int64
 // returns the master's URL once it sees all three.
 func startCluster(t *testing.T) string {
 	t.Helper()
+	url, _ := startClusterVolumes(t)
+	return url
+}
+
+// startClusterVolumes is startCluster that also returns the volumes.
+func startClusterVolumes(t *testing.T) (string, []*node.Volume) {
+	t.Helper()
 	dir := t.TempDir()
 	label := fmt.Sprintf("bench-test-%d-%d", os.Getpid(), clusterSeq.Add(1))
 	m, err := node.NewMaster(node.MasterConfig{
@@ -37,6 +46,7 @@ func startCluster(t *testing.T) string {
 		t.Fatalf("start master: %v", err)
 	}
 	t.Cleanup(m.Kill)
+	var vols []*node.Volume
 	for i := 1; i <= 3; i++ {
 		v, err := node.NewVolume(node.VolumeConfig{
 			Name: fmt.Sprintf("vol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
@@ -49,9 +59,10 @@ func startCluster(t *testing.T) string {
 			t.Fatalf("start volume %d: %v", i, err)
 		}
 		t.Cleanup(v.Kill)
+		vols = append(vols, v)
 	}
 	waitFor(t, 15*time.Second, "master to see 3 volumes", func() bool { return m.LiveVolumes() == 3 })
-	return "http://" + m.Addr()
+	return "http://" + m.Addr(), vols
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -593,6 +604,7 @@ func TestValidate(t *testing.T) {
 		{"negative duration", func(c *Config) { c.Duration = -time.Second }},
 		{"negative concurrency", func(c *Config) { c.Concurrency = -2 }},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }},
+		{"negative retries", func(c *Config) { c.Retries = -1 }},
 		{"reserved prefix", func(c *Config) { c.Prefix = "_kvdb/x/" }},
 		{"long prefix", func(c *Config) { c.Prefix = strings.Repeat("p", 901) }},
 	}
@@ -774,6 +786,44 @@ func TestWriteTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
+	if strings.Contains(b.String(), "retr") {
+		t.Errorf("retries shown in a run without them:\n%s", b.String())
+	}
+
+	// With retries: a retried column; the first error column shows a
+	// final error first, else the first retried one.
+	res = Result{
+		Config: Summary{Size: "1MiB", Concurrency: 4, Ops: "put,get", Retries: 3},
+		Ops: []OpStats{
+			{Op: "put", Count: 10},
+			{Op: "get", Count: 10, Retried: 7, FirstRetryErr: "GET k: status 503: later"},
+			{Op: "head", Count: 10, Errors: 1, FirstErr: "HEAD k after 3 retries: status 502", Retried: 2, FirstRetryErr: "HEAD k: status 500"},
+		},
+	}
+	b.Reset()
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	if len(lines) < 5 || !strings.Contains(lines[0], "retries 3") || !strings.Contains(lines[1], "errors retried  first error") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	for i, want := range []string{
+		`^put .* 0 +0$`,
+		`^get .* 0 +7  retry: GET k: status 503: later$`,
+		`^head .* 1 +2  HEAD k after 3 retries: status 502$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(lines[2+i]) {
+			t.Errorf("line %q, want %s", lines[2+i], want)
+		}
+	}
+	js, err := json.Marshal(res.Ops[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"retried":7`) || !strings.Contains(string(js), `"first_retry_error":"GET k: status 503: later"`) {
+		t.Errorf("JSON %s", js)
+	}
 }
 
 // TestIdleTimeout: Timeout bounds the wait for the next byte, not the
@@ -818,5 +868,356 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if g := row(t, res, "get"); g.Errors != 1 || !strings.Contains(g.FirstErr, "timeout") {
 		t.Errorf("stalled get: %d errors, first %q; want a timeout", g.Errors, g.FirstErr)
+	}
+}
+
+// flakyServer is a memServer that misbehaves on chosen requests: fail
+// decides, per method and key, for the how-many-th such request (1 for the
+// first), what goes wrong, if anything. It counts the requests the client
+// made, redirect followed or not, under the method on the key's path.
+type flakyServer struct {
+	mu    sync.Mutex
+	vals  map[string][]byte
+	seen  map[string]int // method + " " + key → requests on the key's path
+	fail  func(method string, nth int) fault
+	blobs map[string]fault // blob key → fault decided at redirect time
+}
+
+// fault is what a flakyServer does wrong with one request.
+type fault string
+
+const (
+	faultNone    fault = ""
+	fault503     fault = "503"     // answer 503 at once
+	faultCut     fault = "cut"     // redirect; the volume sends half the body and closes
+	fault404     fault = "404"     // redirect; the volume answers 404
+	faultRefused fault = "refused" // redirect to a port where nothing listens
+	faultFlip    fault = "flip"    // redirect; one byte of the body is wrong
+)
+
+func newFlakyServer(fail func(method string, nth int) fault) (*flakyServer, *httptest.Server) {
+	s := &flakyServer{vals: map[string][]byte{}, seen: map[string]int{}, blobs: map[string]fault{}, fail: fail}
+	return s, httptest.NewServer(s)
+}
+
+func (s *flakyServer) requests(method string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, c := range s.seen {
+		if strings.HasPrefix(k, method+" ") {
+			n += c
+		}
+	}
+	return n
+}
+
+func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/")
+	if blob, ok := strings.CutPrefix(key, "_blob/"); ok {
+		s.serveBlob(w, r, blob)
+		return
+	}
+	s.mu.Lock()
+	s.seen[r.Method+" "+key]++
+	f := s.fail(r.Method, s.seen[r.Method+" "+key])
+	s.mu.Unlock()
+	if f == fault503 {
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+		return
+	}
+	switch r.Method {
+	case http.MethodPut:
+		b, err := io.ReadAll(r.Body) // small test values only
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		s.mu.Lock()
+		s.vals[key] = b
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	case http.MethodGet, http.MethodHead:
+		s.mu.Lock()
+		b, ok := s.vals[key]
+		s.blobs[key] = f
+		s.mu.Unlock()
+		switch {
+		case !ok:
+			http.NotFound(w, r)
+		case r.Method == http.MethodHead:
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		case f == faultRefused:
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			http.Redirect(w, r, "http://"+addr+"/_blob/"+key, http.StatusFound)
+		default:
+			http.Redirect(w, r, "/_blob/"+key, http.StatusFound)
+		}
+	case http.MethodDelete:
+		s.mu.Lock()
+		delete(s.vals, key)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+func (s *flakyServer) serveBlob(w http.ResponseWriter, r *http.Request, key string) {
+	s.mu.Lock()
+	b, ok := s.vals[key]
+	f := s.blobs[key]
+	s.mu.Unlock()
+	if !ok || f == fault404 {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	switch f {
+	case faultCut:
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection is closed mid-body
+	case faultFlip:
+		b = bytes.Clone(b)
+		b[len(b)/3] ^= 1
+	}
+	w.Write(b)
+}
+
+// firstOnly fails the first request of method on each key with f.
+func firstOnly(method string, f fault) func(string, int) fault {
+	return func(m string, nth int) fault {
+		if m == method && nth == 1 {
+			return f
+		}
+		return faultNone
+	}
+}
+
+// TestRetries: with Retries, a GET or HEAD that fails once in a way worth
+// retrying succeeds on the next attempt and is counted as retried; with
+// none, it is an error as before; a retry starts at the server again.
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name    string
+		op      string // get or head: the op that fails first time
+		fault   fault
+		wantErr string // in FirstErr without retries, FirstRetryErr with
+	}{
+		{"503", "get", fault503, "status 503: try later"},
+		{"body cut", "get", faultCut, "after "},
+		{"404 on a written key", "get", fault404, "status 404"},
+		{"connection refused", "get", faultRefused, "redirected to http://127.0.0.1:"},
+		{"head 503", "head", fault503, "status 503"},
+	}
+	for _, tt := range tests {
+		for _, retries := range []int{0, 2} {
+			t.Run(fmt.Sprintf("%s/retries=%d", tt.name, retries), func(t *testing.T) {
+				method := strings.ToUpper(tt.op)
+				s, srv := newFlakyServer(firstOnly(method, tt.fault))
+				defer srv.Close()
+				res, err := Run(context.Background(), Config{
+					URL: srv.URL, Size: SizeRange{4 << 10, 64 << 10}, Count: 30, Concurrency: 3,
+					Ops: mustMix(t, "put,"+tt.op+",delete"), Prefix: "r/", Verify: true, Retries: retries,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var table bytes.Buffer
+				if err := res.WriteTable(&table); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("\n%s", table.String())
+				const keys = 10
+				g := row(t, res, tt.op)
+				if g.Count != keys {
+					t.Errorf("%s: count %d, want %d", tt.op, g.Count, keys)
+				}
+				if retries == 0 {
+					if g.Errors != keys || g.Retried != 0 || g.FirstRetryErr != "" {
+						t.Errorf("%s: %d errors, %d retried (%q); want %d, 0", tt.op, g.Errors, g.Retried, g.FirstRetryErr, keys)
+					}
+					if !strings.Contains(g.FirstErr, tt.wantErr) || !strings.HasPrefix(g.FirstErr, method+" r/") {
+						t.Errorf("first error %q, want %q", g.FirstErr, tt.wantErr)
+					}
+					if n := s.requests(method); n != keys {
+						t.Errorf("server saw %d %ss, want %d", n, method, keys)
+					}
+					return
+				}
+				if g.Errors != 0 || g.Retried != keys {
+					t.Errorf("%s: %d errors (%s), %d retried; want 0, %d", tt.op, g.Errors, g.FirstErr, g.Retried, keys)
+				}
+				if !strings.Contains(g.FirstRetryErr, tt.wantErr) || !strings.HasPrefix(g.FirstRetryErr, method+" r/") {
+					t.Errorf("first retry error %q, want %q", g.FirstRetryErr, tt.wantErr)
+				}
+				// Each retry went back to the server for a new redirect.
+				if n := s.requests(method); n != 2*keys {
+					t.Errorf("server saw %d %ss, want %d", n, method, 2*keys)
+				}
+				if tt.op == "get" && g.Bytes < keys*(4<<10) {
+					t.Errorf("get moved %d bytes", g.Bytes)
+				}
+				// The retried op's latency includes the 100 ms wait.
+				if g.P50 < retryFirst {
+					t.Errorf("p50 %v, below the first retry wait", g.P50)
+				}
+				if !strings.Contains(table.String(), "retried") || !strings.Contains(table.String(), "retry: "+method) {
+					t.Errorf("table lacks the retried column or the retry error:\n%s", table.String())
+				}
+				for _, r := range res.Ops {
+					if r.Op != tt.op && (r.Errors != 0 || r.Retried != 0) {
+						t.Errorf("%s: %d errors (%s), %d retried", r.Op, r.Errors, r.FirstErr, r.Retried)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestRetriesNotHiding: what a retry must not turn into a success.
+func TestRetriesNotHiding(t *testing.T) {
+	always := func(method string, f fault) func(string, int) fault {
+		return func(m string, _ int) fault {
+			if m == method {
+				return f
+			}
+			return faultNone
+		}
+	}
+	tests := []struct {
+		name string
+		fail func(string, int) fault
+		// want: per row, errors; and per method, requests the server saw.
+		errors   map[string]int64
+		requests map[string]int
+		firstErr map[string]string
+	}{
+		{
+			name:     "a failing GET gives up after the budget",
+			fail:     always(http.MethodGet, fault503),
+			errors:   map[string]int64{"put": 0, "get": 10, "delete": 0},
+			requests: map[string]int{"PUT": 10, "GET": 30, "DELETE": 10},
+			firstErr: map[string]string{"get": "after 2 retries: status 503"},
+		},
+		{
+			name:     "a failed PUT is not retried",
+			fail:     firstOnly(http.MethodPut, fault503),
+			errors:   map[string]int64{"put": 10, "get": 10, "delete": 0},
+			requests: map[string]int{"PUT": 10, "GET": 10, "DELETE": 10},
+			// The key was never written: its 404 is final.
+			firstErr: map[string]string{"put": "PUT r/", "get": "status 404"},
+		},
+		{
+			name:     "a failed DELETE is not retried",
+			fail:     always(http.MethodDelete, fault503),
+			errors:   map[string]int64{"put": 0, "get": 0, "delete": 10, rowCleanup: 10},
+			requests: map[string]int{"PUT": 10, "GET": 10, "DELETE": 20},
+			firstErr: map[string]string{"delete": "DELETE r/"},
+		},
+		{
+			name:     "a verify mismatch is not retried",
+			fail:     firstOnly(http.MethodGet, faultFlip),
+			errors:   map[string]int64{"put": 0, "get": 10, "delete": 0},
+			requests: map[string]int{"PUT": 10, "GET": 10, "DELETE": 10},
+			firstErr: map[string]string{"get": "differs"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, srv := newFlakyServer(tt.fail)
+			defer srv.Close()
+			res, err := Run(context.Background(), Config{
+				URL: srv.URL, Size: SizeRange{4 << 10, 16 << 10}, Count: 30, Concurrency: 3,
+				Ops: mustMix(t, "put,get,delete"), Prefix: "r/", Verify: true, Retries: 2,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range tt.errors {
+				r := row(t, res, name)
+				if r.Errors != want || r.Retried != 0 {
+					t.Errorf("%s: %d errors, %d retried; want %d, 0 (first %q)", name, r.Errors, r.Retried, want, r.FirstErr)
+				}
+				if w := tt.firstErr[name]; !strings.Contains(r.FirstErr, w) {
+					t.Errorf("%s: first error %q, want %q", name, r.FirstErr, w)
+				}
+			}
+			for method, want := range tt.requests {
+				if got := s.requests(method); got != want {
+					t.Errorf("server saw %d %ss, want %d", got, method, want)
+				}
+			}
+		})
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	want := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, 2 * time.Second, 2 * time.Second}
+	for i, w := range want {
+		if got := retryWait(i); got != w {
+			t.Errorf("retryWait(%d) = %v, want %v", i, got, w)
+		}
+	}
+	if got := retryWait(1000); got != retryMax {
+		t.Errorf("retryWait(1000) = %v", got)
+	}
+}
+
+// TestRetriesVolumeKilled kills a volume in the middle of a verified mixed
+// run against a real cluster (replicas 2): transfers from it are cut and
+// redirects to it refused until the master notices, and retries, each
+// with a new redirect, ride that out. No GET may fail or return a wrong
+// byte. (PUTs in flight at the kill may fail; they are not retried.)
+func TestRetriesVolumeKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a volume in a 4 s run")
+	}
+	url, vols := startClusterVolumes(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() {
+		defer close(done)
+		res, err = Run(ctx, Config{
+			URL: url, Size: SizeRange{4 << 10, 1 << 20}, Duration: 4 * time.Second, Concurrency: 4,
+			Ops: mustMix(t, "mixed:70get/20put/10delete"), Prefix: "kill/", Verify: true, Retries: 3,
+		})
+	}()
+	select {
+	case <-time.After(1500 * time.Millisecond):
+	case <-done:
+		t.Fatal("run ended before the kill")
+	}
+	vols[1].Kill()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	g := row(t, res, "get")
+	if g.Errors != 0 {
+		t.Errorf("get: %d of %d failed after retries; first: %s", g.Errors, g.Count, g.FirstErr)
+	}
+	if g.Count < 20 {
+		t.Errorf("get: only %d in 4 s", g.Count)
+	}
+	// The kill was felt: some GET met the dead volume and was retried.
+	if g.Retried == 0 {
+		t.Errorf("get: no retry, so the kill went unnoticed")
 	}
 }

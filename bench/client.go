@@ -132,12 +132,28 @@ func statusError(resp *fasthttp.Response) error {
 	if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
 		line = line[:i]
 	}
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 {
-		return fmt.Errorf("status %d", resp.StatusCode())
-	}
-	return fmt.Errorf("status %d: %s", resp.StatusCode(), line)
+	return &statusErr{code: resp.StatusCode(), line: string(bytes.TrimSpace(line))}
 }
+
+// statusErr is an answer with an unexpected status; retries look at code.
+type statusErr struct {
+	code int
+	line string // first line of the body, may be empty
+}
+
+func (e *statusErr) Error() string {
+	if e.line == "" {
+		return fmt.Sprintf("status %d", e.code)
+	}
+	return fmt.Sprintf("status %d: %s", e.code, e.line)
+}
+
+// transportErr is a request that did not complete: refused or reset
+// connection, a timeout, a body cut short. Its text is the cause's.
+type transportErr struct{ err error }
+
+func (e transportErr) Error() string { return e.err.Error() }
+func (e transportErr) Unwrap() error { return e.err }
 
 func isRedirect(status int) bool {
 	switch status {

@@ -56,6 +56,39 @@ type Config struct {
 	// keys still present at the end are deleted, untimed for the figures of
 	// the run but reported as a "delete (cleanup)" row.
 	Keep bool
+	// Retries is how many times a GET or HEAD is tried again after a
+	// transport error (refused or reset connection, idle timeout, a body
+	// cut mid-way), a 5xx answer, or a 404 for a key this worker wrote and
+	// has not deleted, which a redirect to a replica in the middle of
+	// being replaced can give. Attempts wait 100 ms, 300 ms, 900 ms, ...
+	// (×3, at most 2 s) apart, and each starts over at the server: a new
+	// redirect, and with Verify the check from byte 0. A verify mismatch
+	// or any other 4xx is never retried: a retry could only hide it.
+	//
+	// PUT and DELETE are never retried. A write whose answer was lost
+	// may have been applied in part or whole; trying again would turn the
+	// failure bench exists to count into a success (a second PUT of the
+	// same value, a DELETE answered 404), as a client that retries writes
+	// blindly hides them. 0, the default, tries every op once.
+	Retries int
+}
+
+// Backoff before retries: first wait, growth factor, longest wait.
+const (
+	retryFirst  = 100 * time.Millisecond
+	retryFactor = 3
+	retryMax    = 2 * time.Second
+)
+
+// retryWait is the wait before retry number i (0-based).
+func retryWait(i int) time.Duration {
+	d := retryFirst
+	for range i {
+		if d *= retryFactor; d >= retryMax {
+			return retryMax
+		}
+	}
+	return d
 }
 
 func (c Config) withDefaults() Config {
@@ -103,6 +136,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("bench: concurrency %d is negative", c.Concurrency)
 	case c.Timeout < 0:
 		return fmt.Errorf("bench: timeout %v is negative", c.Timeout)
+	case c.Retries < 0:
+		return fmt.Errorf("bench: retries %d is negative", c.Retries)
 	case len(c.Prefix) > 900:
 		return errors.New("bench: prefix is longer than 900 bytes (keys are at most 1024)")
 	case strings.HasPrefix(c.Prefix, "_kvdb/"):

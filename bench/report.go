@@ -11,6 +11,12 @@ import (
 // with count, ops/s, MB/s, latency p50/p90/p99/max, errors and the first
 // error; then the baseline rows, if any, and how the PUT and GET rates
 // compare with them.
+//
+// With retries (the run's Retries, or any row that retried), a "retried"
+// column follows "errors". The first-error column stays one error wide: a
+// row's first final error when it has one, else its first retried error
+// marked "retry: ", so a run whose retries all succeeded still shows what
+// they were for. The JSON report carries both.
 func (r Result) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	c := r.Config
@@ -29,20 +35,31 @@ func (r Result) WriteTable(w io.Writer) error {
 	if c.Verify {
 		b.WriteString("  verify")
 	}
+	if c.Retries > 0 {
+		fmt.Fprintf(&b, "  retries %d", c.Retries)
+	}
 	if r.Elapsed > 0 {
 		fmt.Fprintf(&b, "  elapsed %s", fmtDuration(r.Elapsed))
 	}
 	b.WriteString("\n")
-	header := fmt.Sprintf("%-17s %8s %10s %9s %9s %9s %9s %9s %7s  %s\n",
-		"op", "count", "ops/s", "MB/s", "p50", "p90", "p99", "max", "errors", "first error")
+	retried := c.Retries > 0
+	for _, s := range append(append([]OpStats(nil), r.Ops...), r.Baseline...) {
+		retried = retried || s.Retried > 0 || s.FirstRetryErr != ""
+	}
+	header := fmt.Sprintf("%-17s %8s %10s %9s %9s %9s %9s %9s %7s",
+		"op", "count", "ops/s", "MB/s", "p50", "p90", "p99", "max", "errors")
+	if retried {
+		header += fmt.Sprintf(" %7s", "retried")
+	}
+	header += "  first error\n"
 	if len(r.Ops) > 0 {
 		b.WriteString(header)
-		writeRows(&b, r.Ops)
+		writeRows(&b, r.Ops, retried)
 	}
 	if len(r.Baseline) > 0 {
 		b.WriteString("\nbaseline: this machine's limits, same sizes and concurrency\n")
 		b.WriteString(header)
-		writeRows(&b, r.Baseline)
+		writeRows(&b, r.Baseline, retried)
 		var cmp []string
 		for _, p := range []struct{ op, base string }{{"put", "write+fsync"}, {"get", "sendfile get"}} {
 			o, okO := findRow(r.Ops, p.op)
@@ -59,16 +76,23 @@ func (r Result) WriteTable(w io.Writer) error {
 	return err
 }
 
-func writeRows(b *strings.Builder, ops []OpStats) {
+func writeRows(b *strings.Builder, ops []OpStats, retried bool) {
 	for _, s := range ops {
 		first := s.FirstErr
+		if first == "" && s.FirstRetryErr != "" {
+			first = "retry: " + s.FirstRetryErr
+		}
 		if len(first) > 120 {
 			first = first[:117] + "..."
 		}
-		line := fmt.Sprintf("%-17s %8d %10.1f %9.1f %9s %9s %9s %9s %7d  %s",
+		line := fmt.Sprintf("%-17s %8d %10.1f %9.1f %9s %9s %9s %9s %7d",
 			s.Op, s.Count, s.OpsPerSec, s.MBPerSec,
 			fmtDuration(s.P50), fmtDuration(s.P90), fmtDuration(s.P99), fmtDuration(s.Max),
-			s.Errors, first)
+			s.Errors)
+		if retried {
+			line += fmt.Sprintf(" %7d", s.Retried)
+		}
+		line += "  " + first
 		b.WriteString(strings.TrimRight(line, " "))
 		b.WriteByte('\n')
 	}

@@ -40,6 +40,7 @@ type Summary struct {
 	Prefix      string `json:"prefix"`
 	Verify      bool   `json:"verify"`
 	Seed        uint64 `json:"seed"`
+	Retries     int    `json:"retries,omitempty"`
 }
 
 // Summarize describes cfg, defaults applied, as a Result does.
@@ -47,7 +48,7 @@ func Summarize(cfg Config) Summary {
 	cfg = cfg.withDefaults()
 	s := Summary{
 		URL: cfg.URL, Size: cfg.Size.String(), Count: cfg.Count, Concurrency: cfg.Concurrency,
-		Ops: cfg.Ops.String(), Prefix: cfg.Prefix, Verify: cfg.Verify, Seed: cfg.Seed,
+		Ops: cfg.Ops.String(), Prefix: cfg.Prefix, Verify: cfg.Verify, Seed: cfg.Seed, Retries: cfg.Retries,
 	}
 	if cfg.Count == 0 {
 		s.Duration = cfg.Duration.String()
@@ -296,15 +297,15 @@ func (b *budget) take() bool {
 
 // progress prints a line, rewritten about every 500 ms, while a phase runs.
 type progress struct {
-	w                io.Writer
-	ops, bytes, errs atomic.Int64
-	name             string
-	began            time.Time
-	stopc, done      chan struct{}
-	lastLen          int
+	w                         io.Writer
+	ops, bytes, errs, retried atomic.Int64
+	name                      string
+	began                     time.Time
+	stopc, done               chan struct{}
+	lastLen                   int
 }
 
-func (p *progress) add(n int64, failed bool) {
+func (p *progress) add(n int64, failed, retried bool) {
 	if p.w == nil {
 		return
 	}
@@ -312,6 +313,9 @@ func (p *progress) add(n int64, failed bool) {
 	p.bytes.Add(n)
 	if failed {
 		p.errs.Add(1)
+	}
+	if retried {
+		p.retried.Add(1)
 	}
 }
 
@@ -322,6 +326,7 @@ func (p *progress) start(name string) {
 	p.ops.Store(0)
 	p.bytes.Store(0)
 	p.errs.Store(0)
+	p.retried.Store(0)
 	p.name, p.began = name, time.Now()
 	p.stopc, p.done = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -356,7 +361,11 @@ func (p *progress) print(end string) {
 	if sec > 0 {
 		mbps = float64(p.bytes.Load()) / 1e6 / sec
 	}
-	line := fmt.Sprintf("%s: %d ops, %.1f MB/s, %d errors, %.1fs", p.name, p.ops.Load(), mbps, p.errs.Load(), sec)
+	retried := ""
+	if n := p.retried.Load(); n > 0 {
+		retried = fmt.Sprintf(", %d retried", n)
+	}
+	line := fmt.Sprintf("%s: %d ops, %.1f MB/s, %d errors%s, %.1fs", p.name, p.ops.Load(), mbps, p.errs.Load(), retried, sec)
 	pad := max(p.lastLen-len(line), 0)
 	p.lastLen = len(line)
 	if end != "" {

@@ -14,10 +14,17 @@ type OpStats struct {
 	// Count is the operations done, failed ones included.
 	Count int64 `json:"count"`
 	// Errors counts failed operations: transport errors, non-2xx statuses,
-	// verify mismatches.
+	// verify mismatches. An operation retried (Config.Retries) counts once,
+	// by its last attempt.
 	Errors int64 `json:"errors"`
-	// FirstErr is the text of the earliest error.
+	// FirstErr is the text of the earliest failed operation's last error.
 	FirstErr string `json:"first_error,omitempty"`
+	// Retried counts the operations that succeeded after one retry or
+	// more. They are in Count, not in Errors.
+	Retried int64 `json:"retried"`
+	// FirstRetryErr is the text of the earliest error that led to a retry,
+	// whatever the operation's outcome.
+	FirstRetryErr string `json:"first_retry_error,omitempty"`
 	// Bytes is the value bytes moved by the operations that succeeded.
 	Bytes int64 `json:"bytes"`
 	// Elapsed is the wall time of the phase the row belongs to; rates are
@@ -27,7 +34,8 @@ type OpStats struct {
 	// MBPerSec is Bytes per second in units of 10^6 bytes.
 	MBPerSec float64 `json:"mb_per_sec"`
 	// Latency percentiles and maximum over the operations that succeeded,
-	// from a log-bucketed histogram (within 0.4%); Max is exact.
+	// from a log-bucketed histogram (within 0.4%); Max is exact. A retried
+	// operation's latency spans all its attempts and the waits between.
 	P50 time.Duration `json:"p50_ns"`
 	P90 time.Duration `json:"p90_ns"`
 	P99 time.Duration `json:"p99_ns"`
@@ -104,13 +112,15 @@ func (h *histogram) quantile(q float64) time.Duration {
 
 // acc accumulates one row for one worker; rows are merged after a phase.
 type acc struct {
-	count, errors, bytes int64
-	firstErr             string
-	firstAt              time.Time
-	hist                 *histogram
+	count, errors, bytes, retried int64
+	firstErr, firstRetryErr       string
+	firstAt, firstRetryAt         time.Time
+	hist                          *histogram
 }
 
-func (a *acc) record(at time.Time, d time.Duration, n int64, err error) {
+// record counts one operation that started at at and took d; retried
+// says it needed at least one retry.
+func (a *acc) record(at time.Time, d time.Duration, n int64, err error, retried bool) {
 	a.count++
 	if err != nil {
 		a.errors++
@@ -119,6 +129,9 @@ func (a *acc) record(at time.Time, d time.Duration, n int64, err error) {
 		}
 		return
 	}
+	if retried {
+		a.retried++
+	}
 	a.bytes += n
 	if a.hist == nil {
 		a.hist = new(histogram)
@@ -126,12 +139,24 @@ func (a *acc) record(at time.Time, d time.Duration, n int64, err error) {
 	a.hist.add(d)
 }
 
+// retryFailed notes an attempt, started at at, that failed with the error
+// msg and was retried.
+func (a *acc) retryFailed(at time.Time, msg string) {
+	if a.firstRetryErr == "" || at.Before(a.firstRetryAt) {
+		a.firstRetryErr, a.firstRetryAt = msg, at
+	}
+}
+
 func (a *acc) merge(o *acc) {
 	a.count += o.count
 	a.errors += o.errors
 	a.bytes += o.bytes
+	a.retried += o.retried
 	if o.firstErr != "" && (a.firstErr == "" || o.firstAt.Before(a.firstAt)) {
 		a.firstErr, a.firstAt = o.firstErr, o.firstAt
+	}
+	if o.firstRetryErr != "" {
+		a.retryFailed(o.firstRetryAt, o.firstRetryErr)
 	}
 	if o.hist != nil {
 		if a.hist == nil {
@@ -142,7 +167,10 @@ func (a *acc) merge(o *acc) {
 }
 
 func (a *acc) stats(op string, elapsed time.Duration) OpStats {
-	s := OpStats{Op: op, Count: a.count, Errors: a.errors, FirstErr: a.firstErr, Bytes: a.bytes, Elapsed: elapsed}
+	s := OpStats{
+		Op: op, Count: a.count, Errors: a.errors, FirstErr: a.firstErr,
+		Retried: a.retried, FirstRetryErr: a.firstRetryErr, Bytes: a.bytes, Elapsed: elapsed,
+	}
 	if sec := elapsed.Seconds(); sec > 0 {
 		s.OpsPerSec = float64(a.count) / sec
 		s.MBPerSec = float64(a.bytes) / 1e6 / sec

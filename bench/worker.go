@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -73,35 +74,106 @@ func (w *worker) newKey() int64 {
 }
 
 // do runs op on key number n, records it under row, and returns its error.
-// An operation cut short by the context is not recorded.
+// A GET or HEAD that fails in a way worth trying again is retried as
+// Config.Retries says; its latency spans every attempt and wait, as a
+// client would see it. An operation cut short by the context is not
+// recorded.
 func (w *worker) do(row string, op Op, n int64) error {
 	key := w.key(n)
 	v := newValue(w.cfg.Seed, key, w.cfg.Size)
 	start := time.Now()
 	var moved int64
 	var err error
-	switch op {
-	case OpPut:
-		moved, err = w.put(key, v)
-	case OpGet:
-		moved, err = w.get(key, v)
-	case OpHead:
-		err = w.head(key, v)
-	case OpDelete:
-		err = w.delete(key)
-	case opWriteFile:
-		moved, err = w.writeFile(key, v)
+	var retries int
+	var retryErr error // the first error that led to a retry
+	var retryAt time.Time
+	for {
+		at := time.Now()
+		moved, err = w.attempt(op, key, v)
+		if err == nil || retries >= w.retryBudget(op) || w.ctx.Err() != nil || !w.retryable(err, n) {
+			break
+		}
+		if retryErr == nil {
+			retryErr, retryAt = err, at
+		}
+		if !w.wait(retryWait(retries)) {
+			break
+		}
+		retries++
 	}
 	d := time.Since(start)
 	if err != nil && w.ctx.Err() != nil {
 		return err
 	}
 	if err != nil {
-		err = fmt.Errorf("%s %s: %w", opVerb(op), key, err)
+		switch retries {
+		case 0:
+			err = fmt.Errorf("%s %s: %w", opVerb(op), key, err)
+		case 1:
+			err = fmt.Errorf("%s %s after 1 retry: %w", opVerb(op), key, err)
+		default:
+			err = fmt.Errorf("%s %s after %d retries: %w", opVerb(op), key, retries, err)
+		}
 	}
-	w.rows.get(row).record(start, d, moved, err)
-	w.prog.add(moved, err != nil)
+	a := w.rows.get(row)
+	if retryErr != nil {
+		a.retryFailed(retryAt, fmt.Sprintf("%s %s: %v", opVerb(op), key, retryErr))
+	}
+	a.record(start, d, moved, err, retries > 0)
+	w.prog.add(moved, err != nil, err == nil && retries > 0)
 	return err
+}
+
+// attempt runs op once.
+func (w *worker) attempt(op Op, key string, v value) (int64, error) {
+	switch op {
+	case OpPut:
+		return w.put(key, v)
+	case OpGet:
+		return w.get(key, v)
+	case OpHead:
+		return 0, w.head(key, v)
+	case OpDelete:
+		return 0, w.delete(key)
+	case opWriteFile:
+		return w.writeFile(key, v)
+	}
+	return 0, fmt.Errorf("unknown op %q", op)
+}
+
+// retryBudget is how many retries op may have: Config.Retries for the
+// reads, none for the writes (see Config.Retries for why).
+func (w *worker) retryBudget(op Op) int {
+	if op == OpGet || op == OpHead {
+		return w.cfg.Retries
+	}
+	return 0
+}
+
+// retryable reports whether a read that failed with err may succeed when
+// tried again: a transport error, a 5xx, or a 404 for key number n while
+// the worker holds it written (a redirect to a replica that is still
+// being filled can give one). Other statuses and verify mismatches are
+// final.
+func (w *worker) retryable(err error, n int64) bool {
+	var se *statusErr
+	if errors.As(err, &se) {
+		return se.code >= 500 || se.code == fasthttp.StatusNotFound && w.live.has(n)
+	}
+	var te transportErr
+	return errors.As(err, &te)
+}
+
+// wait sleeps for d and reports false if the context ended first.
+func (w *worker) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
 }
 
 // opWriteFile is the baseline's write: a file in base, fsynced.
@@ -125,7 +197,10 @@ func (w *worker) url(key string) []byte {
 // after a HEAD would not read its body.
 func (w *worker) send() error {
 	w.resp.SkipBody = w.req.Header.IsHead()
-	return w.client.Do(w.req, w.resp)
+	if err := w.client.Do(w.req, w.resp); err != nil {
+		return transportErr{err}
+	}
+	return nil
 }
 
 func (w *worker) put(key string, v value) (int64, error) {
@@ -233,7 +308,7 @@ func (w *worker) get(key string, v value) (int64, error) {
 			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("after %d bytes: %w", n, err)
+			return n, fmt.Errorf("after %d bytes: %w", n, transportErr{err})
 		}
 		if err := w.ctx.Err(); err != nil {
 			return n, err
@@ -329,5 +404,10 @@ func (s *keySet) remove(n int64) {
 }
 
 func (s *keySet) len() int { return len(s.nums) }
+
+func (s *keySet) has(n int64) bool {
+	_, ok := s.at[n]
+	return ok
+}
 
 func (s *keySet) random(r *rand.Rand) int64 { return s.nums[r.IntN(len(s.nums))] }

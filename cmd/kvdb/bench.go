@@ -28,6 +28,14 @@ cycles through it on its own keys) | mixed:70get/20put/10delete (random
 choice per op by weight). get and head alone first PUT a working set,
 reported as "put (setup)".
 
+--retries N: a GET or HEAD that hits a transport error (a refused or reset
+connection, a body cut mid-way, the idle timeout), a 5xx, or a 404 for a
+key bench wrote and has not deleted is tried again from the server up to N
+times, 100ms, 300ms, 900ms... (at most 2s) apart, verified again from byte
+0. PUT and DELETE are never retried: a write whose answer was lost may
+have been applied, and a retry would hide the failure. The report counts
+ops that succeeded after a retry as "retried", not as errors.
+
 Exit status: 0 when the run completed, even with failed operations (they
 are counted in the report); 1 when every operation failed, the run was
 interrupted or could not start; 2 on a bad flag or value.`
@@ -78,6 +86,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the value generator")
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "idle timeout: a request fails when no byte moves for this long")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
+	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed GET or HEAD up to `N` times (transport error, cut body, 5xx, 404 on a key bench wrote), backing off 100ms, 300ms, 900ms... up to 2s; PUT and DELETE are never retried")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout instead of a table")
 	baseline := fs.Bool("baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
 	baselineOnly := fs.Bool("baseline-only", false, "run only the baseline (no server needed)")
