@@ -5,8 +5,12 @@
 # directory, name and ports) twice during the run, and watches each process
 # for leaks:
 #
-#   kvdb bench --size 1KiB-16MiB --ops mixed:70get/20put/10delete --verify
+#   kvdb bench --size 1KiB-16MiB --ops $OPS --verify
 #              --concurrency 8 --duration $DURATION --retries 3 --json
+#
+# OPS defaults to mixed:70get/15put/15delete: as many deletes as puts, so the
+# data stays bounded (with more puts than deletes, 10 minutes at a few
+# hundred MB/s fill a 100 GB disk).
 #
 #   at 20 % of DURATION  SIGKILL vol2, restart it DOWN seconds later
 #   at 60 % of DURATION  SIGKILL vol3, restart it DOWN seconds later
@@ -154,7 +158,7 @@ sample() {
 echo "soak: DURATION=$DURATION (${D}s), SIGKILL ${kill_vol[0]} at ${kill_at[0]}s and ${kill_vol[1]} at ${kill_at[1]}s, each restarted ${DOWN}s later; sample every ${SAMPLE}s; data and logs in $DIR" >&2
 sample "start"
 t0=$(date +%s)
-"$KVDB" bench --url "$URL" --size 1KiB-16MiB --ops mixed:70get/20put/10delete --verify \
+"$KVDB" bench --url "$URL" --size 1KiB-16MiB --ops "${OPS:-mixed:70get/15put/15delete}" --verify \
 	--concurrency 8 --duration "${D}s" --retries 3 --json >"$OUT/bench.json" 2>"$OUT/bench.err" &
 bench_pid=$!
 event "bench started (pid $bench_pid)"
