@@ -111,3 +111,16 @@ func dropCache(f *os.File) {
 		_ = unix.Fadvise(int(fd), 0, 0, unix.FADV_DONTNEED)
 	})
 }
+
+// startWriteback asks the kernel to start writing [off, off+n) of f to disk
+// now, without waiting: the final fsync then has little left to flush, and
+// a large value does not pile up gigabytes of dirty pages first.
+func startWriteback(f *os.File, off, n int64) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = sc.Control(func(fd uintptr) {
+		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}

@@ -15,6 +15,8 @@ import (
 
 func fallocate(*os.File, int64) error { return nil }
 
+func startWriteback(*os.File, int64, int64) {}
+
 func fsSpace(string) (free, total int64, err error) {
 	return 0, 0, errors.New("statfs: not supported on this platform")
 }

@@ -88,7 +88,7 @@ func (s *Store) writeTemp(key []byte, version uint64, r io.Reader, size int64, r
 	defer s.bufs.Put(sb)
 	buf, h := sb.b, sb.h
 	h.Reset()
-	var n int64
+	var n, flushed int64
 	for {
 		want := len(buf)
 		if size >= 0 && size+1-n < int64(want) {
@@ -109,6 +109,10 @@ func (s *Store) writeTemp(key []byte, version uint64, r io.Reader, size int64, r
 				return "", Meta{}, fmt.Errorf("write temp file: %w", noSpace(err))
 			}
 			n += int64(got)
+			if !s.cfg.NoSync && n-flushed >= writebackChunk {
+				startWriteback(f, flushed, n-flushed)
+				flushed = n
+			}
 		}
 		if rerr == io.EOF {
 			break

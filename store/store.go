@@ -109,9 +109,12 @@ type Stats struct {
 }
 
 const (
-	bufSize    = 1 << 20 // streaming buffer, pooled
-	numStripes = 256     // striped locks serialising commits per (key, version)
-	markerName = "REBUILDING"
+	bufSize = 1 << 20 // streaming buffer, pooled
+	// writebackChunk is how many bytes of a value are written before the
+	// kernel is asked to start writing them out (see startWriteback).
+	writebackChunk = 8 << 20
+	numStripes     = 256 // striped locks serialising commits per (key, version)
+	markerName     = "REBUILDING"
 )
 
 // Store is one volume's blob files and their index. All methods are safe for
