@@ -100,15 +100,22 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 
 // newClient builds the node.Client the flags describe.
 func (c *clientFlags) newClient(fs *flag.FlagSet) (*node.Client, error) {
+	c.url, c.token = urlAndToken(fs, c.url, c.token)
+	return node.NewClient(node.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout})
+}
+
+// urlAndToken takes the master's URL and the API key from the environment
+// (KVDB_URL, KVDB_TOKEN) when the flags did not give them.
+func urlAndToken(fs *flag.FlagSet, url, token string) (string, string) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if u := os.Getenv("KVDB_URL"); !set["url"] && u != "" {
-		c.url = u
+		url = u
 	}
 	if t := os.Getenv("KVDB_TOKEN"); !set["token"] && t != "" {
-		c.token = t
+		token = t
 	}
-	return node.NewClient(node.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout})
+	return url, token
 }
 
 // parseClientArgs parses flags placed before, between or after the
@@ -183,6 +190,30 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return ctx, stop
 }
 
+// clientArgs parses a client command's flags and arguments and checks it
+// has between min and max positional ones.
+func clientArgs(fs *flag.FlagSet, args []string, min, max int) ([]string, error) {
+	pos, err := parseClientArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := wantArgs(fs, pos, min, max); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// open returns the client and a context that Ctrl-C cancels; done
+// releases both.
+func (cf *clientFlags) open(fs *flag.FlagSet) (*node.Client, context.Context, func(), error) {
+	cl, err := cf.newClient(fs)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, stop := signalContext()
+	return cl, ctx, func() { stop(); cl.Close() }, nil
+}
+
 func runPut(args []string, stderr io.Writer) error {
 	fs := newClientFlagSet("put", putSynopsis, stderr)
 	var cf clientFlags
@@ -190,11 +221,8 @@ func runPut(args []string, stderr io.Writer) error {
 	create := fs.Bool("create", false, "create only: fail (exit 1) when KEY already holds a value, instead of replacing it")
 	verbose := fs.Bool("v", false, `print "created|replaced KEY: SIZE bytes, ETag TAG" on stderr`)
 	showProgress := fs.Bool("progress", false, "show progress even when stderr is not a terminal")
-	pos, err := parseClientArgs(fs, args)
+	pos, err := clientArgs(fs, args, 1, 2)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(fs, pos, 1, 2); err != nil {
 		return err
 	}
 	key, src := pos[0], "-"
@@ -274,11 +302,8 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	cf.register(fs)
 	out := fs.String("o", "", "write the value to `FILE` (complete or not at all) instead of stdout")
 	showProgress := fs.Bool("progress", false, "show progress even when stderr is not a terminal")
-	pos, err := parseClientArgs(fs, args)
+	pos, err := clientArgs(fs, args, 1, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(fs, pos, 1, 1); err != nil {
 		return err
 	}
 	key := pos[0]
@@ -376,20 +401,15 @@ func runRm(args []string, stderr io.Writer) error {
 	fs := newClientFlagSet("rm", rmSynopsis, stderr)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseClientArgs(fs, args)
+	pos, err := clientArgs(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(fs, pos, 1, 1); err != nil {
-		return err
-	}
-	cl, err := cf.newClient(fs)
+	cl, ctx, done, err := cf.open(fs)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
+	defer done()
 	return cl.Delete(ctx, pos[0])
 }
 
@@ -399,11 +419,8 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	cf.register(fs)
 	limit := fs.Int("limit", 1000, "keys fetched per request (1 to 10000)")
 	nul := fs.Bool("0", false, "end each key with a NUL byte instead of a newline (for xargs -0: keys may hold newlines)")
-	pos, err := parseClientArgs(fs, args)
+	pos, err := clientArgs(fs, args, 0, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(fs, pos, 0, 1); err != nil {
 		return err
 	}
 	if *limit < 1 || *limit > 10000 {
@@ -413,13 +430,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 1 {
 		prefix = pos[0]
 	}
-	cl, err := cf.newClient(fs)
+	cl, ctx, done, err := cf.open(fs)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
+	defer done()
 	end := byte('\n')
 	if *nul {
 		end = 0
@@ -442,20 +457,15 @@ func runStat(args []string, stdout, stderr io.Writer) error {
 	fs := newClientFlagSet("stat", statSynopsis, stderr)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseClientArgs(fs, args)
+	pos, err := clientArgs(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(fs, pos, 1, 1); err != nil {
-		return err
-	}
-	cl, err := cf.newClient(fs)
+	cl, ctx, done, err := cf.open(fs)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
+	defer done()
 	info, err := cl.Stat(ctx, pos[0])
 	if err != nil {
 		return err
@@ -475,20 +485,15 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print the master's JSON as it is")
-	pos, err := parseClientArgs(fs, args)
+	_, err := clientArgs(fs, args, 0, 0)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(fs, pos, 0, 0); err != nil {
-		return err
-	}
-	cl, err := cf.newClient(fs)
+	cl, ctx, done, err := cf.open(fs)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
+	defer done()
 	info, err := cl.Cluster(ctx)
 	if err != nil {
 		return err

@@ -23,9 +23,10 @@ import (
 var clientClusterSeq atomic.Int64
 
 // startClientCluster runs a master and three volumes in this process, on
-// 127.0.0.1 with ephemeral ports, and returns the master's URL once it
-// sees every volume.
-func startClientCluster(t *testing.T) string {
+// 127.0.0.1 with ephemeral ports, and returns the master's URL once it is
+// ready and sees every volume, and the data directory (volumes in vol1,
+// vol2 and vol3 below it).
+func startClientCluster(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	label := fmt.Sprintf("cmd-client-%d-%d", os.Getpid(), clientClusterSeq.Add(1))
@@ -52,14 +53,21 @@ func startClientCluster(t *testing.T) string {
 		}
 		t.Cleanup(v.Kill)
 	}
+	u := "http://" + m.Addr()
 	deadline := time.Now().Add(15 * time.Second)
-	for m.LiveVolumes() != 3 {
+	for {
+		resp, err := http.Get(u + "/_kvdb/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 && m.LiveVolumes() == 3 {
+				return u, dir
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the master sees %d volumes after 15 s, want 3", m.LiveVolumes())
+			t.Fatalf("the master is not ready with 3 volumes after 15 s (it sees %d)", m.LiveVolumes())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "http://" + m.Addr()
 }
 
 // kvdb runs the command line in this process and returns its exit status,
@@ -113,7 +121,7 @@ func leftovers(t *testing.T, dir string, known ...string) []string {
 }
 
 func TestClientCommands(t *testing.T) {
-	u := startClientCluster(t)
+	u, _ := startClientCluster(t)
 	dir := t.TempDir()
 	src, value := randomFile(t, dir, 6<<20+7)
 
@@ -330,7 +338,7 @@ func TestClientProgressLine(t *testing.T) {
 
 // --progress draws on a non-terminal too; the bar ends its line.
 func TestClientProgressShown(t *testing.T) {
-	u := startClientCluster(t)
+	u, _ := startClientCluster(t)
 	src, _ := randomFile(t, t.TempDir(), 5<<20)
 	_, errOut := wantRun(t, 0, "put", "--url", u, "--progress", "big", src)
 	if !strings.HasPrefix(errOut, "\rput big  [") || !strings.HasSuffix(errOut, "\n") || !strings.Contains(errOut, "5.0 MiB / 5.0 MiB  100%") {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -42,21 +40,11 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	repair := fs.Bool("repair", false, "fix what can be fixed, then verify again")
 	deep := fs.Bool("deep", false, "also read every value on every volume and check its checksum")
 	asJSON := fs.Bool("json", false, "print the report as JSON (with --repair: {\"repair\": ..., \"after\": ...})")
-	pos, err := parseClientArgs(fs, args)
+	_, err := clientArgs(fs, args, 0, 0)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(fs, pos, 0, 0); err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if u := os.Getenv("KVDB_URL"); !set["url"] && u != "" {
-		*master = u
-	}
-	if t := os.Getenv("KVDB_TOKEN"); !set["token"] && t != "" {
-		*token = t
-	}
+	*master, *token = urlAndToken(fs, *master, *token)
 	ctx, stop := signalContext()
 	defer stop()
 	// No timeout: a deep verify takes as long as reading every volume.

@@ -3,69 +3,20 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kvdb/kvdb/node"
 )
-
-// startVerifyCluster runs a master and three volumes in this process and
-// returns the master's URL, once it is ready, and the data directory
-// (volumes in vol1, vol2, vol3 below it).
-func startVerifyCluster(t *testing.T) (string, string) {
-	t.Helper()
-	dir := t.TempDir()
-	label := fmt.Sprintf("cmd-verify-%d-%d", os.Getpid(), clientClusterSeq.Add(1))
-	log := slog.New(slog.DiscardHandler)
-	m, err := node.NewMaster(node.MasterConfig{
-		Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "master"), Replicas: 2, Logger: log,
-		Gossip: node.GossipConfig{Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Kill)
-	for i := 1; i <= 3; i++ {
-		v, err := node.NewVolume(node.VolumeConfig{
-			Name: fmt.Sprintf("vvol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
-			MetaInterval: 200 * time.Millisecond, Logger: log,
-			Gossip: node.GossipConfig{
-				Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest,
-				Join: []string{m.GossipAddr()},
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(v.Kill)
-	}
-	u := "http://" + m.Addr()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(u + "/_kvdb/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 && m.LiveVolumes() == 3 {
-				return u, dir
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the master is not ready with 3 volumes after 15 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestVerifyCommand: exit 0 on a clean cluster (with or without --repair,
 // --deep, --json), 1 once a stray file lies in a volume's blobs/ (orphan
 // files are reported, never removed), 1 when the master is unreachable.
 func TestVerifyCommand(t *testing.T) {
-	u, dir := startVerifyCluster(t)
+	u, dir := startClientCluster(t)
 	for i := range 10 {
 		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s/vk%d", u, i), strings.NewReader(fmt.Sprintf("value %d", i)))
 		resp, err := http.DefaultClient.Do(req)
