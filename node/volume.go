@@ -154,7 +154,9 @@ type Volume struct {
 
 	draining atomic.Bool
 	metaKick chan struct{}
-	scrub    scrubState
+	// forceMeta makes the next meta loop round publish even a small change.
+	forceMeta atomic.Bool
+	scrub     scrubState
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -288,7 +290,8 @@ func (v *Volume) metaLoop() {
 		if diff < 0 {
 			diff = -diff
 		}
-		if diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total && m.Keys == last.Keys && m.Draining == last.Draining {
+		force := v.forceMeta.Swap(false)
+		if !force && diff < 16<<20 && diff*100 < last.Total && m.Total == last.Total && m.Keys == last.Keys && m.Draining == last.Draining {
 			return
 		}
 		if err := v.gossip.setMeta(m); err != nil {
@@ -307,10 +310,7 @@ func (v *Volume) metaLoop() {
 func (v *Volume) Drain(ctx context.Context) error {
 	if !v.draining.Swap(true) {
 		v.log.Info("draining: the master moves this volume's values elsewhere", "keys", v.store.Stats().Keys)
-		select {
-		case v.metaKick <- struct{}{}:
-		default:
-		}
+		v.kickMeta()
 	}
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
@@ -327,6 +327,14 @@ func (v *Volume) Drain(ctx context.Context) error {
 			return errors.New("volume: drain: closed")
 		case <-t.C:
 		}
+	}
+}
+
+// kickMeta makes the meta loop look at (and publish) the metadata now.
+func (v *Volume) kickMeta() {
+	select {
+	case v.metaKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -647,6 +655,9 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 			// rest (it only happens when the master's view of this
 			// volume's free space was stale, or the length unknown).
 			_, _ = io.Copy(io.Discard, body)
+			// The master's view was stale: publish the free space now.
+			v.forceMeta.Store(true)
+			v.kickMeta()
 		}
 		replyStoreError(ctx, key, err)
 		return
