@@ -92,8 +92,9 @@ func (c *testCluster) startMaster() {
 	c.mcfg.Gossip.Bind = m.GossipAddr()
 }
 
-// addVolume starts a new volume and returns its index.
-func (c *testCluster) addVolume() int {
+// addVolume starts a new volume, its configuration changed by opts, and
+// returns its index.
+func (c *testCluster) addVolume(opts ...func(*VolumeConfig)) int {
 	c.t.Helper()
 	i := len(c.vcfgs)
 	c.vcfgs = append(c.vcfgs, VolumeConfig{
@@ -108,6 +109,9 @@ func (c *testCluster) addVolume() int {
 			Join: []string{c.mcfg.Gossip.Bind},
 		},
 	})
+	for _, opt := range opts {
+		opt(&c.vcfgs[i])
+	}
 	c.vols = append(c.vols, nil)
 	c.startVolume(i)
 	return i

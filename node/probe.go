@@ -73,7 +73,7 @@ func (m *Master) probeLoop() {
 				delete(fails, name)
 			}
 		}
-		if prev := *m.unreachable.Load(); !sameSet(prev, next) {
+		if prev := *m.unreachable.Load(); !sameKeys(prev, next) {
 			for name := range next {
 				if !prev[name] {
 					m.log.Warn("volume does not answer; avoiding it until it does or gossip decides", "volume", name)
@@ -131,18 +131,6 @@ func sameKeys[A, B any](a map[string]A, b map[string]B) bool {
 	}
 	for k := range a {
 		if _, ok := b[k]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-func sameSet(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
 			return false
 		}
 	}

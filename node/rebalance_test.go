@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -331,7 +330,7 @@ func TestWeightedVolume(t *testing.T) {
 func TestRedirectLeastLoaded(t *testing.T) {
 	c := newTestCluster(t, 2, 2)
 	const size = 64 << 20
-	if st, _, body := c.do("PUT", "big", io.LimitReader(zeroReader{}, size)); st != 201 {
+	if st, _, body := c.do("PUT", "big", &patternReader{size: size}); st != 201 {
 		t.Fatalf("PUT: %d %s", st, body)
 	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -364,13 +363,6 @@ func TestRedirectLeastLoaded(t *testing.T) {
 	waitFor(t, 10*time.Second, "redirects back to the owner once idle", func() bool {
 		return strings.Contains(location(), u.Host)
 	})
-}
-
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }
 
 // TestChurnUnderLoad runs bench (puts and verified gets) while volumes

@@ -66,29 +66,6 @@ func (c *testCluster) relSend(method, key string, body []byte) (relReply, error)
 	return relReply{resp.StatusCode, resp.Header, string(b)}, err
 }
 
-// relAddVolume is addVolume with opt changing the volume's configuration
-// before it starts.
-func (c *testCluster) relAddVolume(opt func(*VolumeConfig)) int {
-	c.t.Helper()
-	i := len(c.vcfgs)
-	c.vcfgs = append(c.vcfgs, VolumeConfig{
-		Name:         fmt.Sprintf("vol%d", i+1),
-		Addr:         "127.0.0.1:0",
-		Dir:          filepath.Join(filepath.Dir(c.mcfg.Dir), fmt.Sprintf("vol%d", i+1)),
-		MetaInterval: 200 * time.Millisecond,
-		Logger:       testLogger(),
-		Secret:       c.mcfg.Secret,
-		Gossip: GossipConfig{
-			Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest,
-			Join: []string{c.mcfg.Gossip.Bind},
-		},
-	})
-	opt(&c.vcfgs[i])
-	c.vols = append(c.vols, nil)
-	c.startVolume(i)
-	return i
-}
-
 // relQueued counts the master's relQueued blob deletions and the intents of
 // writes that have not finished.
 func (c *testCluster) relQueued() (garbage, pending int) {
@@ -198,20 +175,7 @@ func TestRaceConcurrentPuts(t *testing.T) {
 	for i := range values {
 		values[i] = relValue(uint64(i+1), size)
 	}
-	replies := make([]relReply, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			replies[i], errs[i] = c.relSend("PUT", key, values[i])
-		}()
-	}
-	close(start)
-	wg.Wait()
+	replies, errs := c.relRace("PUT", key, values)
 	created := 0
 	for i, r := range replies {
 		if errs[i] != nil {
@@ -245,6 +209,26 @@ func TestRaceConcurrentPuts(t *testing.T) {
 	}
 }
 
+// relRace sends one request per value to key, all at once, and returns
+// the replies in the order of values.
+func (c *testCluster) relRace(method, key string, values [][]byte) ([]relReply, []error) {
+	replies := make([]relReply, len(values))
+	errs := make([]error, len(values))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range values {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			replies[i], errs[i] = c.relSend(method, key, values[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return replies, errs
+}
+
 // TestRaceConcurrentCreates: 32 POSTs race to create one key. Exactly one
 // gets 201 and its value is the key's; the 31 others get 409, and the blobs
 // they streamed before losing are deleted.
@@ -255,20 +239,7 @@ func TestRaceConcurrentCreates(t *testing.T) {
 	for i := range values {
 		values[i] = relValue(uint64(100+i), size)
 	}
-	replies := make([]relReply, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			replies[i], errs[i] = c.relSend("POST", key, values[i])
-		}()
-	}
-	close(start)
-	wg.Wait()
+	replies, errs := c.relRace("POST", key, values)
 	winner, conflicts := -1, 0
 	for i, r := range replies {
 		if errs[i] != nil {
@@ -431,7 +402,7 @@ func TestFullDiskSkipsFullVolumes(t *testing.T) {
 	c := newTestCluster(t, 0, 2)
 	const small, big, size = 256 << 10, 4 << 20, 512 << 10
 	for i := range 4 {
-		c.relAddVolume(func(vc *VolumeConfig) {
+		c.addVolume(func(vc *VolumeConfig) {
 			vc.Capacity = big
 			if i < 2 {
 				vc.Capacity = small
@@ -499,7 +470,7 @@ func TestFullDiskStaleGossip(t *testing.T) {
 	c := newTestCluster(t, 0, 2)
 	const capacity, size = 2 << 20, 768 << 10 // two values per volume
 	for range 4 {
-		c.relAddVolume(func(vc *VolumeConfig) {
+		c.addVolume(func(vc *VolumeConfig) {
 			vc.Capacity = capacity
 			vc.MetaInterval = time.Hour
 		})

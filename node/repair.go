@@ -144,11 +144,11 @@ func (m *Master) repairScan() {
 	}
 	m.repairMu.Lock()
 	st.underReplicated = max(under-int(m.repairedInPass.Load()), 0)
-	// Scan again as soon as a missing volume's RepairDelay is over, rather
-	// than at the next interval.
+	// Scan again as soon as the RepairDelay of a volume this pass found
+	// missing is over, rather than at the next interval.
 	for _, since := range st.missingSince {
-		if wait := m.cfg.RepairDelay - now.Sub(since); wait > 0 {
-			time.AfterFunc(wait+10*time.Millisecond, m.kickRepair)
+		if since.Equal(now) {
+			time.AfterFunc(m.cfg.RepairDelay+10*time.Millisecond, m.kickRepair)
 		}
 	}
 	st.keysOn = keysOn

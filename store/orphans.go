@@ -202,14 +202,11 @@ func (w *orphanWalk) file(path, prefix string) error {
 // so that a Put between its rename and its index write is not caught in
 // the middle.
 func (s *Store) unindexed(key []byte, version uint64) (bool, error) {
-	if err := s.rlock(); err != nil {
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
 		return false, err
 	}
-	defer s.mu.RUnlock()
-	ik := indexKey(key, version)
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.unlockVersion(mu)
 	_, held, err := s.idx.get(ik)
 	if err != nil {
 		return false, fmt.Errorf("index: %w", err)

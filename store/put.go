@@ -180,14 +180,11 @@ func (s *Store) commit(tmp string, m Meta) error {
 	if err := s.ensureDir(dir); err != nil {
 		return fmt.Errorf("create blob directory: %w", noSpace(err))
 	}
-	if err := s.rlock(); err != nil {
+	ik, mu, err := s.lockVersion(m.Key, m.Version)
+	if err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
-	ik := indexKey(m.Key, m.Version)
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.unlockVersion(mu)
 
 	old, had, err := s.idx.get(ik)
 	if err != nil {

@@ -216,14 +216,11 @@ type blobState struct {
 // under that lock. It returns an error only if the store is closed or the
 // index fails.
 func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, error) {
-	if err := s.rlock(); err != nil {
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
 		return blobState{}, err
 	}
-	defer s.mu.RUnlock()
-	ik := indexKey(key, version)
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.unlockVersion(mu)
 	r, ok, err := s.idx.get(ik)
 	if err != nil {
 		return blobState{}, fmt.Errorf("index: %w", err)
@@ -278,14 +275,11 @@ func (s *Store) Quarantine(key []byte, version uint64, reason string) error {
 	if err := checkKey(key); err != nil {
 		return opErr("quarantine", key, version, err)
 	}
-	if err := s.rlock(); err != nil {
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
 		return opErr("quarantine", key, version, err)
 	}
-	defer s.mu.RUnlock()
-	ik := indexKey(key, version)
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.unlockVersion(mu)
 	r, held, err := s.idx.get(ik)
 	if err != nil {
 		return opErr("quarantine", key, version, fmt.Errorf("index: %w", err))

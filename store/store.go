@@ -331,6 +331,24 @@ func (s *Store) rlock() error {
 	return nil
 }
 
+// lockVersion takes the store's read lock and the stripe lock of (key,
+// version): a version's index entry and its file change only under both.
+// It returns the version's index key; unlockVersion releases the locks.
+func (s *Store) lockVersion(key []byte, version uint64) ([]byte, *sync.Mutex, error) {
+	if err := s.rlock(); err != nil {
+		return nil, nil, err
+	}
+	ik := indexKey(key, version)
+	mu := s.stripe(ik)
+	mu.Lock()
+	return ik, mu, nil
+}
+
+func (s *Store) unlockVersion(mu *sync.Mutex) {
+	mu.Unlock()
+	s.mu.RUnlock()
+}
+
 func (s *Store) stripe(ik []byte) *sync.Mutex {
 	return &s.stripes[xxhash.Sum64(ik)%numStripes]
 }
@@ -438,16 +456,13 @@ func (s *Store) open(key []byte, version uint64) (*os.File, Meta, error) {
 	if err := checkKey(key); err != nil {
 		return nil, Meta{}, err
 	}
-	if err := s.rlock(); err != nil {
-		return nil, Meta{}, err
-	}
-	defer s.mu.RUnlock()
-	ik := indexKey(key, version)
 	// Hold the stripe so that the record and the file opened belong to the
 	// same Put, even while the same version is being replaced.
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	defer s.unlockVersion(mu)
 	r, ok, err := s.idx.get(ik)
 	switch {
 	case err != nil:
@@ -482,14 +497,11 @@ func (s *Store) Delete(key []byte, version uint64) error {
 	if err := checkKey(key); err != nil {
 		return opErr("delete", key, version, err)
 	}
-	if err := s.rlock(); err != nil {
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
 		return opErr("delete", key, version, err)
 	}
-	defer s.mu.RUnlock()
-	ik := indexKey(key, version)
-	mu := s.stripe(ik)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.unlockVersion(mu)
 	path := s.blobPath(key, version)
 	r, ok, err := s.idx.get(ik)
 	if err != nil {
