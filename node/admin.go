@@ -1,0 +1,118 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/valyala/fasthttp"
+)
+
+// handleAdmin serves the admin endpoints; false when rest names none.
+func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
+	switch string(rest) {
+	case "live":
+		replyText(ctx, fasthttp.StatusOK, "ok")
+	case "ready":
+		view := m.view.Load()
+		m.mergeMu.Lock()
+		merging := len(m.merging)
+		m.mergeMu.Unlock()
+		switch {
+		case view.ring.Len() < m.cfg.Replicas:
+			replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", view.ring.Len(), m.cfg.Replicas))
+		case merging > 0:
+			replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("merging the index of %d volumes", merging))
+		default:
+			replyText(ctx, fasthttp.StatusOK, "ok")
+		}
+	case "cluster":
+		m.serveCluster(ctx)
+	case "metrics":
+		m.serveMetrics(ctx)
+	case "status":
+		m.serveStatus(ctx)
+	default:
+		if m.cfg.Pprof && bytes.HasPrefix(rest, []byte("debug/pprof/")) {
+			servePprof(ctx, rest)
+			return true
+		}
+		return false
+	}
+	return true
+}
+
+type clusterJSON struct {
+	Node     Member         `json:"node"`
+	Replicas int            `json:"replicas"`
+	Members  []Member       `json:"members"`
+	Departed []Member       `json:"departed"`
+	Ring     ringJSON       `json:"ring"`
+	Merging  []string       `json:"merging"`
+	Pending  map[string]int `json:"pending_deletes"`
+	// UnderReplicated counts keys with fewer live replicas than Replicas at
+	// the last repair scan; RepairCopies counts copies repair has made.
+	UnderReplicated int            `json:"under_replicated"`
+	RepairCopies    int64          `json:"repair_copies"`
+	Rebalance       rebalanceState `json:"rebalance"`
+}
+
+type ringJSON struct {
+	Partitions    int            `json:"partitions"`
+	Load          float64        `json:"load"`
+	MaxPartitions int            `json:"max_partitions"`
+	Owned         map[string]int `json:"owned"`
+}
+
+func (m *Master) clusterState() clusterJSON {
+	view := m.view.Load()
+	c := clusterJSON{
+		Node:     Member{Name: m.cfg.Name, Role: RoleMaster, HTTP: m.http.addr(), Gossip: m.gossip.addr(), State: "alive"},
+		Replicas: m.cfg.Replicas,
+		Members:  m.gossip.snapshot(),
+		Departed: m.gossip.departed(),
+		Ring: ringJSON{
+			Partitions: view.ring.Config().Partitions, Load: view.ring.Config().Load,
+			MaxPartitions: view.ring.MaxPartitions(), Owned: view.ring.PartitionsOf(),
+		},
+		Merging: []string{},
+		Pending: map[string]int{},
+	}
+	c.UnderReplicated, c.RepairCopies = m.repairStatus()
+	c.Rebalance = m.rebalanceStatus()
+	loads := *m.loads.Load()
+	m.repairMu.Lock()
+	for i, mem := range c.Members {
+		// The index's count (values whose record names the volume) rather
+		// than the volume's own, which includes versions awaiting deletion.
+		if n, ok := m.repair.keysOn[mem.Name]; ok {
+			c.Members[i].Keys = n
+		}
+		if contains(view.draining, mem.Name) {
+			c.Members[i].Draining = true
+		}
+		c.Members[i].Partitions = c.Ring.Owned[mem.Name]
+		if l := loads[mem.Name]; l != nil {
+			c.Members[i].Load = l.probed.Load()
+		}
+	}
+	m.repairMu.Unlock()
+	sort.Slice(c.Members, func(i, j int) bool { return c.Members[i].Name < c.Members[j].Name })
+	sort.Slice(c.Departed, func(i, j int) bool { return c.Departed[i].Name < c.Departed[j].Name })
+	m.mergeMu.Lock()
+	for name := range m.merging {
+		c.Merging = append(c.Merging, name)
+	}
+	m.mergeMu.Unlock()
+	_ = m.ix.garbage(func(vol string, key []byte, version uint64) bool {
+		c.Pending[vol]++
+		return true
+	})
+	return c
+}
+
+func (m *Master) serveCluster(ctx *fasthttp.RequestCtx) {
+	b, _ := json.Marshal(m.clusterState())
+	replyJSON(ctx, fasthttp.StatusOK, b)
+}

@@ -1,0 +1,55 @@
+package node
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
+	mu := m.lockKey(key)
+	var rec Record
+	found, err := m.ix.get(key, &rec)
+	if err == nil && found {
+		err = m.ix.remove(key, &rec)
+	}
+	m.cache.forget(key)
+	mu.Unlock()
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	if !found {
+		replyText(ctx, fasthttp.StatusNotFound, "key not found")
+		return
+	}
+	m.deleteBlobs(key, rec.Version, rec.Replicas)
+	b, _ := json.Marshal(map[string]string{"deleted": string(key)})
+	replyJSON(ctx, fasthttp.StatusOK, b)
+}
+
+// deleteBlobs deletes one version of key from vols now, in parallel; each
+// deletion that fails stays queued and is retried by the GC loop.
+func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
+	view := m.view.Load()
+	var wg sync.WaitGroup
+	for _, name := range vols {
+		vol, ok := view.vols[name]
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.deleteBlob(vol.HTTP, key, version); err != nil {
+				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
+				return
+			}
+			if err := m.ix.doneGarbage(name, key, version); err != nil {
+				m.log.Warn("index", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}

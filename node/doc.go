@@ -1,0 +1,84 @@
+// Package node runs kvdb's two server roles on fasthttp: the master, which
+// keeps every key's metadata and answers clients, and the volume, which holds
+// the bytes on local disk (through package store) and serves them. Both join
+// one cluster by gossip (memberlist); placement comes from package ring. The
+// Go client and the JSON documents it shares with the servers live in
+// node/client, which must not import this package.
+//
+// This package does no placement arithmetic (ring does) and no disk layout
+// (store does); it must never hold a whole value in memory: bodies stream
+// through pooled buffers.
+//
+// # Where things are
+//
+// Both roles:
+//
+//	doc.go            this map
+//	key.go            key parsing, validation and escaping (the reserved prefix)
+//	record.go         the master's per-key Record and its encoding; ETags
+//	http.go           the fasthttp server both roles run; replies and error → status mapping
+//	gossip.go         membership: memberlist, node metadata, profiles, Member
+//	security.go       the cluster secret: signed internal requests and read redirects
+//	apikeys.go        client API keys (bearer tokens, read-only or read-write)
+//	metrics.go        Prometheus-format metrics of both roles
+//	byterange.go      Range header parsing
+//	fanout.go         one body streamed to several writers with bounded buffering
+//
+// The master:
+//
+//	master.go         the Master type, start and stop, the cluster view, request routing
+//	master_config.go  MasterConfig, its defaults and validation
+//	read.go           GET (302 to the least-loaded live replica), HEAD and ?list
+//	write.go          PUT and POST: admission, replication to volumes, commit
+//	delete.go         DELETE
+//	volclient.go      the master→volume wire protocol: blob, pull and delete requests
+//	gc.go             deleting queued blob versions from volumes
+//	merge.go          merging a volume's own index into the master's (rebuilds)
+//	admin.go          /_kvdb/live, ready, cluster (JSON) and the admin routing
+//	status.go         the embedded status page (status.html)
+//	probe.go          liveness and load probes of every volume
+//	repair.go         the placement loop: repair of lost replicas, rebalance moves
+//	rebalance.go      moves, their rate limit, and operator drains
+//	verify.go         kvdb verify: master index against each volume's, and lost-copy reports
+//	index.go          the master's catalog in goleveldb (see its layout below)
+//	reccache.go       the in-memory cache of hot Records
+//
+// The volume:
+//
+//	volume.go         the Volume type, start and stop, blob reads (sendfile, Range) and writes
+//	scrub.go          background scrubbing for bit rot, quarantine, orphan listing
+//
+// # Internal endpoints
+//
+// Every node serves /_kvdb/live, /_kvdb/ready, /_kvdb/cluster and
+// /_kvdb/metrics (and /_kvdb/debug/pprof/ with Pprof). The master also
+// serves /_kvdb/status, /_kvdb/drain/VOLUME, /_kvdb/verify and
+// /_kvdb/lost/KEY?v=VER (a volume's report of a lost or corrupt copy).
+// A volume serves, to the master only (signed when the cluster has a secret):
+//
+//	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
+//	DELETE /_kvdb/blob/KEY?v=VER        delete one version
+//	POST   /_kvdb/pull/KEY?v=VER&from=  copy one version from another volume
+//	GET    /_kvdb/index?start=&limit=   page through the volume's own index
+//	GET    /_kvdb/check/KEY?v=VER       re-hash one copy (verify --deep)
+//	POST   /_kvdb/quarantine/KEY?v=VER  stop serving a corrupt copy
+//	POST   /_kvdb/scrub                 scrub now
+//	GET    /_kvdb/orphans               blob files the volume's index lacks
+//
+// Clients read a value from a volume at GET /KEY?v=VER (signed and expiring
+// with a secret), the URL of the master's 302.
+//
+// # The master's catalog
+//
+// The master's goleveldb (index.go) holds several kinds of entries, told apart
+// by the first byte of the key:
+//
+//	k KEY                       -> Record: the current version of KEY
+//	g VOL 0x00 KEY 0x00 VER(8)  -> empty: a blob version VOL must delete
+//	p VER(8) VOL 0x00 KEY       -> empty: a write in progress (an intent)
+//	v VOL                       -> empty: VOL's own index has been merged
+//	d VOL                       -> empty: VOL is being drained by an operator
+//
+// A volume's own index (package store) maps each key to the versions it holds
+// and is rebuilt from the blob files' trailers when lost.
+package node

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kvdb/kvdb/ring"
+)
+
+// MasterConfig configures the master.
+type MasterConfig struct {
+	// Name is the master's name in gossip. Default "master".
+	Name string
+	// Addr is the HTTP listen address for clients. Default ":3000".
+	Addr string
+	// Dir holds the key index. Default "./data/master" is set by cmd.
+	Dir string
+	// Replicas is how many distinct volumes hold each value. Default 2.
+	Replicas int
+	// MaxValueSize is the largest value accepted, in bytes (413 above it).
+	// Default 5 GiB.
+	MaxValueSize int64
+	// Gossip says how to join the cluster; volumes join the master.
+	Gossip GossipConfig
+	// Secret is the cluster secret, the same on every node, at least
+	// MinSecretLen bytes. When set, gossip is encrypted and authenticated
+	// with a key derived from it (leave Gossip.Secret empty), requests to
+	// volumes are signed, and read redirects carry a signature that expires
+	// after RedirectTTL. Empty: none of this (see security.go).
+	Secret []byte
+	// RedirectTTL is how long a signed read redirect stays valid: the
+	// transfer must start within it, not finish. Default DefaultRedirectTTL.
+	RedirectTTL time.Duration
+	// APIKeys, when not empty, are the only credentials the client API
+	// accepts (see apikeys.go); /_kvdb/live and /_kvdb/ready stay open.
+	APIKeys []APIKey
+	// Ring tunes placement. Its Partitions must never change for a cluster.
+	Ring ring.Config
+	// Rebuild discards the index at start and rebuilds it from the volumes'
+	// own indexes as they join (it also happens by itself when the index
+	// is empty).
+	Rebuild bool
+	// IdleTimeout cuts a connection (client or volume) that moves no byte
+	// for this long. Default 60 s.
+	IdleTimeout time.Duration
+	// GCInterval is how often queued deletions of old versions are retried.
+	// Default 5 s.
+	GCInterval time.Duration
+	// RepairDelay is how long a volume must be gone (dead or left) before
+	// the keys it held are copied to other volumes. Long enough to ride out
+	// a restart; short enough not to stay one failure from loss for long.
+	// Default 1 minute.
+	RepairDelay time.Duration
+	// RepairInterval is how often the index is scanned for keys below the
+	// replica count. Default 10 s.
+	RepairInterval time.Duration
+	// RebalanceDelay is how long the set of live volumes must stay unchanged
+	// before keys are moved to the placement the ring now gives them, so a
+	// flapping volume does not set off a storm of copies. Default 30 s.
+	RebalanceDelay time.Duration
+	// RebalanceRate caps the bytes per second that rebalancing and draining
+	// copy between volumes (repair of lost replicas is not capped). 0 means
+	// the default, 128 MiB/s; negative means no cap.
+	RebalanceRate int64
+	// RebalanceConcurrency is how many keys are moved at once. Default 4.
+	RebalanceConcurrency int
+	// MoveGrace is how long a copy moved off a volume stays there (and
+	// readable) after the index switched to its new place, for clients
+	// redirected to it just before (a download already under way is not
+	// cut by the deletion: the open file outlives its name). Default 5 s.
+	MoveGrace time.Duration
+	// ProbeInterval is how often the master asks each volume whether it
+	// answers; one that fails twice in a row is avoided for reads and new
+	// writes until it answers again (gossip alone takes seconds to declare
+	// a crashed volume dead). Default 250 ms.
+	ProbeInterval time.Duration
+	// CacheEntries bounds the in-memory cache of index records that serves
+	// hot keys' redirects without touching goleveldb. Default 65536 (a few
+	// MB).
+	CacheEntries int
+	// Pprof serves Go's profiles under /_kvdb/debug/pprof/. Off by
+	// default: profiles reveal internals and cost CPU while taken.
+	Pprof bool
+	// Logger receives the master's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Validate reports whether the configuration can be used.
+func (c MasterConfig) Validate() error {
+	if c.Dir == "" {
+		return errors.New("master: no data directory")
+	}
+	if c.Name != "" && !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("master: name %q: want 1-63 of [A-Za-z0-9._-]", c.Name)
+	}
+	if c.Replicas < 0 || c.Replicas > 16 {
+		return fmt.Errorf("master: replicas %d: want 1 to 16", c.Replicas)
+	}
+	if c.MaxValueSize < 0 {
+		return errors.New("master: max value size must not be negative")
+	}
+	if err := c.Ring.Validate(); err != nil {
+		return fmt.Errorf("master: %w", err)
+	}
+	if err := validateSecret("master", c.Secret, c.Gossip.Secret); err != nil {
+		return err
+	}
+	if err := validateAPIKeys(c.APIKeys); err != nil {
+		return fmt.Errorf("master: %w", err)
+	}
+	return c.Gossip.Validate()
+}
+
+func (c MasterConfig) withDefaults() MasterConfig {
+	if c.Name == "" {
+		c.Name = "master"
+	}
+	if c.Addr == "" {
+		c.Addr = ":3000"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 2
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = 5 << 30
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.GCInterval <= 0 {
+		c.GCInterval = 5 * time.Second
+	}
+	if c.RepairDelay <= 0 {
+		c.RepairDelay = time.Minute
+	}
+	if c.RepairInterval <= 0 {
+		c.RepairInterval = 10 * time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 250 * time.Millisecond
+	}
+	if c.RebalanceDelay <= 0 {
+		c.RebalanceDelay = 30 * time.Second
+	}
+	if c.RebalanceRate == 0 {
+		c.RebalanceRate = 128 << 20
+	}
+	if c.RebalanceConcurrency <= 0 {
+		c.RebalanceConcurrency = 4
+	}
+	if c.MoveGrace <= 0 {
+		c.MoveGrace = 5 * time.Second
+	}
+	if c.CacheEntries <= 0 {
+		c.CacheEntries = 1 << 16
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Gossip.Bind == "" {
+		c.Gossip.Bind = defaultGossipBind(c.Addr)
+	}
+	if c.RedirectTTL <= 0 {
+		c.RedirectTTL = DefaultRedirectTTL
+	}
+	if len(c.Secret) > 0 {
+		c.Gossip.Secret = gossipKey(c.Secret)
+	}
+	return c
+}

@@ -1,0 +1,149 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// lookup returns key's current record, from the cache when it can. The
+// record is shared: callers must not modify it.
+func (m *Master) lookup(key []byte) (*Record, bool, error) {
+	if rec, ok := m.cache.get(key); ok {
+		return rec, true, nil
+	}
+	mu := m.lockKey(key)
+	defer mu.Unlock()
+	if rec, ok := m.cache.get(key); ok {
+		return rec, true, nil
+	}
+	var rec Record
+	found, err := m.ix.get(key, &rec)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	m.cache.set(key, &rec)
+	return &rec, true, nil
+}
+
+// handleRead answers GET and HEAD. The key stays in a stack buffer: the
+// redirect of a cached key allocates nothing.
+func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
+	var kb [256]byte
+	key, err := ParseKey(kb[:0], path)
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	rec, found, err := m.lookup(key)
+	switch {
+	case err != nil:
+		replyError(ctx, err)
+	case !found:
+		replyText(ctx, fasthttp.StatusNotFound, "key not found")
+	case ctx.IsGet():
+		m.redirect(ctx, key, rec)
+	default:
+		headRecord(ctx, rec)
+	}
+}
+
+// redirect answers 302 to a live volume holding rec's version of key.
+func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
+	view := m.view.Load()
+	bad := *m.unreachable.Load()
+	loads := *m.loads.Load()
+	// The least loaded live replica that answers probes (ties go to the
+	// first in the record, the ring's owner); failing that, any live one.
+	best, bestLoad := -1, int64(0)
+	for i, name := range rec.Replicas {
+		if _, ok := view.vols[name]; !ok || bad[name] {
+			continue
+		}
+		var load int64
+		if l := loads[name]; l != nil {
+			load = l.estimate()
+		}
+		if best < 0 || load < bestLoad {
+			best, bestLoad = i, load
+		}
+	}
+	if best >= 0 {
+		name := rec.Replicas[best]
+		if l := loads[name]; l != nil {
+			l.sent.Add(1)
+		}
+		m.redirectTo(ctx, view.vols[name], key, rec)
+		return
+	}
+	for _, name := range rec.Replicas {
+		if vol, ok := view.vols[name]; ok {
+			m.redirectTo(ctx, vol, key, rec)
+			return
+		}
+	}
+	replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this key right now")
+}
+
+func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record) {
+	var ub [512]byte
+	loc := appendBlobURL(ub[:0], vol.HTTP, key, rec.Version)
+	if m.sec != nil {
+		loc = m.sec.appendReadSig(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix())
+	}
+	ctx.Response.Header.SetBytesV("Location", loc)
+	// The ETag goes after the URL, in ub while it has room; a long key's
+	// URL has outgrown ub, and ub[len(loc):] would be out of range.
+	ctx.Response.Header.SetBytesV("ETag", appendETag(loc[len(loc):], rec.Checksum))
+	ctx.SetStatusCode(fasthttp.StatusFound)
+}
+
+// headRecord answers HEAD from the index.
+func headRecord(ctx *fasthttp.RequestCtx, rec *Record) {
+	h := &ctx.Response.Header
+	var b [64]byte
+	h.SetBytesV("ETag", appendETag(b[:0], rec.Checksum))
+	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(b[:0], rec.ModTime))
+	h.SetContentType("application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	ctx.Response.SkipBody = true
+	h.SetContentLength(int(rec.Size))
+}
+
+// handleList answers GET /PREFIX?list with keys in byte order.
+func (m *Master) handleList(ctx *fasthttp.RequestCtx, path []byte) {
+	prefix, err := unescape(nil, bytes.TrimPrefix(path, []byte("/")))
+	if err == nil {
+		err = ValidatePrefix(prefix)
+	}
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	args := ctx.QueryArgs()
+	limit := 1000
+	if b := args.Peek("limit"); len(b) > 0 {
+		n, err := strconv.Atoi(string(b))
+		if err != nil || n < 1 || n > 10000 {
+			replyText(ctx, fasthttp.StatusBadRequest, "limit must be 1 to 10000")
+			return
+		}
+		limit = n
+	}
+	keys, next, err := m.ix.list(prefix, args.Peek("start"), limit)
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
+	if keys == nil {
+		keys = []string{}
+	}
+	b, _ := json.Marshal(struct {
+		Keys []string `json:"keys"`
+		Next string   `json:"next"`
+	}{keys, next})
+	replyJSON(ctx, fasthttp.StatusOK, b)
+}

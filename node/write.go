@@ -1,0 +1,326 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+// putResult is one replica's outcome of a write.
+type putResult struct {
+	vol      string
+	size     int64
+	checksum uint64
+	err      error
+	status   int // the volume's status when it answered with an error
+}
+
+// writePlan is what admitWrite decided for a write.
+type writePlan struct {
+	view       *clusterView
+	createOnly bool
+	conflict   int // the status for an existing key when createOnly
+	candidates []string
+}
+
+// admitWrite checks, from the headers alone, whether a write of size bytes
+// (-1: unknown) to key can go ahead, and picks the volumes to try. A
+// refusal is a status and a one-line reason. It runs before any byte of the
+// body is read, and for Expect: 100-continue before the client sends one.
+func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (writePlan, int, string) {
+	var p writePlan
+	h := &ctx.Request.Header
+	if size > m.cfg.MaxValueSize {
+		return p, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the maximum of %d", size, m.cfg.MaxValueSize)
+	}
+	p.conflict = fasthttp.StatusConflict
+	if ctx.IsPost() {
+		p.createOnly = true
+	} else if inm := h.Peek("If-None-Match"); len(inm) > 0 {
+		if !bytes.Equal(bytes.TrimSpace(inm), []byte("*")) {
+			return p, fasthttp.StatusBadRequest, "only If-None-Match: * is supported on writes"
+		}
+		p.createOnly, p.conflict = true, fasthttp.StatusPreconditionFailed
+	}
+	if p.createOnly {
+		var rec Record
+		found, err := m.ix.get(key, &rec)
+		if err != nil {
+			return p, statusOf(err), err.Error()
+		}
+		if found {
+			return p, p.conflict, "key already exists"
+		}
+	}
+	view := m.view.Load()
+	p.view = view
+	n := m.cfg.Replicas
+	if len(view.vols) < n {
+		return p, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n)
+	}
+	p.candidates = make([]string, 0, len(view.vols))
+	order := view.ring.Order(key)
+	if len(order) < n {
+		// Too few volumes outside those draining: draining ones may still
+		// take the value (rebalance moves it off once there is room).
+		order = append(slices.Clone(order), view.draining...)
+	}
+	for _, name := range m.reachableFirst(order) {
+		if vol := view.vols[name]; size < 0 || vol.Total == 0 || vol.Free >= size {
+			p.candidates = append(p.candidates, name)
+		}
+	}
+	if len(p.candidates) < n {
+		return p, fasthttp.StatusInsufficientStorage, fmt.Sprintf("only %d volumes have room for %d bytes, %d replicas needed", len(p.candidates), size, n)
+	}
+	return p, 0, ""
+}
+
+// expect answers Expect: 100-continue: a write the master would refuse
+// gets its final status before the client sends the body (fasthttp sends
+// it with no body and closes the connection); anything else is read and
+// handled as usual.
+func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
+	if !ctx.IsPut() && !ctx.IsPost() {
+		return fasthttp.StatusContinue
+	}
+	path := ctx.URI().PathOriginal()
+	if bytes.HasPrefix(path, []byte("/"+ReservedPrefix)) {
+		return fasthttp.StatusContinue
+	}
+	if st, _ := m.authStatus(ctx, path); st != 0 {
+		return st
+	}
+	key, err := ParseKey(nil, path)
+	if err != nil {
+		return statusOf(err)
+	}
+	if _, st, _ := m.admitWrite(ctx, key, bodySize(&ctx.Request.Header)); st != 0 {
+		return st
+	}
+	return fasthttp.StatusContinue
+}
+
+// handleWrite stores a value: PUT creates or replaces, POST (or PUT with
+// If-None-Match: *) only creates.
+func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
+	size := bodySize(&ctx.Request.Header)
+	plan, refused, msg := m.admitWrite(ctx, key, size)
+	if refused != 0 {
+		replyText(ctx, refused, msg)
+		return
+	}
+	createOnly, conflict, candidates := plan.createOnly, plan.conflict, plan.candidates
+	view, n := plan.view, m.cfg.Replicas
+	var rec Record
+
+	version := m.nextVersion()
+	var body io.Reader = ctx.RequestBodyStream()
+	if size == 0 {
+		body = bytes.NewReader(nil)
+	}
+	lim := &limitedBody{r: body, max: m.cfg.MaxValueSize}
+	ok, tried, err := m.replicate(view, key, version, size, lim, candidates, n)
+	if err != nil {
+		m.abandonWrite(view, key, version, tried)
+		switch {
+		case lim.over:
+			replyText(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("value is over the maximum of %d bytes", m.cfg.MaxValueSize))
+		default:
+			replyError(ctx, err)
+		}
+		return
+	}
+
+	rec = Record{Version: version, Size: ok[0].size, Checksum: ok[0].checksum, ModTime: versionTime(version)}
+	for _, r := range ok {
+		rec.Replicas = append(rec.Replicas, r.vol)
+	}
+	mu := m.lockKey(key)
+	var old Record
+	found, err := m.ix.get(key, &old)
+	switch {
+	case err != nil:
+	case found && createOnly:
+		err = withStatus(conflict, errors.New("key already exists"))
+	case found && old.Version > version:
+		// A concurrent write that started later committed first; this one
+		// is ordered before it and is already overwritten.
+		err = errSuperseded
+	case found:
+		err = m.ix.commit(key, &rec, tried, &old)
+	default:
+		err = m.ix.commit(key, &rec, tried, nil)
+	}
+	if err == nil {
+		m.cache.set(key, &rec)
+	} else {
+		m.cache.forget(key)
+	}
+	mu.Unlock()
+	if err != nil && !errors.Is(err, errSuperseded) {
+		m.abandonWrite(view, key, version, tried)
+		replyError(ctx, err)
+		return
+	}
+	if errors.Is(err, errSuperseded) {
+		m.abandonWrite(view, key, version, tried)
+	} else if found {
+		m.kickGC()
+	}
+	status := fasthttp.StatusCreated
+	if found {
+		status = fasthttp.StatusOK
+	}
+	ctx.Response.Header.Set("ETag", rec.ETag())
+	b, _ := json.Marshal(map[string]any{"key": string(key), "size": rec.Size, "etag": rec.ETag()})
+	replyJSON(ctx, status, b)
+}
+
+var errSuperseded = errors.New("superseded by a newer write")
+
+// limitedBody fails a body (of unknown length) once it passes max bytes.
+type limitedBody struct {
+	r    io.Reader
+	max  int64
+	n    int64
+	over bool
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		l.over = true
+		return n, withStatus(fasthttp.StatusRequestEntityTooLarge, errors.New("value over the maximum size"))
+	}
+	return n, err
+}
+
+// replicate streams body to the first n candidates in parallel and, for
+// each that fails, copies the value from a replica that succeeded to the
+// next candidate. It returns the n successful replicas and every volume it
+// wrote to (or tried to).
+func (m *Master) replicate(view *clusterView, key []byte, version uint64, size int64, body io.Reader, candidates []string, n int) ([]putResult, []string, error) {
+	targets, spares := candidates[:n], candidates[n:]
+	tried := append([]string(nil), targets...)
+	if err := m.ix.addPending(version, key, targets...); err != nil {
+		return nil, nil, err
+	}
+	fan := newFanout(body, n)
+	results := make([]putResult, n)
+	var wg sync.WaitGroup
+	for i, name := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := fan.outs[i]
+			results[i] = m.putToVolume(view.vols[name], key, version, size, r)
+			r.abandon()
+		}()
+	}
+	srcErr := fan.run()
+	wg.Wait()
+	if srcErr == nil && size >= 0 && fan.read < size {
+		// fasthttp ends a request body the client cut short with a plain
+		// io.EOF: it is the client's fault (400), not the volumes' (503).
+		srcErr = io.ErrUnexpectedEOF
+	}
+	if srcErr != nil && !errors.Is(srcErr, errNoReplicaLeft) {
+		return nil, tried, bodyError(srcErr, fan.read, size)
+	}
+	var ok, failed []putResult
+	for _, r := range results {
+		if r.err == nil {
+			ok = append(ok, r)
+		} else {
+			failed = append(failed, r)
+			m.log.Warn("replica write failed", "volume", r.vol, "key", string(key), "err", r.err)
+		}
+	}
+	if len(ok) == 0 {
+		return nil, tried, replicaError(failed)
+	}
+	for i := 1; i < len(ok); i++ {
+		if ok[i].checksum != ok[0].checksum || ok[i].size != ok[0].size {
+			return nil, tried, fmt.Errorf("replicas of %q disagree: %s has %x, %s has %x", key, ok[0].vol, ok[0].checksum, ok[i].vol, ok[i].checksum)
+		}
+	}
+	// Replace each failed replica by copying from a good one.
+	for len(ok) < n && len(spares) > 0 {
+		spare := spares[0]
+		spares = spares[1:]
+		if err := m.ix.addPending(version, key, spare); err != nil {
+			return nil, tried, err
+		}
+		tried = append(tried, spare)
+		r := m.pull(view.vols[spare], view.vols[ok[0].vol], key, version)
+		if r.err != nil {
+			m.log.Warn("replica copy failed", "volume", spare, "key", string(key), "err", r.err)
+			failed = append(failed, r)
+			continue
+		}
+		if r.checksum != ok[0].checksum {
+			failed = append(failed, putResult{vol: spare, err: fmt.Errorf("copy to %s has checksum %x, want %x", spare, r.checksum, ok[0].checksum)})
+			continue
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) < n {
+		return nil, tried, replicaError(failed)
+	}
+	return ok, tried, nil
+}
+
+// bodyError explains a failed read of the client's body.
+func bodyError(err error, read, size int64) error {
+	var es *errStatus
+	if errors.As(err, &es) {
+		return err
+	}
+	if size >= 0 && read < size {
+		return withStatus(fasthttp.StatusBadRequest, fmt.Errorf("body ended after %d of %d bytes: %v", read, size, err))
+	}
+	return withStatus(fasthttp.StatusBadRequest, fmt.Errorf("reading body: %v", err))
+}
+
+// replicaError is the answer when too few replicas took a write: 507 when
+// every volume that answered was out of space, 503 otherwise.
+func replicaError(failed []putResult) error {
+	full := len(failed) > 0
+	var first error
+	for _, r := range failed {
+		if r.status != fasthttp.StatusInsufficientStorage {
+			full = false
+		}
+		if first == nil {
+			first = fmt.Errorf("volume %s: %w", r.vol, r.err)
+		}
+	}
+	if first == nil {
+		first = errors.New("no volume took the write")
+	}
+	if full {
+		return withStatus(fasthttp.StatusInsufficientStorage, fmt.Errorf("every candidate volume is out of space (%v)", first))
+	}
+	return withStatus(fasthttp.StatusServiceUnavailable, fmt.Errorf("not enough volumes took the write: %v", first))
+}
+
+// abandonWrite queues the blobs of a write that will not commit for
+// deletion and deletes them now where it can.
+func (m *Master) abandonWrite(view *clusterView, key []byte, version uint64, tried []string) {
+	if len(tried) == 0 {
+		return
+	}
+	if err := m.ix.abandon(version, key, tried); err != nil {
+		m.log.Error("index", "err", err)
+		return
+	}
+	go m.deleteBlobs(append([]byte(nil), key...), version, tried)
+}
