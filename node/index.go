@@ -22,6 +22,7 @@ import (
 //	p VER(8) VOL 0x00 KEY       -> empty: a write in progress (an intent)
 //	v VOL                       -> empty: VOL's own index has been merged
 //	d VOL                       -> empty: VOL is being drained by an operator
+//	h                           -> VER(8): no version at or above it was handed out
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -31,6 +32,7 @@ const (
 	pfxPending = 'p'
 	pfxKnown   = 'v'
 	pfxDrain   = 'd'
+	pfxCeiling = 'h'
 )
 
 var errIndexClosed = errors.New("node: index closed")
@@ -121,6 +123,54 @@ func pendingKey(version uint64, vol string, key []byte) []byte {
 	b = append(b, vol...)
 	b = append(b, 0)
 	return append(b, key...)
+}
+
+// versionCeiling returns the persisted version ceiling: every version the
+// master ever handed out is below it. An index written before the ceiling
+// existed has none; then it is the largest version any entry names, found
+// by one scan.
+func (ix *index) versionCeiling() (uint64, error) {
+	v, err := ix.db.Get([]byte{pfxCeiling}, nil)
+	if err == nil && len(v) == 8 {
+		return binary.BigEndian.Uint64(v), nil
+	}
+	if err != nil && !errors.Is(err, leveldb.ErrNotFound) {
+		return 0, fmt.Errorf("node: index version ceiling: %w", err)
+	}
+	var top uint64
+	it := ix.db.NewIterator(nil, nil)
+	for it.Next() {
+		k := it.Key()
+		var ver uint64
+		switch k[0] {
+		case pfxKey:
+			var r Record
+			if decodeRecord(it.Value(), &r) == nil {
+				ver = r.Version
+			}
+		case pfxGarbage:
+			_, _, ver, _ = parseGarbageKey(k)
+		case pfxPending:
+			if len(k) >= 9 {
+				ver = binary.BigEndian.Uint64(k[1:9])
+			}
+		}
+		top = max(top, ver)
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return 0, fmt.Errorf("node: index version scan: %w", err)
+	}
+	return top + 1, nil
+}
+
+// setVersionCeiling persists a new version ceiling (synced: a restarted
+// master must never hand out a version it handed out before).
+func (ix *index) setVersionCeiling(v uint64) error {
+	if err := ix.db.Put([]byte{pfxCeiling}, binary.BigEndian.AppendUint64(nil, v), syncWrite); err != nil {
+		return fmt.Errorf("node: index version ceiling: %w", err)
+	}
+	return nil
 }
 
 func knownKey(vol string) []byte { return append([]byte{pfxKnown}, vol...) }

@@ -50,8 +50,14 @@ type Master struct {
 	// loads holds each live volume's load, from probes.
 	loads atomic.Pointer[map[string]*volumeLoad]
 
-	locks       [256]sync.Mutex
-	lastVersion atomic.Uint64
+	locks [256]sync.Mutex
+	// verMu guards the version counter: lastVersion is the largest version
+	// handed out (or merged from a volume), verCeiling the persisted bound
+	// every version stays below, so a restart never reuses one whatever
+	// the clock says.
+	verMu       sync.Mutex
+	lastVersion uint64
+	verCeiling  uint64
 
 	mergeMu sync.Mutex
 	merging map[string]bool // volumes whose index is being merged
@@ -124,6 +130,11 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		m.log.Warn("index was corrupt and has been recovered; merging every volume's index again")
 	}
 	m.ix = ix
+	if m.verCeiling, err = ix.versionCeiling(); err != nil {
+		ix.close()
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	m.lastVersion = m.verCeiling
 	drains, err := ix.drains()
 	if err != nil {
 		ix.close()
@@ -287,21 +298,47 @@ func (m *Master) lockKey(key []byte) *sync.Mutex {
 	return mu
 }
 
-// nextVersion returns a version larger than any handed out before: the wall
-// clock in nanoseconds, bumped when two writes land in one nanosecond. Newer
-// writes get larger versions, which is what lets a rebuild pick the newest
-// copy of a key.
-func (m *Master) nextVersion() uint64 {
-	for {
-		last := m.lastVersion.Load()
-		v := uint64(time.Now().UnixNano())
-		if v <= last {
-			v = last + 1
+// versionLease is how far ahead of the versions handed out the persisted
+// ceiling is moved: one synced write per lease, and after a restart versions
+// (and so Last-Modified dates) may be this far ahead of the clock.
+const versionLease = uint64(time.Second)
+
+// nextVersion returns a version larger than any handed out or merged
+// before: the wall clock in nanoseconds when it is ahead, else the last
+// version plus one. Newer writes get larger versions, which is what lets a
+// rebuild pick the newest copy of a key; the counter is seeded from the
+// index at start, so a clock stepped back (or a new master host) cannot
+// hand out a version below one already stored.
+func (m *Master) nextVersion() (uint64, error) {
+	m.verMu.Lock()
+	defer m.verMu.Unlock()
+	v := max(uint64(m.cfg.clock().UnixNano()), m.lastVersion+1)
+	if v >= m.verCeiling {
+		if err := m.ix.setVersionCeiling(v + versionLease); err != nil {
+			return 0, err
 		}
-		if m.lastVersion.CompareAndSwap(last, v) {
-			return v
-		}
+		m.verCeiling = v + versionLease
 	}
+	m.lastVersion = v
+	return v, nil
+}
+
+// observeVersion raises the version counter past v, a version that came
+// from elsewhere (a volume's index being merged).
+func (m *Master) observeVersion(v uint64) error {
+	m.verMu.Lock()
+	defer m.verMu.Unlock()
+	if v <= m.lastVersion {
+		return nil
+	}
+	if v >= m.verCeiling {
+		if err := m.ix.setVersionCeiling(v + versionLease); err != nil {
+			return err
+		}
+		m.verCeiling = v + versionLease
+	}
+	m.lastVersion = v
+	return nil
 }
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {

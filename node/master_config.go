@@ -85,6 +85,16 @@ type MasterConfig struct {
 	Pprof bool
 	// Logger receives the master's logs. Default: discard.
 	Logger *slog.Logger
+
+	// now is the wall clock (time.Now); tests step it back.
+	now func() time.Time
+}
+
+func (c MasterConfig) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // Validate reports whether the configuration can be used.

@@ -117,6 +117,9 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	if has, err := m.ix.db.Has(garbageKey(vol, key, ver), nil); err != nil || has {
 		return err
 	}
+	if err := m.observeVersion(ver); err != nil {
+		return err
+	}
 	mu := m.lockKey(key)
 	defer mu.Unlock()
 	m.cache.forget(key)

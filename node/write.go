@@ -120,7 +120,11 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	view, n := plan.view, m.cfg.Replicas
 	var rec Record
 
-	version := m.nextVersion()
+	version, err := m.nextVersion()
+	if err != nil {
+		replyError(ctx, err)
+		return
+	}
 	var body io.Reader = ctx.RequestBodyStream()
 	if size == 0 {
 		body = bytes.NewReader(nil)
@@ -142,6 +146,11 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	for _, r := range ok {
 		rec.Replicas = append(rec.Replicas, r.vol)
 	}
+	// The write takes effect here, under the key lock, or not at all:
+	// POST (and If-None-Match: *) must still find the key absent, and a
+	// write that a later one has overtaken (its version is older than the
+	// one now stored) is refused rather than acknowledged, since
+	// acknowledging it would claim an effect it cannot have.
 	mu := m.lockKey(key)
 	var old Record
 	found, err := m.ix.get(key, &old)
@@ -150,8 +159,6 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	case found && createOnly:
 		err = withStatus(conflict, errors.New("key already exists"))
 	case found && old.Version > version:
-		// A concurrent write that started later committed first; this one
-		// is ordered before it and is already overwritten.
 		err = errSuperseded
 	case found:
 		err = m.ix.commit(key, &rec, tried, &old)
@@ -160,18 +167,21 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	if err == nil {
 		m.cache.set(key, &rec)
+		if found {
+			// Readers redirected to the old version a moment ago still
+			// find it for MoveGrace.
+			m.holdGarbage(old.Replicas, key, old.Version)
+		}
 	} else {
 		m.cache.forget(key)
 	}
 	mu.Unlock()
-	if err != nil && !errors.Is(err, errSuperseded) {
+	if err != nil {
 		m.abandonWrite(view, key, version, tried)
 		replyError(ctx, err)
 		return
 	}
-	if errors.Is(err, errSuperseded) {
-		m.abandonWrite(view, key, version, tried)
-	} else if found {
+	if found {
 		m.kickGC()
 	}
 	status := fasthttp.StatusCreated
@@ -183,7 +193,10 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	replyJSON(ctx, status, b)
 }
 
-var errSuperseded = errors.New("superseded by a newer write")
+// errSuperseded refuses a write that a concurrent write to the same key,
+// started later, overtook: the stored value is newer, so this one cannot take
+// effect. The client may retry (it then gets a new, larger version).
+var errSuperseded = withStatus(fasthttp.StatusConflict, errors.New("a concurrent write to this key committed first; nothing was changed, retry to replace it"))
 
 // limitedBody fails a body (of unknown length) once it passes max bytes.
 type limitedBody struct {
