@@ -331,6 +331,18 @@ func (m *membership) rejoinLoop(every time.Duration) {
 	})
 }
 
+// httpOf returns the HTTP address of a live member with role.
+func (m *membership) httpOf(role string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mem := range m.members {
+		if mem.Role == role && mem.HTTP != "" {
+			return mem.HTTP, true
+		}
+	}
+	return "", false
+}
+
 func (m *membership) seesRole(role string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -86,6 +86,8 @@ type Master struct {
 	// verifier runs verify and handles volumes' lost-copy reports.
 	verifier verifyState
 
+	// missingSem bounds the checks of copies readers did not find.
+	missingSem chan struct{}
 	gcKick     chan struct{}
 	repairKick chan struct{}
 	stop       chan struct{}
@@ -109,6 +111,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		merged:  make(map[string]bool),
 		cache:   newRecordCache(cfg.CacheEntries),
 		gcKick:  make(chan struct{}, 1),
+
+		missingSem: make(chan struct{}, maxRestoring),
 
 		repairKick: make(chan struct{}, 1),
 		stop:       make(chan struct{}),

@@ -45,14 +45,89 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 	case !found:
 		replyText(ctx, fasthttp.StatusNotFound, "key not found")
 	case ctx.IsGet():
-		m.redirect(ctx, key, rec)
+		var tried []byte
+		if len(ctx.URI().QueryString()) > 0 { // no parse (nor allocation) without one
+			tried = ctx.QueryArgs().Peek("tried")
+		}
+		if len(tried) > 0 {
+			tried = m.sentBack(ctx, key, rec, tried)
+		}
+		m.redirect(ctx, key, rec, tried)
 	default:
 		headRecord(ctx, rec)
 	}
 }
 
-// redirect answers 302 to a live volume holding rec's version of key.
-func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
+// sentBack handles a reader a volume sent back (GET /KEY?tried=VOL,...
+// &missing=VER): the volumes it names did not hold the version they were
+// asked for. When that is still the current version they lost their copy:
+// it is checked and repaired at once (lostCopy), and the tried volumes are
+// skipped. When the key has moved on to a newer version since, the reader
+// simply gets a fresh answer. It returns the tried list that still applies.
+func (m *Master) sentBack(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tried []byte) []byte {
+	missing, err := parseVersion(ctx.QueryArgs().Peek("missing"))
+	if err != nil || missing != rec.Version || !validTried(tried) {
+		return nil
+	}
+	for name := range bytes.SplitSeq(tried, []byte(",")) {
+		if vol := string(name); contains(rec.Replicas, vol) {
+			m.reportMissing(key, missing, vol)
+		}
+	}
+	return tried
+}
+
+// reportMissing checks and repairs vol's lost copy of version of key in
+// the background, a few at a time; more reports than that are left to the
+// placement loop and verify.
+func (m *Master) reportMissing(key []byte, version uint64, vol string) {
+	select {
+	case m.missingSem <- struct{}{}:
+	default:
+		return
+	}
+	k := bytes.Clone(key)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer func() { <-m.missingSem }()
+		if _, err := m.lostCopy(k, version, vol); err != nil {
+			m.log.Warn("checking a copy a reader did not find", "volume", vol, "key", string(k), "err", err)
+		}
+	}()
+}
+
+// maxTried bounds the volumes a reader is sent on from (and so the hops of
+// one read).
+const maxTried = 16
+
+// validTried reports whether tried is a short comma-separated list of volume
+// names (it goes back into a URL).
+func validTried(tried []byte) bool {
+	if len(tried) > maxTried*64 || bytes.Count(tried, []byte(",")) >= maxTried {
+		return false
+	}
+	for n := range bytes.SplitSeq(tried, []byte(",")) {
+		if !nameRE.Match(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// listed reports whether name is one of the comma-separated names in list.
+func listed(list []byte, name string) bool {
+	for n := range bytes.SplitSeq(list, []byte(",")) {
+		if string(n) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// redirect answers 302 to a live volume holding rec's version of key,
+// other than those in tried (volumes that did not have it).
+func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tried []byte) {
 	view := m.view.Load()
 	bad := *m.unreachable.Load()
 	loads := *m.loads.Load()
@@ -60,7 +135,7 @@ func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 	// first in the record, the ring's owner); failing that, any live one.
 	best, bestLoad := -1, int64(0)
 	for i, name := range rec.Replicas {
-		if _, ok := view.vols[name]; !ok || bad[name] {
+		if _, ok := view.vols[name]; !ok || bad[name] || len(tried) > 0 && listed(tried, name) {
 			continue
 		}
 		var load int64
@@ -76,21 +151,31 @@ func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 		if l := loads[name]; l != nil {
 			l.sent.Add(1)
 		}
-		m.redirectTo(ctx, view.vols[name], key, rec)
+		m.redirectTo(ctx, view.vols[name], key, rec, tried)
 		return
 	}
 	for _, name := range rec.Replicas {
-		if vol, ok := view.vols[name]; ok {
-			m.redirectTo(ctx, vol, key, rec)
+		if vol, ok := view.vols[name]; ok && (len(tried) == 0 || !listed(tried, name)) {
+			m.redirectTo(ctx, vol, key, rec, tried)
 			return
 		}
+	}
+	if len(tried) > 0 {
+		replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this version of the key right now; it is being repaired")
+		return
 	}
 	replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this key right now")
 }
 
-func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record) {
+func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record, tried []byte) {
 	var ub [512]byte
 	loc := appendBlobURL(ub[:0], vol.HTTP, key, rec.Version)
+	if len(tried) > 0 {
+		// The volume adds itself if it lacks the version too, so the
+		// reader never comes back to a volume that already failed it.
+		loc = append(loc, "&tried="...)
+		loc = append(loc, tried...)
+	}
 	if m.sec != nil {
 		loc = m.sec.appendReadSig(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix())
 	}

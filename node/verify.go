@@ -192,7 +192,7 @@ func (m *Master) lostCopy(key []byte, version uint64, vol string) (bool, error) 
 	if err != nil || !dropped {
 		return false, err
 	}
-	m.log.Warn("a volume lost its copy of a value (found corrupt and quarantined); making a new one",
+	m.log.Warn("a volume lost its copy of a value (corrupt and quarantined, or gone); making a new one",
 		"volume", vol, "key", string(key), "version", formatVersion(version))
 	m.restoreSoon(key)
 	return true, nil

@@ -496,16 +496,21 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	f, meta, err := v.store.Open(key, ver)
 	if err != nil {
+		if ok && errors.Is(err, store.ErrNotFound) && v.sendBack(ctx, key, ver) {
+			return
+		}
 		replyStoreError(ctx, key, err)
 		return
 	}
 	h := &ctx.Response.Header
-	tag := appendETag(kb[:0], meta.Checksum)
+	// Not kb: it holds the key, which the errors below still name.
+	var hb [64]byte
+	tag := appendETag(hb[:0], meta.Checksum)
 	h.SetBytesV("ETag", tag)
 	// The version is the master's write time: every replica, and the
 	// master's HEAD, report the same Last-Modified.
 	mtime := versionTime(meta.Version)
-	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(kb[len(tag):len(tag)], mtime))
+	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(hb[len(tag):len(tag)], mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
 	if notModified(ctx, tag, mtime) {
@@ -543,6 +548,41 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	// fasthttp sends an *os.File by sendfile and closes it afterwards.
 	ctx.SetBodyStream(f, int(length))
+}
+
+// sendBack answers a read of a version this volume does not hold (the key
+// was overwritten since the master's redirect and the old version deleted,
+// or the copy was lost) with a redirect back to a master for a fresh answer:
+// never a 404 for a key that may well exist. The URL names the volumes that
+// failed the reader so far (this one included) and the version they lacked,
+// so the master sends it to another replica and repairs a lost copy at
+// once. It reports false when there is nowhere to send the reader: no
+// master known, or the reader has been sent back too often already.
+func (v *Volume) sendBack(ctx *fasthttp.RequestCtx, key []byte, ver uint64) bool {
+	master, ok := v.gossip.httpOf(RoleMaster)
+	if !ok {
+		return false
+	}
+	tried := ctx.QueryArgs().Peek("tried")
+	if len(tried) > 0 && !validTried(tried) || bytes.Count(tried, []byte(",")) >= maxTried-1 {
+		return false
+	}
+	loc := make([]byte, 0, 64+3*len(key)+len(tried))
+	loc = append(loc, "http://"...)
+	loc = append(loc, master...)
+	loc = append(loc, '/')
+	loc = AppendEscapedKey(loc, key)
+	loc = append(loc, "?tried="...)
+	if len(tried) > 0 {
+		loc = append(loc, tried...)
+		loc = append(loc, ',')
+	}
+	loc = append(loc, v.cfg.Name...)
+	loc = append(loc, "&missing="...)
+	loc = appendVersion(loc, ver)
+	ctx.Response.Header.SetBytesV("Location", loc)
+	replyText(ctx, fasthttp.StatusFound, "this volume does not hold that version; ask the master again")
+	return true
 }
 
 // notModified evaluates If-None-Match, then (only without it)
