@@ -28,6 +28,10 @@ type deadlineConn struct {
 	net.Conn
 	idle time.Duration
 	ln   *trackingListener
+	// dialed and addr: a connection this node dialed, tracked so that all
+	// of those to one peer can be cut at once (see dialTracker).
+	dialed *dialTracker
+	addr   string
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
@@ -83,6 +87,9 @@ const (
 // dropping, what comes until the client closes too, or for a bounded time.
 // The connection stays tracked until then, so a kill still cuts it.
 func (c *deadlineConn) Close() error {
+	if c.dialed != nil {
+		c.dialed.forget(c)
+	}
 	tc, ok := c.Conn.(*net.TCPConn)
 	if c.ln == nil || !ok || tc.CloseWrite() != nil {
 		if c.ln != nil {
@@ -239,8 +246,60 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 // newClient builds the client nodes use to talk to each other. Its timeouts
 // are per read and write (idle), not per request: a 1 GB transfer that keeps
 // moving must not be cut, a peer that hangs must be.
+// dialTracker remembers the connections a client dialed, by address, so
+// that a peer found unreachable can have every request in flight to it cut
+// at once (a paused process keeps its sockets open: without this a write
+// to it would hang until the idle timeout).
+type dialTracker struct {
+	mu    sync.Mutex
+	conns map[string]map[*deadlineConn]struct{}
+}
+
+func (t *dialTracker) add(c *deadlineConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	set := t.conns[c.addr]
+	if set == nil {
+		set = make(map[*deadlineConn]struct{})
+		t.conns[c.addr] = set
+	}
+	set[c] = struct{}{}
+}
+
+func (t *dialTracker) forget(c *deadlineConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if set := t.conns[c.addr]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(t.conns, c.addr)
+		}
+	}
+}
+
+// cut closes every connection to addr; the requests on them fail at once.
+// It returns how many it closed.
+func (t *dialTracker) cut(addr string) int {
+	t.mu.Lock()
+	set := t.conns[addr]
+	delete(t.conns, addr)
+	t.mu.Unlock()
+	for c := range set {
+		_ = c.Conn.Close()
+	}
+	return len(set)
+}
+
 func newClient(idle time.Duration) *fasthttp.Client {
+	c, _ := newTrackedClient(idle)
+	return c
+}
+
+// newTrackedClient is the client nodes use to talk to each other, with the
+// tracker of its connections.
+func newTrackedClient(idle time.Duration) (*fasthttp.Client, *dialTracker) {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &dialTracker{conns: make(map[string]map[*deadlineConn]struct{})}
 	return &fasthttp.Client{
 		Name:                     "kvdb",
 		NoDefaultUserAgentHeader: false,
@@ -254,9 +313,11 @@ func newClient(idle time.Duration) *fasthttp.Client {
 			if err != nil {
 				return nil, err
 			}
-			return &deadlineConn{Conn: c, idle: idle}, nil
+			dc := &deadlineConn{Conn: c, idle: idle, dialed: tr, addr: addr}
+			tr.add(dc)
+			return dc, nil
 		},
-	}
+	}, tr
 }
 
 // runEvery calls fn every interval, and also whenever kick receives (kick

@@ -40,6 +40,9 @@ type Master struct {
 	http   *httpServer
 	gossip *membership
 	client *fasthttp.Client
+	// dialed tracks client's connections: those to a volume the probes
+	// find unreachable are cut, failing the requests in flight to it.
+	dialed *dialTracker
 	sec    *signer  // nil without a cluster secret
 	keys   []apiKey // empty: the client API is open
 	// metrics counts requests; scrapes add the cluster's state (metrics.go).
@@ -104,7 +107,6 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	m := &Master{
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.Name),
-		client:  newClient(cfg.IdleTimeout),
 		sec:     newSigner(cfg.Secret),
 		keys:    newAPIKeys(cfg.APIKeys),
 		merging: make(map[string]bool),
@@ -120,6 +122,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 
 		drainSince: make(map[string]time.Time),
 	}
+	m.client, m.dialed = newTrackedClient(cfg.IdleTimeout)
 	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
 	empty, err := ring.New(cfg.Ring, nil)
 	if err != nil {
@@ -274,6 +277,15 @@ func (m *Master) refreshView() {
 		}
 	}
 	m.view.Store(&clusterView{ring: r, vols: vols, draining: draining, changed: changed})
+	for name, mem := range old.vols {
+		if _, live := vols[name]; !live {
+			// Gossip gave up on it: requests in flight to it (a paused
+			// process keeps its sockets open) fail now and are failed over.
+			if cut := m.dialed.cut(mem.HTTP); cut > 0 {
+				m.log.Info("cut connections to a volume that left", "volume", name, "connections_cut", cut)
+			}
+		}
+	}
 	for _, mem := range vols {
 		m.maybeMerge(mem)
 	}

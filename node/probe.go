@@ -76,11 +76,16 @@ func (m *Master) probeLoop() {
 		if prev := *m.unreachable.Load(); !sameKeys(prev, next) {
 			for name := range next {
 				if !prev[name] {
-					m.log.Warn("volume does not answer; avoiding it until it does or gossip decides", "volume", name)
+					// Writes and deletes in flight to it fail now and are
+					// failed over, rather than at the idle timeout.
+					cut := m.dialed.cut(view.vols[name].HTTP)
+					m.log.Warn("volume does not answer; avoiding it until it does or gossip decides", "volume", name, "connections_cut", cut)
 				}
 			}
 			for name := range prev {
-				if !next[name] {
+				// A volume gossip has declared gone does not answer again:
+				// it left the view.
+				if _, live := view.vols[name]; !next[name] && live && ok[name] {
 					m.log.Info("volume answers again", "volume", name)
 				}
 			}
