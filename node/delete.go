@@ -2,15 +2,25 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"sync"
 
 	"github.com/valyala/fasthttp"
 )
 
+// handleDelete removes key from the index (under the key lock, after its
+// preconditions, if any, hold), then its blobs from the volumes.
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
+	cond, conditional := readConditions(&ctx.Request.Header)
 	mu := m.lockKey(key)
 	var rec Record
 	found, err := m.ix.get(key, &rec)
+	if err == nil && found && conditional {
+		var b [24]byte
+		if st := cond.check(false, true, appendETag(b[:0], rec.Checksum), rec.ModTime); st != 0 {
+			err = withStatus(st, errors.New(conditionReason(st)))
+		}
+	}
 	if err == nil && found {
 		err = m.ix.remove(key, &rec)
 	}

@@ -394,6 +394,12 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 		m.handleRead(ctx, path)
 		return
 	}
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		// No query argument is defined on writes: "DELETE /dir/?list" must
+		// not delete the key "dir/", nor "PUT /k?x=y" store "k".
+		replyText(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("%s takes no query string (got %q)", ctx.Method(), truncate(q, 64)))
+		return
+	}
 	key, err := ParseKey(nil, path)
 	if err != nil {
 		replyError(ctx, err)
@@ -412,4 +418,12 @@ func (m *Master) kickRepair() {
 	case m.repairKick <- struct{}{}:
 	default:
 	}
+}
+
+// truncate cuts b to at most n bytes, for quoting client input in a reason.
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }

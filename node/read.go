@@ -44,6 +44,7 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 		replyError(ctx, err)
 	case !found:
 		replyText(ctx, fasthttp.StatusNotFound, "key not found")
+	case m.readPreconditionFailed(ctx, rec):
 	case ctx.IsGet():
 		var tried []byte
 		if len(ctx.URI().QueryString()) > 0 { // no parse (nor allocation) without one
@@ -56,6 +57,30 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 	default:
 		headRecord(ctx, rec)
 	}
+}
+
+// readPreconditionFailed evaluates a GET's or HEAD's preconditions against
+// rec and, when they stop it, answers 304 or 412 and reports true.
+func (m *Master) readPreconditionFailed(ctx *fasthttp.RequestCtx, rec *Record) bool {
+	cond, any := readConditions(&ctx.Request.Header)
+	if !any {
+		return false
+	}
+	var b [64]byte
+	tag := appendETag(b[:0], rec.Checksum)
+	st := cond.check(true, true, tag, rec.ModTime)
+	if st == 0 {
+		return false
+	}
+	h := &ctx.Response.Header
+	h.SetBytesV("ETag", tag)
+	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(b[len(tag):len(tag)], rec.ModTime))
+	if st == fasthttp.StatusNotModified {
+		ctx.SetStatusCode(st)
+		return true
+	}
+	replyText(ctx, st, conditionReason(st))
+	return true
 }
 
 // sentBack handles a reader a volume sent back (GET /KEY?tried=VOL,...

@@ -513,10 +513,16 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(hb[len(tag):len(tag)], mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
-	if notModified(ctx, tag, mtime) {
-		f.Close()
-		ctx.SetStatusCode(fasthttp.StatusNotModified)
-		return
+	if cond, any := readConditions(&ctx.Request.Header); any {
+		if st := cond.check(true, true, tag, mtime); st != 0 {
+			f.Close()
+			if st == fasthttp.StatusNotModified {
+				ctx.SetStatusCode(st)
+			} else {
+				replyText(ctx, st, conditionReason(st))
+			}
+			return
+		}
 	}
 	start, length := int64(0), meta.Size
 	if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && ifRangeMatches(ctx, tag, mtime) {
@@ -583,52 +589,6 @@ func (v *Volume) sendBack(ctx *fasthttp.RequestCtx, key []byte, ver uint64) bool
 	ctx.Response.Header.SetBytesV("Location", loc)
 	replyText(ctx, fasthttp.StatusFound, "this volume does not hold that version; ask the master again")
 	return true
-}
-
-// notModified evaluates If-None-Match, then (only without it)
-// If-Modified-Since, per RFC 9110.
-func notModified(ctx *fasthttp.RequestCtx, tag []byte, mtime time.Time) bool {
-	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 {
-		return etagListMatches(inm, tag)
-	}
-	if ims := ctx.Request.Header.Peek("If-Modified-Since"); len(ims) > 0 {
-		t, err := fasthttp.ParseHTTPDate(ims)
-		return err == nil && !mtime.Truncate(time.Second).After(t)
-	}
-	return false
-}
-
-// ifRangeMatches reports whether a Range may be served: there is no If-Range,
-// or it names the current ETag or a date not before the modification.
-func ifRangeMatches(ctx *fasthttp.RequestCtx, tag []byte, mtime time.Time) bool {
-	ir := ctx.Request.Header.Peek("If-Range")
-	if len(ir) == 0 {
-		return true
-	}
-	if ir[0] == '"' {
-		return bytes.Equal(ir, tag)
-	}
-	t, err := fasthttp.ParseHTTPDate(ir)
-	return err == nil && !mtime.Truncate(time.Second).After(t)
-}
-
-// etagListMatches compares a comma-separated If-None-Match list (weak
-// comparison) against tag.
-func etagListMatches(list, tag []byte) bool {
-	for len(list) > 0 {
-		var item []byte
-		if i := bytes.IndexByte(list, ','); i >= 0 {
-			item, list = list[:i], list[i+1:]
-		} else {
-			item, list = list, nil
-		}
-		item = bytes.TrimSpace(item)
-		item = bytes.TrimPrefix(item, []byte("W/"))
-		if bytes.Equal(item, []byte("*")) || bytes.Equal(item, tag) {
-			return true
-		}
-	}
-	return false
 }
 
 func replyStoreError(ctx *fasthttp.RequestCtx, key []byte, err error) {

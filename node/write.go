@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -24,9 +25,36 @@ type putResult struct {
 // writePlan is what admitWrite decided for a write.
 type writePlan struct {
 	view       *clusterView
-	createOnly bool
-	conflict   int // the status for an existing key when createOnly
-	candidates []string
+	createOnly bool // POST: 409 when the key exists
+	// cond are the request's preconditions (If-Match, If-None-Match: *
+	// and so on: 412 when they fail), when conditional.
+	cond        conditions
+	conditional bool
+	candidates  []string
+}
+
+// refusal is the status (0: none) and reason a write gets when the key's
+// current state is found and cur.
+func (p *writePlan) refusal(found bool, cur *Record) (int, string) {
+	if found && p.createOnly {
+		return fasthttp.StatusConflict, "key already exists"
+	}
+	if !p.conditional {
+		return 0, ""
+	}
+	var b [24]byte
+	var tag []byte
+	var mtime time.Time
+	if found {
+		tag, mtime = appendETag(b[:0], cur.Checksum), cur.ModTime
+	}
+	if st := p.cond.check(false, found, tag, mtime); st != 0 {
+		if found && len(p.cond.ifNoneMatch) > 0 {
+			return st, "key already exists (If-None-Match)"
+		}
+		return st, conditionReason(st)
+	}
+	return 0, ""
 }
 
 // admitWrite checks, from the headers alone, whether a write of size bytes
@@ -39,23 +67,18 @@ func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (w
 	if size > m.cfg.MaxValueSize {
 		return p, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the maximum of %d", size, m.cfg.MaxValueSize)
 	}
-	p.conflict = fasthttp.StatusConflict
-	if ctx.IsPost() {
-		p.createOnly = true
-	} else if inm := h.Peek("If-None-Match"); len(inm) > 0 {
-		if !bytes.Equal(bytes.TrimSpace(inm), []byte("*")) {
-			return p, fasthttp.StatusBadRequest, "only If-None-Match: * is supported on writes"
-		}
-		p.createOnly, p.conflict = true, fasthttp.StatusPreconditionFailed
-	}
-	if p.createOnly {
+	p.createOnly = ctx.IsPost()
+	p.cond, p.conditional = readConditions(h)
+	if p.createOnly || p.conditional {
+		// Refused early when it would be refused at commit anyway (the
+		// commit checks again, under the key lock).
 		var rec Record
 		found, err := m.ix.get(key, &rec)
 		if err != nil {
 			return p, statusOf(err), err.Error()
 		}
-		if found {
-			return p, p.conflict, "key already exists"
+		if st, msg := p.refusal(found, &rec); st != 0 {
+			return p, st, msg
 		}
 	}
 	view := m.view.Load()
@@ -97,6 +120,9 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	if st, _ := m.authStatus(ctx, path); st != 0 {
 		return st
 	}
+	if len(ctx.URI().QueryString()) > 0 {
+		return fasthttp.StatusBadRequest
+	}
 	key, err := ParseKey(nil, path)
 	if err != nil {
 		return statusOf(err)
@@ -116,7 +142,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		replyText(ctx, refused, msg)
 		return
 	}
-	createOnly, conflict, candidates := plan.createOnly, plan.conflict, plan.candidates
+	candidates := plan.candidates
 	view, n := plan.view, m.cfg.Replicas
 	var rec Record
 
@@ -154,10 +180,13 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	mu := m.lockKey(key)
 	var old Record
 	found, err := m.ix.get(key, &old)
+	if err == nil {
+		if st, msg := plan.refusal(found, &old); st != 0 {
+			err = withStatus(st, errors.New(msg))
+		}
+	}
 	switch {
 	case err != nil:
-	case found && createOnly:
-		err = withStatus(conflict, errors.New("key already exists"))
 	case found && old.Version > version:
 		err = errSuperseded
 	case found:
