@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
 )
 
 const verifySynopsis = `verify [flags]
@@ -35,7 +36,7 @@ const verifyShown = 10
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newClientFlagSet("verify", verifySynopsis, stderr)
-	master := fs.String("url", node.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
+	master := fs.String("url", client.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
 	token := fs.String("token", "", "read-write API key, when the master requires one; without the flag, the environment's KVDB_TOKEN")
 	repair := fs.Bool("repair", false, "fix what can be fixed, then verify again")
 	deep := fs.Bool("deep", false, "also read every value on every volume and check its checksum")
@@ -48,15 +49,15 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signalContext()
 	defer stop()
 	// No timeout: a deep verify takes as long as reading every volume.
-	client := &http.Client{}
+	hc := &http.Client{}
 	base := strings.TrimRight(*master, "/")
-	rep, err := verifyCall(ctx, client, base, *token, *repair, *deep)
+	rep, err := verifyCall(ctx, hc, base, *token, *repair, *deep)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	final, after := rep, (*node.VerifyReport)(nil)
 	if *repair {
-		if after, err = verifyCall(ctx, client, base, *token, false, *deep); err != nil {
+		if after, err = verifyCall(ctx, hc, base, *token, false, *deep); err != nil {
 			return interrupted(ctx, err)
 		}
 		final = after
@@ -91,7 +92,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 // verifyCall runs one verify on the master.
-func verifyCall(ctx context.Context, client *http.Client, base, token string, repair, deep bool) (*node.VerifyReport, error) {
+func verifyCall(ctx context.Context, hc *http.Client, base, token string, repair, deep bool) (*node.VerifyReport, error) {
 	u := fmt.Sprintf("%s/_kvdb/verify?repair=%d&deep=%d", base, b2i(repair), b2i(deep))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
@@ -100,7 +101,7 @@ func verifyCall(ctx context.Context, client *http.Client, base, token string, re
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

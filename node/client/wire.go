@@ -1,0 +1,80 @@
+package client
+
+import "encoding/json"
+
+// The JSON documents of the HTTP API. The servers marshal these very types
+// and the client unmarshals them, so a field is named once for both sides.
+// Changing a JSON name or the order of fields changes what the servers send.
+
+// ListPage is one page of a listing: the answer to GET /PREFIX?list.
+type ListPage struct {
+	// Keys in byte order, decoded.
+	Keys []string `json:"keys"`
+	// Next is the start of the next page; empty on the last page.
+	Next string `json:"next"`
+}
+
+// Roles a node has, in Member.Role (and in its gossip metadata).
+const (
+	RoleMaster = "master"
+	RoleVolume = "volume"
+)
+
+// Member is one node of the cluster, as gossip reports it.
+type Member struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	HTTP   string `json:"addr"`
+	Gossip string `json:"gossip"`
+	State  string `json:"state"`
+	Free   int64  `json:"free"`
+	Total  int64  `json:"total"`
+	// Keys is how many values the volume holds, as it last published.
+	Keys int64 `json:"keys"`
+	// Weight is the volume's share of the ring relative to others (its
+	// capacity class); Draining says it is handing its values off before
+	// it leaves.
+	Weight   int  `json:"weight,omitempty"`
+	Draining bool `json:"draining,omitempty"`
+	// Partitions (the volume's load on the ring) and Load (requests and
+	// transfers in progress at the last probe) are filled in by the
+	// master's cluster view.
+	Partitions int   `json:"partitions,omitempty"`
+	Load       int64 `json:"load,omitempty"`
+}
+
+// ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
+// Fields the server adds later are ignored; Raw keeps the whole answer.
+type ClusterInfo struct {
+	// Node is the node that answered.
+	Node Member `json:"node"`
+	// Replicas is how many volumes hold each value.
+	Replicas int `json:"replicas"`
+	// Members are the nodes gossip sees alive, by name.
+	Members []Member `json:"members"`
+	// Departed are the nodes gossip saw die or leave.
+	Departed []Member `json:"departed"`
+	Ring     RingInfo `json:"ring"`
+	// Merging names the volumes whose index the master is merging in.
+	Merging []string `json:"merging"`
+	// PendingDeletes counts, per volume, deleted or replaced values still
+	// to be removed from it.
+	PendingDeletes map[string]int `json:"pending_deletes"`
+	// UnderReplicated counts keys with fewer live replicas than Replicas
+	// at the last repair scan; RepairCopies the copies repair has made.
+	UnderReplicated int   `json:"under_replicated"`
+	RepairCopies    int64 `json:"repair_copies"`
+
+	// Raw is the answer as the master sent it (Client.Cluster fills it
+	// in; it is never marshalled).
+	Raw json.RawMessage `json:"-"`
+}
+
+// RingInfo describes the placement ring.
+type RingInfo struct {
+	Partitions    int     `json:"partitions"`
+	Load          float64 `json:"load"`
+	MaxPartitions int     `json:"max_partitions"`
+	// Owned is how many partitions each volume owns.
+	Owned map[string]int `json:"owned"`
+}
