@@ -20,6 +20,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/kvdb/kvdb/ring"
 )
 
@@ -654,10 +655,7 @@ func (m *Master) handleList(ctx *fasthttp.RequestCtx, path []byte) {
 	if keys == nil {
 		keys = []string{}
 	}
-	b, _ := json.Marshal(struct {
-		Keys []string `json:"keys"`
-		Next string   `json:"next"`
-	}{keys, next})
+	b, _ := json.Marshal(client.ListPage{Keys: keys, Next: next})
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
 
@@ -905,7 +903,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		status = fasthttp.StatusOK
 	}
 	ctx.Response.Header.Set("ETag", rec.ETag())
-	b, _ := json.Marshal(map[string]any{"key": string(key), "size": rec.Size, "etag": rec.ETag()})
+	b, _ := json.Marshal(client.WriteReply{ETag: rec.ETag(), Key: string(key), Size: rec.Size})
 	replyJSON(ctx, status, b)
 }
 
@@ -1341,41 +1339,19 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 	return true
 }
 
-type clusterJSON struct {
-	Node     Member         `json:"node"`
-	Replicas int            `json:"replicas"`
-	Members  []Member       `json:"members"`
-	Departed []Member       `json:"departed"`
-	Ring     ringJSON       `json:"ring"`
-	Merging  []string       `json:"merging"`
-	Pending  map[string]int `json:"pending_deletes"`
-	// UnderReplicated counts keys with fewer live replicas than Replicas at
-	// the last repair scan; RepairCopies counts copies repair has made.
-	UnderReplicated int            `json:"under_replicated"`
-	RepairCopies    int64          `json:"repair_copies"`
-	Rebalance       rebalanceState `json:"rebalance"`
-}
-
-type ringJSON struct {
-	Partitions    int            `json:"partitions"`
-	Load          float64        `json:"load"`
-	MaxPartitions int            `json:"max_partitions"`
-	Owned         map[string]int `json:"owned"`
-}
-
-func (m *Master) clusterState() clusterJSON {
+func (m *Master) clusterState() client.ClusterInfo {
 	view := m.view.Load()
-	c := clusterJSON{
+	c := client.ClusterInfo{
 		Node:     Member{Name: m.cfg.Name, Role: RoleMaster, HTTP: m.http.addr(), Gossip: m.gossip.addr(), State: "alive"},
 		Replicas: m.cfg.Replicas,
 		Members:  m.gossip.snapshot(),
 		Departed: m.gossip.departed(),
-		Ring: ringJSON{
+		Ring: client.RingInfo{
 			Partitions: view.ring.Config().Partitions, Load: view.ring.Config().Load,
 			MaxPartitions: view.ring.MaxPartitions(), Owned: view.ring.PartitionsOf(),
 		},
-		Merging: []string{},
-		Pending: map[string]int{},
+		Merging:        []string{},
+		PendingDeletes: map[string]int{},
 	}
 	c.UnderReplicated, c.RepairCopies = m.repairStatus()
 	c.Rebalance = m.rebalanceStatus()
@@ -1404,7 +1380,7 @@ func (m *Master) clusterState() clusterJSON {
 	}
 	m.mergeMu.Unlock()
 	_ = m.ix.garbage(func(vol string, key []byte, version uint64) bool {
-		c.Pending[vol]++
+		c.PendingDeletes[vol]++
 		return true
 	})
 	return c

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // Rebalancing moves keys to the placement the ring gives them after the set
@@ -28,39 +30,14 @@ import (
 // start only when membership has been unchanged for RebalanceDelay, stop
 // as soon as the ring changes, and share a byte budget of RebalanceRate.
 
-// rebalanceState is the progress the cluster JSON and metrics show.
-type rebalanceState struct {
-	// State is idle (placement matches the ring), settling (membership
-	// changed less than RebalanceDelay ago), scanning (a pass is walking
-	// the index), moving (the last pass left keys to move), or blocked
-	// (fewer volumes outside those draining than replicas).
-	State string `json:"state"`
-	// Misplaced is the number of keys whose replicas differed from the
-	// ring's placement at the last complete pass.
-	Misplaced int `json:"misplaced"`
-	// Moved, Bytes and Failed count moves since the master started.
-	Moved  int64 `json:"moved_total"`
-	Bytes  int64 `json:"bytes_total"`
-	Failed int64 `json:"failed_total"`
-	// PassMoved and PassBytes count the moves of the current pass.
-	PassMoved int64 `json:"moved"`
-	PassBytes int64 `json:"bytes"`
-	// Total is Misplaced as the current pass started (for a progress bar
-	// with moved).
-	Total       int      `json:"total"`
-	Rate        int64    `json:"rate_limit"`
-	Concurrency int      `json:"concurrency"`
-	Draining    []string `json:"draining"`
-}
-
-func (m *Master) setRebalance(f func(*rebalanceState)) {
+func (m *Master) setRebalance(f func(*client.RebalanceInfo)) {
 	m.repairMu.Lock()
 	f(&m.repair.reb)
 	m.repairMu.Unlock()
 }
 
 // rebalanceStatus returns a copy of the progress.
-func (m *Master) rebalanceStatus() rebalanceState {
+func (m *Master) rebalanceStatus() client.RebalanceInfo {
 	m.repairMu.Lock()
 	r := m.repair.reb
 	m.repairMu.Unlock()
@@ -126,7 +103,7 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		}
 	}
 	if len(added) == 0 && len(dropped) == 0 {
-		m.setRebalance(func(r *rebalanceState) { r.Failed++ })
+		m.setRebalance(func(r *client.RebalanceInfo) { r.Failed++ })
 		return
 	}
 	m.holdGarbage(dropped, key, rec.Version)
@@ -134,7 +111,7 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		return
 	}
 	m.kickGC()
-	m.setRebalance(func(r *rebalanceState) {
+	m.setRebalance(func(r *client.RebalanceInfo) {
 		if failed {
 			r.Failed++
 			return

@@ -6,6 +6,16 @@ import "encoding/json"
 // and the client unmarshals them, so a field is named once for both sides.
 // Changing a JSON name or the order of fields changes what the servers send.
 
+// WriteReply is the body of the master's answer to a write (PUT /KEY).
+// The fields are in the order the master has always sent them.
+type WriteReply struct {
+	// ETag is the stored value's entity tag, as in the ETag header.
+	ETag string `json:"etag"`
+	Key  string `json:"key"`
+	// Size is the stored value's length in bytes.
+	Size int64 `json:"size"`
+}
+
 // ListPage is one page of a listing: the answer to GET /PREFIX?list.
 type ListPage struct {
 	// Keys in byte order, decoded.
@@ -64,6 +74,9 @@ type ClusterInfo struct {
 	// at the last repair scan; RepairCopies the copies repair has made.
 	UnderReplicated int   `json:"under_replicated"`
 	RepairCopies    int64 `json:"repair_copies"`
+	// Rebalance is the progress of moving values to where the ring places
+	// them.
+	Rebalance RebalanceInfo `json:"rebalance"`
 
 	// Raw is the answer as the master sent it (Client.Cluster fills it
 	// in; it is never marshalled).
@@ -77,4 +90,33 @@ type RingInfo struct {
 	MaxPartitions int     `json:"max_partitions"`
 	// Owned is how many partitions each volume owns.
 	Owned map[string]int `json:"owned"`
+}
+
+// RebalanceInfo is the progress of the master's rebalancing, in the cluster
+// document and its metrics.
+type RebalanceInfo struct {
+	// State is idle (placement matches the ring), settling (membership
+	// changed less than RebalanceDelay ago), scanning (a pass is walking
+	// the index), moving (the last pass left keys to move), or blocked
+	// (fewer volumes outside those draining than replicas).
+	State string `json:"state"`
+	// Misplaced is the number of keys whose replicas differed from the
+	// ring's placement at the last complete pass.
+	Misplaced int `json:"misplaced"`
+	// Moved, Bytes and Failed count moves since the master started.
+	Moved  int64 `json:"moved_total"`
+	Bytes  int64 `json:"bytes_total"`
+	Failed int64 `json:"failed_total"`
+	// PassMoved and PassBytes count the moves of the current pass.
+	PassMoved int64 `json:"moved"`
+	PassBytes int64 `json:"bytes"`
+	// Total is Misplaced as the current pass started (for a progress bar
+	// with moved).
+	Total int `json:"total"`
+	// Rate is the byte budget per second of moves (0: unlimited) and
+	// Concurrency how many run at once.
+	Rate        int64 `json:"rate_limit"`
+	Concurrency int   `json:"concurrency"`
+	// Draining names the volumes being drained.
+	Draining []string `json:"draining"`
 }
