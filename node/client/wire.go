@@ -120,3 +120,92 @@ type RebalanceInfo struct {
 	// Draining names the volumes being drained.
 	Draining []string `json:"draining"`
 }
+
+// VerifyLimit caps each list of a VerifyReport; its Counts go on counting.
+const VerifyLimit = 1000
+
+// VerifyReport is the answer of POST /_kvdb/verify?repair=0|1&deep=0|1.
+type VerifyReport struct {
+	// Keys is the number of keys in the master's index.
+	Keys int64 `json:"keys"`
+	// Volumes are the live volumes that were checked, by name.
+	Volumes map[string]*VerifyVolume `json:"volumes"`
+	// Missing lists replicas the index names that the volume does not hold.
+	Missing []VerifyFinding `json:"missing"`
+	// Extra lists versions a volume holds that no record references and
+	// that are not queued for deletion.
+	Extra []VerifyFinding `json:"extra"`
+	// Mismatch lists replicas whose checksum in the volume's index differs
+	// from the record's (Want is the record's, Got the volume's).
+	Mismatch []VerifyFinding `json:"mismatch"`
+	// Corrupt lists (deep only) versions whose file fails its checksum,
+	// trailer or length check (Error says which).
+	Corrupt []VerifyFinding `json:"corrupt"`
+	// Orphans lists disagreements between a volume's files and its own
+	// index: files no entry describes, entries whose file is missing.
+	Orphans []VerifyOrphan `json:"orphans"`
+	// UnderReplicated counts keys with fewer live replicas than the
+	// replica count, as the index records them.
+	UnderReplicated int64 `json:"under_replicated"`
+	// Counts are the full counts of the lists above, which stop at
+	// VerifyLimit entries, and of Errors.
+	Counts VerifyCounts `json:"counts"`
+	// Repaired counts, with repair, the findings that were fixed.
+	Repaired *VerifyCounts `json:"repaired,omitempty"`
+	// Errors are what kept parts of the check from completing (a volume
+	// that did not answer, ...): the report is then incomplete.
+	Errors  []string `json:"errors"`
+	Deep    bool     `json:"deep"`
+	Repair  bool     `json:"repair"`
+	Seconds float64  `json:"seconds"`
+	// Clean is true when nothing was found and nothing failed: every count
+	// and UnderReplicated are 0.
+	Clean bool `json:"clean"`
+}
+
+// VerifyVolume is what verify saw of one volume.
+type VerifyVolume struct {
+	// Versions is the number of versions in the volume's index.
+	Versions int64 `json:"versions"`
+	// ScrubbedFiles and ScrubbedBytes are what a deep verify read.
+	ScrubbedFiles int64 `json:"scrubbed_files,omitempty"`
+	ScrubbedBytes int64 `json:"scrubbed_bytes,omitempty"`
+	// Error is why the volume was not checked completely.
+	Error string `json:"error,omitempty"`
+}
+
+// VerifyFinding is one replica or version that is not as it should be.
+type VerifyFinding struct {
+	Key      string `json:"key"`
+	Version  string `json:"version"` // hex, as in volume URLs
+	Volume   string `json:"volume"`
+	Want     string `json:"want,omitempty"`  // mismatch: the record's checksum
+	Got      string `json:"got,omitempty"`   // mismatch: the volume's
+	Error    string `json:"error,omitempty"` // corrupt: what is wrong
+	Repaired bool   `json:"repaired,omitempty"`
+}
+
+// VerifyOrphan is one disagreement between a volume's files and its index.
+type VerifyOrphan struct {
+	Volume string `json:"volume"`
+	// Path is the file's path on the volume's host.
+	Path string `json:"path"`
+	// Kind is "unindexed file" (a file no index entry describes: reported
+	// only, never removed) or "missing file" (an entry whose file is gone:
+	// repair removes the entry and replaces the copy).
+	Kind     string `json:"kind"`
+	Key      string `json:"key,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Repaired bool   `json:"repaired,omitempty"`
+}
+
+// VerifyCounts counts findings by category.
+type VerifyCounts struct {
+	Missing  int64 `json:"missing"`
+	Extra    int64 `json:"extra"`
+	Mismatch int64 `json:"mismatch"`
+	Corrupt  int64 `json:"corrupt"`
+	Orphans  int64 `json:"orphans"`
+	Errors   int64 `json:"errors,omitempty"`
+}
