@@ -216,19 +216,6 @@ func (m *Master) drainSet() map[string]bool {
 	return nil
 }
 
-// drainJSON answers the drain endpoint.
-type drainJSON struct {
-	Volume   string `json:"volume"`
-	Draining bool   `json:"draining"`
-	// Keys is how many keys name the volume as a replica at the last
-	// complete pass; Done is true once that is 0 by a pass that began
-	// after the drain did.
-	Keys int64 `json:"keys"`
-	Done bool  `json:"done"`
-	// Blocked explains why nothing can move, if nothing can.
-	Blocked string `json:"blocked,omitempty"`
-}
-
 // handleDrain serves /_kvdb/drain/VOLUME (a volume name or HTTP address):
 // POST starts draining it, DELETE stops, GET reports progress.
 func (m *Master) handleDrain(ctx *fasthttp.RequestCtx, target string) {
@@ -258,9 +245,9 @@ func (m *Master) handleDrain(ctx *fasthttp.RequestCtx, target string) {
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
 
-func (m *Master) drainStatus(name string) drainJSON {
+func (m *Master) drainStatus(name string) client.DrainStatus {
 	view := m.view.Load()
-	d := drainJSON{Volume: name, Draining: contains(view.draining, name) || m.drainSet()[name]}
+	d := client.DrainStatus{Volume: name, Draining: contains(view.draining, name) || m.drainSet()[name]}
 	m.repairMu.Lock()
 	keys := m.repair.keysOn[name]
 	scanned := m.repair.scanned

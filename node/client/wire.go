@@ -209,3 +209,17 @@ type VerifyCounts struct {
 	Orphans  int64 `json:"orphans"`
 	Errors   int64 `json:"errors,omitempty"`
 }
+
+// DrainStatus is the answer of /_kvdb/drain/VOLUME: POST starts draining
+// the volume (moving every value off it), DELETE stops, GET reports.
+type DrainStatus struct {
+	Volume   string `json:"volume"`
+	Draining bool   `json:"draining"`
+	// Keys is how many keys name the volume as a replica at the last
+	// complete pass; Done is true once that is 0 by a pass that began
+	// after the drain did.
+	Keys int64 `json:"keys"`
+	Done bool  `json:"done"`
+	// Blocked explains why nothing can move, if nothing can.
+	Blocked string `json:"blocked,omitempty"`
+}
