@@ -522,6 +522,53 @@ func TestParseSizeRange(t *testing.T) {
 	}
 }
 
+// TestParseSize: the one size syntax of bench and of kvdb's flags.
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{"0", 0, false},
+		{"4096", 4096, false},
+		{"10B", 10, false},
+		{"64KiB", 64 << 10, false},
+		{"64K", 64 << 10, false},
+		{"64kib", 64 << 10, false},
+		{"1MiB", 1 << 20, false},
+		{"1m", 1 << 20, false},
+		{"5GiB", 5 << 30, false},
+		{"5 GiB", 5 << 30, false},
+		{" 2G ", 2 << 30, false},
+		{"3TiB", 3 << 40, false},
+		{"3T", 3 << 40, false},
+		{"1KB", 1e3, false},
+		{"1MB", 1e6, false},
+		{"2 GB", 2e9, false},
+		{"4TB", 4e12, false},
+		{"4096TiB", 4096 << 40, false},
+		{"4194304TiB", 1 << 62, false},
+		{"4194305TiB", 0, true},
+		{"4611686018427387904", 1 << 62, false},
+		{"4611686018427387905", 0, true},
+		{"99999999TiB", 0, true},
+		{"", 0, true},
+		{"KiB", 0, true},
+		{"lots", 0, true},
+		{"1.5MiB", 0, true},
+		{"-1", 0, true},
+		{"-1KiB", 0, true},
+		{"1PiB", 0, true},
+		{"1 2", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
 func TestParseMix(t *testing.T) {
 	tests := []struct {
 		in      string

@@ -172,18 +172,18 @@ func (r SizeRange) String() string {
 	return formatSize(r.Min) + "-" + formatSize(r.Max)
 }
 
-// ParseSizeRange reads a size ("1MiB", "4096") or a range ("1KiB-16MiB").
-// Units: KiB MiB GiB (K M G mean the same), KB MB GB (powers of 1000), B;
-// case does not matter. The 1 KiB to 1 GiB bounds are checked by Validate.
+// ParseSizeRange reads a size ("1MiB", "4096") or a range ("1KiB-16MiB"),
+// each bound as ParseSize reads it. The 1 KiB to 1 GiB bounds are checked
+// by Validate.
 func ParseSizeRange(s string) (SizeRange, error) {
 	lo, hi, isRange := strings.Cut(s, "-")
-	min, err := parseSize(lo)
+	min, err := ParseSize(lo)
 	if err != nil {
 		return SizeRange{}, err
 	}
 	max := min
 	if isRange {
-		if max, err = parseSize(hi); err != nil {
+		if max, err = ParseSize(hi); err != nil {
 			return SizeRange{}, err
 		}
 		if min > max {
@@ -193,16 +193,28 @@ func ParseSizeRange(s string) (SizeRange, error) {
 	return SizeRange{Min: min, Max: max}, nil
 }
 
+// sizeUnits are the suffixes ParseSize knows, the longer before the
+// shorter they end with ("MiB" and "MB" before "B").
 var sizeUnits = []struct {
 	suffix string
 	mult   int64
 }{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
 }
 
-func parseSize(v string) (int64, error) {
+// maxParsedSize is the largest size ParseSize accepts, 4 EiB: beyond any
+// real value or disk, and far enough from the int64 limit that two sizes
+// add without overflow.
+const maxParsedSize = 1 << 62
+
+// ParseSize reads a byte count: a whole number with an optional unit,
+// KiB MiB GiB TiB (K M G T mean the same), KB MB GB TB (powers of 1000) or
+// B, in any case, with or without a space before it ("4096", "64KiB",
+// "5 GiB", "1MB", "2g"). It is the one size syntax of kvdb's flags and of
+// bench. Sizes above 4 EiB are refused.
+func ParseSize(v string) (int64, error) {
 	t := strings.TrimSpace(v)
 	mult := int64(1)
 	for _, u := range sizeUnits {
@@ -212,8 +224,8 @@ func parseSize(v string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("size %q: want a number of bytes such as 4096, 64KiB or 1GiB", v)
+	if err != nil || n < 0 || n > maxParsedSize/mult {
+		return 0, fmt.Errorf("size %q: want a number of bytes such as 4096, 64KiB or 5GiB", v)
 	}
 	return n * mult, nil
 }

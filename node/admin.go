@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/valyala/fasthttp"
 )
 
@@ -43,41 +44,19 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 	return true
 }
 
-type clusterJSON struct {
-	Node     Member         `json:"node"`
-	Replicas int            `json:"replicas"`
-	Members  []Member       `json:"members"`
-	Departed []Member       `json:"departed"`
-	Ring     ringJSON       `json:"ring"`
-	Merging  []string       `json:"merging"`
-	Pending  map[string]int `json:"pending_deletes"`
-	// UnderReplicated counts keys with fewer live replicas than Replicas at
-	// the last repair scan; RepairCopies counts copies repair has made.
-	UnderReplicated int            `json:"under_replicated"`
-	RepairCopies    int64          `json:"repair_copies"`
-	Rebalance       rebalanceState `json:"rebalance"`
-}
-
-type ringJSON struct {
-	Partitions    int            `json:"partitions"`
-	Load          float64        `json:"load"`
-	MaxPartitions int            `json:"max_partitions"`
-	Owned         map[string]int `json:"owned"`
-}
-
-func (m *Master) clusterState() clusterJSON {
+func (m *Master) clusterState() client.ClusterInfo {
 	view := m.view.Load()
-	c := clusterJSON{
+	c := client.ClusterInfo{
 		Node:     Member{Name: m.cfg.Name, Role: RoleMaster, HTTP: m.http.addr(), Gossip: m.gossip.addr(), State: "alive"},
 		Replicas: m.cfg.Replicas,
 		Members:  m.gossip.snapshot(),
 		Departed: m.gossip.departed(),
-		Ring: ringJSON{
+		Ring: client.RingInfo{
 			Partitions: view.ring.Config().Partitions, Load: view.ring.Config().Load,
 			MaxPartitions: view.ring.MaxPartitions(), Owned: view.ring.PartitionsOf(),
 		},
-		Merging: []string{},
-		Pending: map[string]int{},
+		Merging:        []string{},
+		PendingDeletes: map[string]int{},
 	}
 	c.UnderReplicated, c.RepairCopies = m.repairStatus()
 	c.Rebalance = m.rebalanceStatus()
@@ -106,7 +85,7 @@ func (m *Master) clusterState() clusterJSON {
 	}
 	m.mergeMu.Unlock()
 	_ = m.ix.garbage(func(vol string, key []byte, version uint64) bool {
-		c.Pending[vol]++
+		c.PendingDeletes[vol]++
 		return true
 	})
 	return c

@@ -1,5 +1,9 @@
 package node
 
+// The Go client against a real cluster, run in this process by the
+// harness of cluster_test.go. The client's own tests, against stand-in
+// servers, are in node/client.
+
 import (
 	"bytes"
 	"context"
@@ -7,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,11 +18,13 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
-func newTestClient(t *testing.T, url string) *Client {
+func newTestClient(t *testing.T, url string) *client.Client {
 	t.Helper()
-	cl, err := NewClient(ClientConfig{URL: url, IdleTimeout: 30 * time.Second})
+	cl, err := client.NewClient(client.ClientConfig{URL: url, IdleTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +66,7 @@ func TestClientPutGetRoundTrip(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "round/" + tt.name
-			res, err := cl.Put(ctx, key, onlyReader{clientValue(1, size)}, tt.size, PutOptions{})
+			res, err := cl.Put(ctx, key, onlyReader{clientValue(1, size)}, tt.size, client.PutOptions{})
 			if err != nil {
 				t.Fatalf("Put: %v", err)
 			}
@@ -88,7 +92,7 @@ func TestClientPutGetRoundTrip(t *testing.T) {
 	}
 
 	t.Run("overwrite", func(t *testing.T) {
-		res, err := cl.Put(ctx, "round/content-length", strings.NewReader("short"), 5, PutOptions{})
+		res, err := cl.Put(ctx, "round/content-length", strings.NewReader("short"), 5, client.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +111,7 @@ func TestClientPutGetRoundTrip(t *testing.T) {
 	})
 
 	t.Run("empty", func(t *testing.T) {
-		if _, err := cl.Put(ctx, "round/empty", strings.NewReader(""), 0, PutOptions{}); err != nil {
+		if _, err := cl.Put(ctx, "round/empty", strings.NewReader(""), 0, client.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		v, err := cl.Get(ctx, "round/empty")
@@ -125,13 +129,13 @@ func TestClientCreateOnly(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	cl := newTestClient(t, "http://"+c.master.Addr())
 	ctx := context.Background()
-	res, err := cl.Put(ctx, "once", strings.NewReader("first"), 5, PutOptions{CreateOnly: true})
+	res, err := cl.Put(ctx, "once", strings.NewReader("first"), 5, client.PutOptions{CreateOnly: true})
 	if err != nil || !res.Created {
 		t.Fatalf("first create: got %+v, %v; want created", res, err)
 	}
-	_, err = cl.Put(ctx, "once", clientValue(2, 8<<20), 8<<20, PutOptions{CreateOnly: true})
-	if !errors.Is(err, ErrExists) {
-		t.Fatalf("second create: got %v, want ErrExists", err)
+	_, err = cl.Put(ctx, "once", clientValue(2, 8<<20), 8<<20, client.PutOptions{CreateOnly: true})
+	if !errors.Is(err, client.ErrExists) {
+		t.Fatalf("second create: got %v, want client.ErrExists", err)
 	}
 	if st, body := c.get("once"); st != 200 || body != "first" {
 		t.Errorf("after the refused create: got %d %q, want 200 %q", st, body, "first")
@@ -142,18 +146,18 @@ func TestClientNotFound(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	cl := newTestClient(t, "http://"+c.master.Addr())
 	ctx := context.Background()
-	if _, err := cl.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get: got %v, want ErrNotFound", err)
+	if _, err := cl.Get(ctx, "missing"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Get: got %v, want client.ErrNotFound", err)
 	}
-	if _, err := cl.Stat(ctx, "missing"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Stat: got %v, want ErrNotFound", err)
+	if _, err := cl.Stat(ctx, "missing"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Stat: got %v, want client.ErrNotFound", err)
 	}
-	if err := cl.Delete(ctx, "missing"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Delete: got %v, want ErrNotFound", err)
+	if err := cl.Delete(ctx, "missing"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Delete: got %v, want client.ErrNotFound", err)
 	}
-	var se *StatusError
+	var se *client.StatusError
 	if err := cl.Delete(ctx, "missing"); !errors.As(err, &se) || se.Status != 404 || se.Reason != "key not found" {
-		t.Errorf("Delete: got %#v, want a StatusError 404 with the server's reason", err)
+		t.Errorf("Delete: got %#v, want a client.StatusError 404 with the server's reason", err)
 	}
 }
 
@@ -161,7 +165,7 @@ func TestClientDeleteAndStat(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	cl := newTestClient(t, "http://"+c.master.Addr())
 	ctx := context.Background()
-	res, err := cl.Put(ctx, "doomed", strings.NewReader("12345"), 5, PutOptions{})
+	res, err := cl.Put(ctx, "doomed", strings.NewReader("12345"), 5, client.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +182,8 @@ func TestClientDeleteAndStat(t *testing.T) {
 	if err := cl.Delete(ctx, "doomed"); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if _, err := cl.Get(ctx, "doomed"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get after Delete: got %v, want ErrNotFound", err)
+	if _, err := cl.Get(ctx, "doomed"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Get after Delete: got %v, want client.ErrNotFound", err)
 	}
 }
 
@@ -217,8 +221,8 @@ func TestClientListPaging(t *testing.T) {
 	if err != nil || len(page.Keys) != 0 || page.Next != "" {
 		t.Errorf("empty listing: got %+v, %v", page, err)
 	}
-	if _, err := cl.List(ctx, "", "", maxListLimit+1); err == nil {
-		t.Errorf("List with limit %d: no error", maxListLimit+1)
+	if _, err := cl.List(ctx, "", "", client.MaxListLimit+1); err == nil {
+		t.Errorf("List with limit %d: no error", client.MaxListLimit+1)
 	}
 }
 
@@ -233,7 +237,7 @@ func TestClientOddKeys(t *testing.T) {
 		"odd//double", "odd/ünïcødé/日本", "odd/tab\there", "odd/semi;colon", "odd/~tilde", "/odd-leading-slash",
 	}
 	for _, k := range keys {
-		if _, err := cl.Put(ctx, k, strings.NewReader("v:"+k), int64(len("v:"+k)), PutOptions{}); err != nil {
+		if _, err := cl.Put(ctx, k, strings.NewReader("v:"+k), int64(len("v:"+k)), client.PutOptions{}); err != nil {
 			t.Fatalf("Put %q: %v", k, err)
 		}
 	}
@@ -277,40 +281,18 @@ func TestClientOddKeys(t *testing.T) {
 	}
 }
 
-func TestClientRefusesBadKeysLocally(t *testing.T) {
-	// Nothing listens: a refused key must fail before any connection.
-	cl := newTestClient(t, "http://127.0.0.1:1")
-	ctx := context.Background()
-	for _, tt := range []struct {
-		key  string
-		want error
-	}{
-		{"", ErrKeyEmpty},
-		{"_kvdb/cluster", ErrKeyReserved},
-		{"a/../b", ErrKeyDotSegment},
-		{strings.Repeat("k", MaxKeyLen+1), ErrKeyTooLong},
-	} {
-		if _, err := cl.Put(ctx, tt.key, strings.NewReader("x"), 1, PutOptions{}); !errors.Is(err, tt.want) {
-			t.Errorf("Put %.20q: got %v, want %v", tt.key, err, tt.want)
-		}
-		if _, err := cl.Get(ctx, tt.key); !errors.Is(err, tt.want) {
-			t.Errorf("Get %.20q: got %v, want %v", tt.key, err, tt.want)
-		}
-	}
-}
-
 // A reader that ends before the size it announced fails the write, and
 // nothing is stored.
 func TestClientPutShortReader(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	cl := newTestClient(t, "http://"+c.master.Addr())
 	ctx := context.Background()
-	_, err := cl.Put(ctx, "short", clientValue(3, 1<<20), 2<<20, PutOptions{})
+	_, err := cl.Put(ctx, "short", clientValue(3, 1<<20), 2<<20, client.PutOptions{})
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("Put: got %v, want io.ErrUnexpectedEOF", err)
 	}
-	if _, err := cl.Stat(ctx, "short"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Stat after the failed write: got %v, want ErrNotFound", err)
+	if _, err := cl.Stat(ctx, "short"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Stat after the failed write: got %v, want client.ErrNotFound", err)
 	}
 }
 
@@ -344,212 +326,15 @@ func TestClientCluster(t *testing.T) {
 	}
 }
 
-// fakeServer answers every request with h; it stands in for a master, or
-// for a master and the volume it redirects to.
-func fakeServer(t *testing.T, h http.HandlerFunc) *Client {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return newTestClient(t, srv.URL)
-}
-
-func TestClientGetChecksBytes(t *testing.T) {
-	value := []byte("the value, as stored")
-	good := etag(xxhash.Sum64(value))
-	for _, tt := range []struct {
-		name    string
-		serve   func(w http.ResponseWriter)
-		wantErr error // nil: the read succeeds
-	}{
-		{"intact", func(w http.ResponseWriter) {
-			w.Header().Set("ETag", good)
-			_, _ = w.Write(value)
-		}, nil},
-		{"corrupt", func(w http.ResponseWriter) {
-			w.Header().Set("ETag", good)
-			_, _ = w.Write(bytes.ToUpper(value))
-		}, ErrChecksum},
-		{"truncated", func(w http.ResponseWriter) {
-			w.Header().Set("ETag", good)
-			w.Header().Set("Content-Length", strconv.Itoa(len(value)))
-			_, _ = w.Write(value[:5])
-			w.(http.Flusher).Flush()
-			panic(http.ErrAbortHandler) // cut the connection
-		}, io.ErrUnexpectedEOF},
-		{"foreign ETag not checked", func(w http.ResponseWriter) {
-			w.Header().Set("ETag", `W/"something-else"`)
-			_, _ = w.Write(bytes.ToUpper(value))
-		}, nil},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			cl := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-				if !strings.HasPrefix(r.URL.Path, "/blob/") {
-					http.Redirect(w, r, "/blob"+r.URL.EscapedPath(), http.StatusFound)
-					return
-				}
-				tt.serve(w)
-			})
-			v, err := cl.Get(context.Background(), "k")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer v.Close()
-			_, err = io.Copy(io.Discard, v)
-			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Errorf("got %v, want %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestClientGetCancel(t *testing.T) {
-	cl := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000000")
-		_, _ = w.Write(make([]byte, 1000))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done() // then nothing more, until the client goes
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	v, err := cl.Get(ctx, "slow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, v)
-		done <- err
-	}()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("got %v, want context.Canceled", err)
-	}
-}
-
-func TestClientStatusErrors(t *testing.T) {
-	cl := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "3 live volumes, 4 replicas needed\nmore detail", http.StatusServiceUnavailable)
-	})
-	err := cl.Delete(context.Background(), "k")
-	var se *StatusError
-	if !errors.As(err, &se) || se.Status != 503 || se.Reason != "3 live volumes, 4 replicas needed" {
-		t.Fatalf("got %#v, want a 503 StatusError with the first line as reason", err)
-	}
-	if got, want := err.Error(), `delete "k": 3 live volumes, 4 replicas needed (503)`; got != want {
-		t.Errorf("Error(): got %q, want %q", got, want)
-	}
-	for _, tt := range []struct {
-		err           *StatusError
-		found, exists bool
-	}{
-		{&StatusError{Op: "get", Key: "k", Status: 404}, true, false},
-		{&StatusError{Op: "list", Key: "p/", Status: 404}, false, false},
-		{&StatusError{Op: "cluster", Status: 404}, false, false},
-		{&StatusError{Op: "put", Key: "k", Status: 409}, false, true},
-		{&StatusError{Op: "put", Key: "k", Status: 412}, false, true},
-		{&StatusError{Op: "get", Key: "k", Status: 412}, false, false},
-	} {
-		if got := errors.Is(tt.err, ErrNotFound); got != tt.found {
-			t.Errorf("errors.Is(%v, ErrNotFound): got %v, want %v", tt.err, got, tt.found)
-		}
-		if got := errors.Is(tt.err, ErrExists); got != tt.exists {
-			t.Errorf("errors.Is(%v, ErrExists): got %v, want %v", tt.err, got, tt.exists)
-		}
-	}
-}
-
-func TestClientConfigValidate(t *testing.T) {
-	for _, tt := range []struct {
-		url string
-		ok  bool
-	}{
-		{"", true},
-		{"localhost:3000", true},
-		{"http://10.0.0.1:3000/", true},
-		{"https://kvdb.example.com/prefix", true},
-		{"ftp://host", false},
-		{"http://", false},
-		{"http://host/?list", false},
-	} {
-		if err := (ClientConfig{URL: tt.url}).Validate(); (err == nil) != tt.ok {
-			t.Errorf("Validate(%q): got %v, want ok %v", tt.url, err, tt.ok)
-		}
-	}
-}
-
-// The token goes to the master, never to the volume a read is sent on to.
-func TestClientTokenStaysWithMaster(t *testing.T) {
-	const token = "s3cret-token-0123456789"
-	var volumeAuth string
-	volume := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		volumeAuth = r.Header.Get("Authorization")
-		_, _ = io.WriteString(w, "value")
-	}))
-	t.Cleanup(volume.Close)
-	master := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, "missing API key", http.StatusUnauthorized)
-			return
-		}
-		http.Redirect(w, r, volume.URL+r.URL.EscapedPath(), http.StatusFound)
-	}))
-	t.Cleanup(master.Close)
-
-	if _, err := newTestClient(t, master.URL).Get(context.Background(), "k"); err == nil || !strings.Contains(err.Error(), "missing API key (401)") {
-		t.Errorf("without a token: got %v, want the 401 and its reason", err)
-	}
-	cl, err := NewClient(ClientConfig{URL: master.URL, Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	v, err := cl.Get(context.Background(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(io.Discard, v)
-	v.Close()
-	if err != nil || volumeAuth != "" {
-		t.Errorf("got %v, and the volume saw Authorization %q; want no error, none", err, volumeAuth)
-	}
-}
-
 // A master with too few volumes refuses a write before reading its body;
 // under a large body the client sees the connection cut, and says why.
 func TestClientPutRefusedEarly(t *testing.T) {
 	c := newTestCluster(t, 1, 2)
 	cl := newTestClient(t, "http://"+c.master.Addr())
 	for _, size := range []int64{100, 16 << 20} {
-		_, err := cl.Put(context.Background(), "k", clientValue(1, size), size, PutOptions{})
+		_, err := cl.Put(context.Background(), "k", clientValue(1, size), size, client.PutOptions{})
 		if err == nil || !strings.Contains(err.Error(), "1 live volumes, 2 replicas needed") {
 			t.Errorf("%d bytes: got %v, want the master's reason", size, err)
 		}
-	}
-}
-
-// Fields a later master adds, or changes, must not break the client.
-func TestClientClusterDecodesDefensively(t *testing.T) {
-	cl := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/_kvdb/cluster" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"node":{"name":"master","role":"master"},"replicas":3,
-			"members":[{"name":"v1","role":"volume","addr":"10.0.0.1:3001","state":"alive","free":5,"total":9,"keys":17,"zone":"b"}],
-			"ring":{"partitions":271,"owned":{"v1":271},"weights":{"v1":1}},
-			"rebalance":{"moving":3,"paused":false},
-			"under_replicated":"many",
-			"pending_deletes":{"v1":2}}`)
-	})
-	info, err := cl.Cluster(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Replicas != 3 || len(info.Members) != 1 || info.Members[0].Free != 5 || info.Ring.Owned["v1"] != 271 || info.PendingDeletes["v1"] != 2 {
-		t.Errorf("got %+v", info)
-	}
-	if !strings.Contains(string(info.Raw), `"rebalance"`) {
-		t.Errorf("Raw lost the unknown fields: %s", info.Raw)
 	}
 }

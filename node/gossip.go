@@ -19,6 +19,7 @@ import (
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/kvdb/kvdb/ring"
 )
 
@@ -80,34 +81,16 @@ func (c GossipConfig) Validate() error {
 	return nil
 }
 
-// Roles a node publishes in its gossip metadata.
+// Roles a node publishes in its gossip metadata: those of the cluster
+// document, declared in node/client.
 const (
-	RoleMaster = "master"
-	RoleVolume = "volume"
+	RoleMaster = client.RoleMaster
+	RoleVolume = client.RoleVolume
 )
 
-// Member is one node as gossip reports it.
-type Member struct {
-	Name   string `json:"name"`
-	Role   string `json:"role"`
-	HTTP   string `json:"addr"`
-	Gossip string `json:"gossip"`
-	State  string `json:"state"`
-	Free   int64  `json:"free"`
-	Total  int64  `json:"total"`
-	// Keys is how many values the volume holds, as it last published.
-	Keys int64 `json:"keys"`
-	// Weight is the volume's share of the ring relative to others (its
-	// capacity class); Draining says it is handing its values off before
-	// it leaves.
-	Weight   int  `json:"weight,omitempty"`
-	Draining bool `json:"draining,omitempty"`
-	// Partitions (the volume's load on the ring) and Load (requests and
-	// transfers in progress at the last probe) are filled in by the
-	// master's cluster view.
-	Partitions int   `json:"partitions,omitempty"`
-	Load       int64 `json:"load,omitempty"`
-}
+// Member is one node as gossip reports it. It is the cluster document's
+// entry, declared in node/client.
+type Member = client.Member
 
 // nodeMeta is the metadata every node gossips. memberlist panics on metadata
 // over 512 bytes, so it stays small: short JSON names and a format version.

@@ -1,156 +1,42 @@
 package node
 
-import (
-	"bytes"
-	"errors"
-	"unicode/utf8"
-)
+import "github.com/kvdb/kvdb/node/client"
+
+// The key rules belong to the HTTP API and are declared once, in
+// node/client, which the servers and the client share. The names below are
+// the server's for the same constants, errors and functions.
 
 // MaxKeyLen is the longest key, in bytes after percent-decoding.
-const MaxKeyLen = 1024
+const MaxKeyLen = client.MaxKeyLen
 
 // ReservedPrefix starts every admin path; no key may begin with it.
-const ReservedPrefix = "_kvdb/"
+const ReservedPrefix = client.ReservedPrefix
 
-// Key parsing errors. Each maps to 400 Bad Request; the message is the
-// one-line reason sent to the client.
+// Key parsing errors (the values of node/client). Each maps to 400 Bad
+// Request; the message is the one-line reason sent to the client.
 var (
-	ErrKeyEmpty      = errors.New("key is empty")
-	ErrKeyTooLong    = errors.New("key is longer than 1024 bytes")
-	ErrKeyEncoding   = errors.New("key has invalid percent-encoding")
-	ErrKeyReserved   = errors.New("key uses the reserved prefix _kvdb/")
-	ErrKeyNUL        = errors.New("key contains a NUL byte")
-	ErrKeyUTF8       = errors.New("key is not valid UTF-8")
-	ErrKeyDotSegment = errors.New("key has a . or .. path segment, which HTTP clients rewrite")
+	ErrKeyEmpty      = client.ErrKeyEmpty
+	ErrKeyTooLong    = client.ErrKeyTooLong
+	ErrKeyEncoding   = client.ErrKeyEncoding
+	ErrKeyReserved   = client.ErrKeyReserved
+	ErrKeyNUL        = client.ErrKeyNUL
+	ErrKeyUTF8       = client.ErrKeyUTF8
+	ErrKeyDotSegment = client.ErrKeyDotSegment
 )
 
-// ParseKey turns the raw (still percent-encoded) request path into a key.
-// The key is everything after the first '/', percent-decoded. It must be 1
-// to MaxKeyLen bytes of valid UTF-8 without NUL, must not start with
-// ReservedPrefix and must not hold "." or ".." segments (clients normalise
-// those away, so such a key could be written but never read back).
-// dst is reused for the result when it has room.
-func ParseKey(dst, rawPath []byte) ([]byte, error) {
-	if len(rawPath) > 0 && rawPath[0] == '/' {
-		rawPath = rawPath[1:]
-	}
-	key, err := unescape(dst[:0], rawPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := ValidateKey(key); err != nil {
-		return nil, err
-	}
-	return key, nil
-}
+// ParseKey turns the raw (still percent-encoded) request path into a key;
+// see client.ParseKey.
+func ParseKey(dst, rawPath []byte) ([]byte, error) { return client.ParseKey(dst, rawPath) }
 
 // ValidateKey checks a decoded key against the rules of ParseKey.
-func ValidateKey(key []byte) error {
-	switch {
-	case len(key) == 0:
-		return ErrKeyEmpty
-	case len(key) > MaxKeyLen:
-		return ErrKeyTooLong
-	case bytes.HasPrefix(key, []byte(ReservedPrefix)):
-		return ErrKeyReserved
-	case bytes.IndexByte(key, 0) >= 0:
-		return ErrKeyNUL
-	case !utf8.Valid(key):
-		return ErrKeyUTF8
-	case hasDotSegment(key):
-		return ErrKeyDotSegment
-	}
-	return nil
-}
+func ValidateKey(key []byte) error { return client.ValidateKey(key) }
 
 // ValidatePrefix checks a listing prefix: like a key, but it may be empty.
-func ValidatePrefix(prefix []byte) error {
-	if len(prefix) == 0 {
-		return nil
-	}
-	if err := ValidateKey(prefix); err != nil && err != ErrKeyReserved && err != ErrKeyDotSegment {
-		return err
-	}
-	return nil
-}
-
-func hasDotSegment(key []byte) bool {
-	for len(key) > 0 {
-		seg := key
-		if i := bytes.IndexByte(key, '/'); i >= 0 {
-			seg, key = key[:i], key[i+1:]
-		} else {
-			key = nil
-		}
-		if len(seg) == 1 && seg[0] == '.' || len(seg) == 2 && seg[0] == '.' && seg[1] == '.' {
-			return true
-		}
-	}
-	return false
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-// unescape percent-decodes s strictly: every '%' must be followed by two hex
-// digits. '+' stays '+' (it means space only in query strings).
-func unescape(dst, s []byte) ([]byte, error) {
-	if len(s) > 3*MaxKeyLen+3 {
-		return nil, ErrKeyTooLong
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '%' {
-			dst = append(dst, c)
-			continue
-		}
-		if i+2 >= len(s) {
-			return nil, ErrKeyEncoding
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return nil, ErrKeyEncoding
-		}
-		dst = append(dst, hi<<4|lo)
-		i += 2
-	}
-	return dst, nil
-}
-
-// shouldEscape reports whether c must be percent-encoded in a path built
-// from a key: everything but RFC 3986 unreserved characters and '/'.
-func shouldEscape(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return false
-	}
-	switch c {
-	case '-', '_', '.', '~', '/':
-		return false
-	}
-	return true
-}
+func ValidatePrefix(prefix []byte) error { return client.ValidatePrefix(prefix) }
 
 // AppendEscapedKey appends key to dst percent-encoded for use as a URL path
 // (without the leading '/'). ParseKey inverts it.
-func AppendEscapedKey(dst, key []byte) []byte {
-	const hexDigits = "0123456789ABCDEF"
-	for _, c := range key {
-		if shouldEscape(c) {
-			dst = append(dst, '%', hexDigits[c>>4], hexDigits[c&15])
-		} else {
-			dst = append(dst, c)
-		}
-	}
-	return dst
-}
+func AppendEscapedKey(dst, key []byte) []byte { return client.AppendEscapedKey(dst, key) }
+
+// unescape percent-decodes a key or prefix from a URL path strictly.
+func unescape(dst, s []byte) ([]byte, error) { return client.AppendUnescapedKey(dst, s) }

@@ -375,7 +375,7 @@ func (m *Master) writeGauges(w *promWriter) {
 		owned[name] = int64(n)
 	}
 	var pending int64
-	for _, n := range c.Pending {
+	for _, n := range c.PendingDeletes {
 		pending += int64(n)
 	}
 	r := c.Rebalance

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/valyala/fasthttp"
 )
 
@@ -251,9 +252,6 @@ func (m *Master) handleList(ctx *fasthttp.RequestCtx, path []byte) {
 	if keys == nil {
 		keys = []string{}
 	}
-	b, _ := json.Marshal(struct {
-		Keys []string `json:"keys"`
-		Next string   `json:"next"`
-	}{keys, next})
+	b, _ := json.Marshal(client.ListPage{Keys: keys, Next: next})
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // Rebalancing moves keys to the placement the ring gives them after the set
@@ -28,39 +30,14 @@ import (
 // start only when membership has been unchanged for RebalanceDelay, stop
 // as soon as the ring changes, and share a byte budget of RebalanceRate.
 
-// rebalanceState is the progress the cluster JSON and metrics show.
-type rebalanceState struct {
-	// State is idle (placement matches the ring), settling (membership
-	// changed less than RebalanceDelay ago), scanning (a pass is walking
-	// the index), moving (the last pass left keys to move), or blocked
-	// (fewer volumes outside those draining than replicas).
-	State string `json:"state"`
-	// Misplaced is the number of keys whose replicas differed from the
-	// ring's placement at the last complete pass.
-	Misplaced int `json:"misplaced"`
-	// Moved, Bytes and Failed count moves since the master started.
-	Moved  int64 `json:"moved_total"`
-	Bytes  int64 `json:"bytes_total"`
-	Failed int64 `json:"failed_total"`
-	// PassMoved and PassBytes count the moves of the current pass.
-	PassMoved int64 `json:"moved"`
-	PassBytes int64 `json:"bytes"`
-	// Total is Misplaced as the current pass started (for a progress bar
-	// with moved).
-	Total       int      `json:"total"`
-	Rate        int64    `json:"rate_limit"`
-	Concurrency int      `json:"concurrency"`
-	Draining    []string `json:"draining"`
-}
-
-func (m *Master) setRebalance(f func(*rebalanceState)) {
+func (m *Master) setRebalance(f func(*client.RebalanceInfo)) {
 	m.repairMu.Lock()
 	f(&m.repair.reb)
 	m.repairMu.Unlock()
 }
 
 // rebalanceStatus returns a copy of the progress.
-func (m *Master) rebalanceStatus() rebalanceState {
+func (m *Master) rebalanceStatus() client.RebalanceInfo {
 	m.repairMu.Lock()
 	r := m.repair.reb
 	m.repairMu.Unlock()
@@ -126,7 +103,7 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		}
 	}
 	if len(added) == 0 && len(dropped) == 0 {
-		m.setRebalance(func(r *rebalanceState) { r.Failed++ })
+		m.setRebalance(func(r *client.RebalanceInfo) { r.Failed++ })
 		return
 	}
 	m.holdGarbage(dropped, key, rec.Version)
@@ -134,7 +111,7 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		return
 	}
 	m.kickGC()
-	m.setRebalance(func(r *rebalanceState) {
+	m.setRebalance(func(r *client.RebalanceInfo) {
 		if failed {
 			r.Failed++
 			return
@@ -239,19 +216,6 @@ func (m *Master) drainSet() map[string]bool {
 	return nil
 }
 
-// drainJSON answers the drain endpoint.
-type drainJSON struct {
-	Volume   string `json:"volume"`
-	Draining bool   `json:"draining"`
-	// Keys is how many keys name the volume as a replica at the last
-	// complete pass; Done is true once that is 0 by a pass that began
-	// after the drain did.
-	Keys int64 `json:"keys"`
-	Done bool  `json:"done"`
-	// Blocked explains why nothing can move, if nothing can.
-	Blocked string `json:"blocked,omitempty"`
-}
-
 // handleDrain serves /_kvdb/drain/VOLUME (a volume name or HTTP address):
 // POST starts draining it, DELETE stops, GET reports progress.
 func (m *Master) handleDrain(ctx *fasthttp.RequestCtx, target string) {
@@ -281,9 +245,9 @@ func (m *Master) handleDrain(ctx *fasthttp.RequestCtx, target string) {
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
 
-func (m *Master) drainStatus(name string) drainJSON {
+func (m *Master) drainStatus(name string) client.DrainStatus {
 	view := m.view.Load()
-	d := drainJSON{Volume: name, Draining: contains(view.draining, name) || m.drainSet()[name]}
+	d := client.DrainStatus{Volume: name, Draining: contains(view.draining, name) || m.drainSet()[name]}
 	m.repairMu.Lock()
 	keys := m.repair.keysOn[name]
 	scanned := m.repair.scanned

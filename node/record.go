@@ -121,8 +121,14 @@ func parseVersion(b []byte) (uint64, error) {
 	}
 	var v uint64
 	for _, c := range b {
-		d, ok := unhex(c)
-		if !ok || c >= 'A' && c <= 'F' {
+		// Lower-case hex only, as formatVersion writes it.
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		default:
 			return 0, errors.New("bad version")
 		}
 		v = v<<4 | uint64(d)

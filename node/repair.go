@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 var errChecksumMismatch = errors.New("copy has a different checksum")
@@ -23,7 +25,7 @@ type repairState struct {
 	// replica, at the last complete scan; scanned is when that scan began.
 	keysOn  map[string]int64
 	scanned time.Time
-	reb     rebalanceState
+	reb     client.RebalanceInfo
 }
 
 // repairLoop converges stored placement to what it should be, one walk of
@@ -68,7 +70,7 @@ func (m *Master) repairScan() {
 	for name := range view.vols {
 		keysOn[name] = 0
 	}
-	m.setRebalance(func(r *rebalanceState) {
+	m.setRebalance(func(r *client.RebalanceInfo) {
 		switch {
 		case !settled:
 			r.State = "settling"

@@ -19,6 +19,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/kvdb/kvdb/store"
 )
 
@@ -28,102 +29,13 @@ import (
 //     its copy of a version (see scrub.go). The master drops the volume from
 //     the key's replicas and makes a new copy from a healthy replica.
 //   - POST /_kvdb/verify?repair=0|1&deep=0|1: compares every volume's index
-//     with the master's, lists what disagrees (VerifyReport) and, with
+//     with the master's, lists what disagrees (client.VerifyReport) and, with
 //     repair, fixes it.
 //
 // A lost report needs no API key: volumes hold none. It is only a hint:
 // the master asks the volume (a signed request when there is a cluster
 // secret) whether it holds the version, and acts only if it does not, so a
 // forged report changes nothing.
-
-// VerifyLimit caps each list of a VerifyReport; its Counts go on counting.
-const VerifyLimit = 1000
-
-// VerifyReport is the answer of POST /_kvdb/verify.
-type VerifyReport struct {
-	// Keys is the number of keys in the master's index.
-	Keys int64 `json:"keys"`
-	// Volumes are the live volumes that were checked, by name.
-	Volumes map[string]*VerifyVolume `json:"volumes"`
-	// Missing lists replicas the index names that the volume does not hold.
-	Missing []VerifyFinding `json:"missing"`
-	// Extra lists versions a volume holds that no record references and
-	// that are not queued for deletion.
-	Extra []VerifyFinding `json:"extra"`
-	// Mismatch lists replicas whose checksum in the volume's index differs
-	// from the record's (Want is the record's, Got the volume's).
-	Mismatch []VerifyFinding `json:"mismatch"`
-	// Corrupt lists (deep only) versions whose file fails its checksum,
-	// trailer or length check (Error says which).
-	Corrupt []VerifyFinding `json:"corrupt"`
-	// Orphans lists disagreements between a volume's files and its own
-	// index: files no entry describes, entries whose file is missing.
-	Orphans []VerifyOrphan `json:"orphans"`
-	// UnderReplicated counts keys with fewer live replicas than the
-	// replica count, as the index records them.
-	UnderReplicated int64 `json:"under_replicated"`
-	// Counts are the full counts of the lists above, which stop at
-	// VerifyLimit entries, and of Errors.
-	Counts VerifyCounts `json:"counts"`
-	// Repaired counts, with repair, the findings that were fixed.
-	Repaired *VerifyCounts `json:"repaired,omitempty"`
-	// Errors are what kept parts of the check from completing (a volume
-	// that did not answer, ...): the report is then incomplete.
-	Errors  []string `json:"errors"`
-	Deep    bool     `json:"deep"`
-	Repair  bool     `json:"repair"`
-	Seconds float64  `json:"seconds"`
-	// Clean is true when nothing was found and nothing failed: every count
-	// and UnderReplicated are 0.
-	Clean bool `json:"clean"`
-}
-
-// VerifyVolume is what verify saw of one volume.
-type VerifyVolume struct {
-	// Versions is the number of versions in the volume's index.
-	Versions int64 `json:"versions"`
-	// ScrubbedFiles and ScrubbedBytes are what a deep verify read.
-	ScrubbedFiles int64 `json:"scrubbed_files,omitempty"`
-	ScrubbedBytes int64 `json:"scrubbed_bytes,omitempty"`
-	// Error is why the volume was not checked completely.
-	Error string `json:"error,omitempty"`
-}
-
-// VerifyFinding is one replica or version that is not as it should be.
-type VerifyFinding struct {
-	Key      string `json:"key"`
-	Version  string `json:"version"` // hex, as in volume URLs
-	Volume   string `json:"volume"`
-	Want     string `json:"want,omitempty"`  // mismatch: the record's checksum
-	Got      string `json:"got,omitempty"`   // mismatch: the volume's
-	Error    string `json:"error,omitempty"` // corrupt: what is wrong
-	Repaired bool   `json:"repaired,omitempty"`
-}
-
-// VerifyOrphan is one disagreement between a volume's files and its index.
-type VerifyOrphan struct {
-	Volume string `json:"volume"`
-	// Path is the file's path on the volume's host.
-	Path string `json:"path"`
-	// Kind is "unindexed file" (a file no index entry describes: reported
-	// only, never removed) or "missing file" (an entry whose file is gone:
-	// repair removes the entry and replaces the copy).
-	Kind     string `json:"kind"`
-	Key      string `json:"key,omitempty"`
-	Version  string `json:"version,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Repaired bool   `json:"repaired,omitempty"`
-}
-
-// VerifyCounts counts findings by category.
-type VerifyCounts struct {
-	Missing  int64 `json:"missing"`
-	Extra    int64 `json:"extra"`
-	Mismatch int64 `json:"mismatch"`
-	Corrupt  int64 `json:"corrupt"`
-	Orphans  int64 `json:"orphans"`
-	Errors   int64 `json:"errors,omitempty"`
-}
 
 // verifyState is the master's bookkeeping for verify and lost reports.
 type verifyState struct {
@@ -453,32 +365,32 @@ type verifyRun struct {
 	gc     atomic.Bool // garbage was queued
 
 	mu  sync.Mutex // guards rep: volumes are streamed in parallel
-	rep *VerifyReport
+	rep *client.VerifyReport
 }
 
 // verifyCluster checks every live volume against the index; see
-// VerifyReport. Memory stays bounded whatever the number of keys: the
+// client.VerifyReport. Memory stays bounded whatever the number of keys: the
 // master's index and each volume's listing are walked side by side in key
-// order, a page at a time, and every list stops at VerifyLimit.
-func (m *Master) verifyCluster(ctx context.Context, repair, deep bool) (*VerifyReport, error) {
+// order, a page at a time, and every list stops at client.VerifyLimit.
+func (m *Master) verifyCluster(ctx context.Context, repair, deep bool) (*client.VerifyReport, error) {
 	view := m.view.Load()
 	if err := m.verifyReady(view); err != nil {
 		return nil, err
 	}
 	began := time.Now()
-	rep := &VerifyReport{
-		Volumes: map[string]*VerifyVolume{}, Missing: []VerifyFinding{}, Extra: []VerifyFinding{},
-		Mismatch: []VerifyFinding{}, Corrupt: []VerifyFinding{}, Orphans: []VerifyOrphan{}, Errors: []string{},
+	rep := &client.VerifyReport{
+		Volumes: map[string]*client.VerifyVolume{}, Missing: []client.VerifyFinding{}, Extra: []client.VerifyFinding{},
+		Mismatch: []client.VerifyFinding{}, Corrupt: []client.VerifyFinding{}, Orphans: []client.VerifyOrphan{}, Errors: []string{},
 		Deep: deep, Repair: repair,
 	}
 	if repair {
-		rep.Repaired = &VerifyCounts{}
+		rep.Repaired = &client.VerifyCounts{}
 	}
 	r := &verifyRun{m: m, ctx: ctx, view: view, repair: repair, rep: rep}
 	names := make([]string, 0, len(view.vols))
 	for name := range view.vols {
 		names = append(names, name)
-		rep.Volumes[name] = &VerifyVolume{}
+		rep.Volumes[name] = &client.VerifyVolume{}
 	}
 	sort.Strings(names)
 	r.walk(names)
@@ -493,7 +405,7 @@ func (m *Master) verifyCluster(ctx context.Context, repair, deep bool) (*VerifyR
 		r.fail("verify stopped before the end: the master is stopping")
 	}
 	c := rep.Counts
-	rep.Clean = c == (VerifyCounts{}) && rep.UnderReplicated == 0
+	rep.Clean = c == (client.VerifyCounts{}) && rep.UnderReplicated == 0
 	rep.Seconds = time.Since(began).Seconds()
 	return rep, nil
 }
@@ -520,7 +432,7 @@ func (r *verifyRun) fail(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rep.Counts.Errors++
-	if len(r.rep.Errors) < VerifyLimit {
+	if len(r.rep.Errors) < client.VerifyLimit {
 		r.rep.Errors = append(r.rep.Errors, fmt.Sprintf(format, args...))
 	}
 }
@@ -535,23 +447,23 @@ func (r *verifyRun) volumeFailed(vol, what string, err error) {
 	r.fail("volume %s: %s: %v", vol, what, err)
 }
 
-// add appends f to list (up to VerifyLimit) and counts it.
-func (r *verifyRun) add(list *[]VerifyFinding, count func(*VerifyCounts) *int64, f VerifyFinding) {
+// add appends f to list (up to client.VerifyLimit) and counts it.
+func (r *verifyRun) add(list *[]client.VerifyFinding, count func(*client.VerifyCounts) *int64, f client.VerifyFinding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	*count(&r.rep.Counts)++
 	if f.Repaired {
 		*count(r.rep.Repaired)++
 	}
-	if len(*list) < VerifyLimit {
+	if len(*list) < client.VerifyLimit {
 		*list = append(*list, f)
 	}
 }
 
-func countMissing(c *VerifyCounts) *int64  { return &c.Missing }
-func countExtra(c *VerifyCounts) *int64    { return &c.Extra }
-func countMismatch(c *VerifyCounts) *int64 { return &c.Mismatch }
-func countCorrupt(c *VerifyCounts) *int64  { return &c.Corrupt }
+func countMissing(c *client.VerifyCounts) *int64  { return &c.Missing }
+func countExtra(c *client.VerifyCounts) *int64    { return &c.Extra }
+func countMismatch(c *client.VerifyCounts) *int64 { return &c.Mismatch }
+func countCorrupt(c *client.VerifyCounts) *int64  { return &c.Corrupt }
 
 // indexCursor walks one volume's index listing a page at a time.
 type indexCursor struct {
@@ -734,7 +646,7 @@ func (r *verifyRun) extra(vol Member, key []byte, version uint64) {
 	if q, err := r.queued(vol.Name, key, version); err != nil || q {
 		return
 	}
-	f := VerifyFinding{Key: string(key), Version: formatVersion(version), Volume: vol.Name}
+	f := client.VerifyFinding{Key: string(key), Version: formatVersion(version), Volume: vol.Name}
 	if r.repair && ValidateKey(key) == nil {
 		if err := r.m.ix.addGarbage(vol.Name, key, version); err != nil {
 			r.fail("index: %v", err)
@@ -761,7 +673,7 @@ func (r *verifyRun) missing(vol Member, key []byte, rec *Record) {
 	if held {
 		return
 	}
-	f := VerifyFinding{Key: string(key), Version: formatVersion(cur.Version), Volume: vol.Name}
+	f := client.VerifyFinding{Key: string(key), Version: formatVersion(cur.Version), Volume: vol.Name}
 	if r.repair {
 		f.Repaired = r.replace(vol, key, &cur, "")
 	}
@@ -784,7 +696,7 @@ func (r *verifyRun) mismatch(vol Member, key []byte, rec *Record) {
 	if !held || perr == nil && sum == cur.Checksum && e.Size == cur.Size {
 		return
 	}
-	f := VerifyFinding{Key: string(key), Version: formatVersion(cur.Version), Volume: vol.Name,
+	f := client.VerifyFinding{Key: string(key), Version: formatVersion(cur.Version), Volume: vol.Name,
 		Want: fmt.Sprintf("%016x", cur.Checksum), Got: fmt.Sprintf("%016x", sum)}
 	if r.repair {
 		f.Repaired = r.replace(vol, key, &cur, "verify: the volume's checksum differs from the master's record")
@@ -874,7 +786,7 @@ func (r *verifyRun) orphans(vol Member) {
 		if l.T != "orphan" {
 			return
 		}
-		o := VerifyOrphan{Volume: vol.Name, Path: l.Path, Kind: l.Kind, Key: l.Key, Version: l.Version, Error: l.Error}
+		o := client.VerifyOrphan{Volume: vol.Name, Path: l.Path, Kind: l.Kind, Key: l.Key, Version: l.Version, Error: l.Error}
 		if r.repair && l.Kind == store.MissingFile.String() && l.Key != "" {
 			if ver, err := parseVersion([]byte(l.Version)); err == nil {
 				o.Repaired = r.fixBad(vol, []byte(l.Key), ver, "verify: indexed but its file is missing")
@@ -885,7 +797,7 @@ func (r *verifyRun) orphans(vol Member) {
 		if o.Repaired {
 			r.rep.Repaired.Orphans++
 		}
-		if len(r.rep.Orphans) < VerifyLimit {
+		if len(r.rep.Orphans) < client.VerifyLimit {
 			r.rep.Orphans = append(r.rep.Orphans, o)
 		}
 		r.mu.Unlock()
@@ -905,7 +817,7 @@ func (r *verifyRun) scrub(vol Member) {
 			r.fail("volume %s: reading %q v%s: %s (an I/O error, not proof of corruption; checked again next time)", vol.Name, l.Key, l.Version, l.Error)
 			return
 		}
-		f := VerifyFinding{Key: l.Key, Version: l.Version, Volume: vol.Name, Error: l.Error}
+		f := client.VerifyFinding{Key: l.Key, Version: l.Version, Volume: vol.Name, Error: l.Error}
 		if r.repair {
 			if ver, err := parseVersion([]byte(l.Version)); err == nil {
 				f.Repaired = r.fixBad(vol, []byte(l.Key), ver, "verify --deep: "+l.Error)

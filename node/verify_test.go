@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/kvdb/kvdb/store"
 )
 
@@ -34,13 +35,13 @@ func (c *testCluster) waitMasterReady() {
 }
 
 // verify runs POST /_kvdb/verify and returns the report.
-func (c *testCluster) verify(repair, deep bool) *VerifyReport {
+func (c *testCluster) verify(repair, deep bool) *client.VerifyReport {
 	c.t.Helper()
 	st, body := c.verifyRaw(fmt.Sprintf("repair=%d&deep=%d", b2i(repair), b2i(deep)))
 	if st != 200 {
 		c.t.Fatalf("verify repair=%v deep=%v: status %d: %s", repair, deep, st, body)
 	}
-	var rep VerifyReport
+	var rep client.VerifyReport
 	if err := json.Unmarshal([]byte(body), &rep); err != nil {
 		c.t.Fatalf("verify: %v in %s", err, body)
 	}
@@ -76,7 +77,7 @@ func b2i(b bool) int {
 }
 
 // findings renders findings as sorted "key@volume" strings, for comparing.
-func findings(fs []VerifyFinding) []string {
+func findings(fs []client.VerifyFinding) []string {
 	out := []string{}
 	for _, f := range fs {
 		out = append(out, f.Key+"@"+f.Volume)
@@ -85,7 +86,7 @@ func findings(fs []VerifyFinding) []string {
 	return out
 }
 
-func dumpReport(rep *VerifyReport) string {
+func dumpReport(rep *client.VerifyReport) string {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	return string(b)
 }
@@ -187,10 +188,10 @@ func TestVerifyFindsAndRepairs(t *testing.T) {
 	}
 
 	wantMissing := []string{"f1@" + missVol}
-	wantExtra := findings([]VerifyFinding{{Key: "stray", Volume: strayVol}, {Key: "f2", Volume: oldVol}})
+	wantExtra := findings([]client.VerifyFinding{{Key: "stray", Volume: strayVol}, {Key: "f2", Volume: oldVol}})
 	wantMismatch := []string{"f3@" + misVol}
 	wantCorrupt := []string{"f4@" + badVol}
-	check := func(rep *VerifyReport, deep bool) {
+	check := func(rep *client.VerifyReport, deep bool) {
 		t.Helper()
 		if got := findings(rep.Missing); !slices.Equal(got, wantMissing) {
 			t.Errorf("missing: got %v, want %v", got, wantMissing)
@@ -214,7 +215,7 @@ func TestVerifyFindsAndRepairs(t *testing.T) {
 		if len(rep.Orphans) != 1 || rep.Orphans[0].Volume != orphanVol || rep.Orphans[0].Path != orphanPath || rep.Orphans[0].Kind != "unindexed file" {
 			t.Errorf("orphans: got %+v, want the stray file on %s", rep.Orphans, orphanVol)
 		}
-		want := VerifyCounts{Missing: 1, Extra: 2, Mismatch: 1, Orphans: 1}
+		want := client.VerifyCounts{Missing: 1, Extra: 2, Mismatch: 1, Orphans: 1}
 		if deep {
 			want.Corrupt = 1
 		}
@@ -230,7 +231,7 @@ func TestVerifyFindsAndRepairs(t *testing.T) {
 
 	rep := c.verify(true, true)
 	check(rep, true)
-	if want := (VerifyCounts{Missing: 1, Extra: 2, Mismatch: 1, Corrupt: 1}); rep.Repaired == nil || *rep.Repaired != want {
+	if want := (client.VerifyCounts{Missing: 1, Extra: 2, Mismatch: 1, Corrupt: 1}); rep.Repaired == nil || *rep.Repaired != want {
 		t.Fatalf("repaired: got %+v, want %+v\n%s", rep.Repaired, want, dumpReport(rep))
 	}
 	// The extra versions are deleted by the GC loop, in the background.
@@ -240,7 +241,7 @@ func TestVerifyFindsAndRepairs(t *testing.T) {
 		return errors.Is(err1, store.ErrNotFound) && errors.Is(err2, store.ErrNotFound)
 	})
 	after := c.verify(false, true)
-	if after.Counts != (VerifyCounts{Orphans: 1}) || after.UnderReplicated != 0 || len(after.Orphans) != 1 {
+	if after.Counts != (client.VerifyCounts{Orphans: 1}) || after.UnderReplicated != 0 || len(after.Orphans) != 1 {
 		t.Fatalf("after repair: counts %+v, under-replicated %d, want only the stray file\n%s", after.Counts, after.UnderReplicated, dumpReport(after))
 	}
 	for i := range n {
@@ -278,7 +279,7 @@ func TestVerifyVolumeDown(t *testing.T) {
 	c.killVolume(0)
 	c.waitVolumes(2)
 	rep := c.verify(true, false)
-	if rep.UnderReplicated != int64(held) || rep.Clean || rep.Counts != (VerifyCounts{}) {
+	if rep.UnderReplicated != int64(held) || rep.Clean || rep.Counts != (client.VerifyCounts{}) {
 		t.Fatalf("with %s down: under-replicated %d (want %d), counts %+v, clean %v\n%s", gone, rep.UnderReplicated, held, rep.Counts, rep.Clean, dumpReport(rep))
 	}
 	if _, ok := rep.Volumes[gone]; ok {
@@ -391,7 +392,7 @@ func TestVerifyUnderLoad(t *testing.T) {
 	for i := 0; i < 6 || writes.Load() < 1000; i++ {
 		repair := i%2 == 1
 		rep := c.verify(repair, false)
-		if rep.Counts != (VerifyCounts{}) || rep.UnderReplicated != 0 {
+		if rep.Counts != (client.VerifyCounts{}) || rep.UnderReplicated != 0 {
 			close(stop)
 			wg.Wait()
 			t.Fatalf("verify repair=%v under load: counts %+v, under-replicated %d\n%s", repair, rep.Counts, rep.UnderReplicated, dumpReport(rep))

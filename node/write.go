@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvdb/kvdb/node/client"
 	"github.com/valyala/fasthttp"
 )
 
@@ -218,7 +219,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 		status = fasthttp.StatusOK
 	}
 	ctx.Response.Header.Set("ETag", rec.ETag())
-	b, _ := json.Marshal(map[string]any{"key": string(key), "size": rec.Size, "etag": rec.ETag()})
+	b, _ := json.Marshal(client.WriteReply{ETag: rec.ETag(), Key: string(key), Size: rec.Size})
 	replyJSON(ctx, status, b)
 }
 

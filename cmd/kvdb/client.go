@@ -20,18 +20,18 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // The client commands: put, get, rm, ls, stat, cluster. They bind flags to
-// node.Client calls and print; the protocol lives in node/client.go.
+// client.Client calls and print; the protocol lives in package node/client.
 
 // stdin is where `put KEY -` reads the value. A variable so tests can
 // feed it; nothing else changes it.
 var stdin io.Reader = os.Stdin
 
 // errNotFound makes run exit with status 2: the key holds no value.
-var errNotFound = node.ErrNotFound
+var errNotFound = client.ErrNotFound
 
 // The exit statuses, as the help of each command states them.
 const (
@@ -93,15 +93,15 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.url, "url", node.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
+	fs.StringVar(&c.url, "url", client.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
 	fs.StringVar(&c.token, "token", "", "API key, when the master requires one; without the flag, the environment's KVDB_TOKEN (safer: other users can see command lines)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "idle timeout: fail when no byte moves for this long (the whole transfer is not limited)")
 }
 
-// newClient builds the node.Client the flags describe.
-func (c *clientFlags) newClient(fs *flag.FlagSet) (*node.Client, error) {
+// newClient builds the client.Client the flags describe.
+func (c *clientFlags) newClient(fs *flag.FlagSet) (*client.Client, error) {
 	c.url, c.token = urlAndToken(fs, c.url, c.token)
-	return node.NewClient(node.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout})
+	return client.NewClient(client.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout})
 }
 
 // urlAndToken takes the master's URL and the API key from the environment
@@ -205,7 +205,7 @@ func clientArgs(fs *flag.FlagSet, args []string, min, max int) ([]string, error)
 
 // open returns the client and a context that Ctrl-C cancels; done
 // releases both.
-func (cf *clientFlags) open(fs *flag.FlagSet) (*node.Client, context.Context, func(), error) {
+func (cf *clientFlags) open(fs *flag.FlagSet) (*client.Client, context.Context, func(), error) {
 	cl, err := cf.newClient(fs)
 	if err != nil {
 		return nil, nil, nil, err
@@ -267,7 +267,7 @@ func runPut(args []string, stderr io.Writer) error {
 	if bar != nil {
 		bar.waitNote = "waiting for the replicas to sync"
 	}
-	res, err := cl.Put(ctx, key, bar.reader(r), size, node.PutOptions{CreateOnly: *create})
+	res, err := cl.Put(ctx, key, bar.reader(r), size, client.PutOptions{CreateOnly: *create})
 	bar.finish()
 	if err != nil {
 		return interrupted(ctx, err)
@@ -321,7 +321,7 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 
 // getValue streams key's value to stdout, or to the file out (whole or
 // not at all).
-func getValue(ctx context.Context, cl *node.Client, key, out string, showProgress bool, stdout, stderr io.Writer) error {
+func getValue(ctx context.Context, cl *client.Client, key, out string, showProgress bool, stdout, stderr io.Writer) error {
 	v, err := cl.Get(ctx, key)
 	if err != nil {
 		return err
@@ -506,16 +506,16 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 }
 
 // writeCluster prints the members as an aligned table, then a summary.
-func writeCluster(w io.Writer, c *node.ClusterInfo) error {
+func writeCluster(w io.Writer, c *client.ClusterInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tROLE\tADDR\tSTATE\tFREE\tTOTAL\tPARTITIONS")
 	live := 0
-	for _, m := range append(append([]node.Member{}, c.Members...), c.Departed...) {
+	for _, m := range append(append([]client.Member{}, c.Members...), c.Departed...) {
 		free, total, parts := "-", "-", "-"
 		if m.Total > 0 {
 			free, total = humanBytes(m.Free), humanBytes(m.Total)
 		}
-		if m.Role == node.RoleVolume {
+		if m.Role == client.RoleVolume {
 			parts = strconv.Itoa(c.Ring.Owned[m.Name])
 			if m.State == "alive" {
 				live++

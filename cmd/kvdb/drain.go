@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // runDrain asks the master to move every value off a volume (or to stop
@@ -32,8 +34,8 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 	if *cancel {
 		method = http.MethodDelete
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	st, err := drainCall(client, method, u, *token)
+	hc := &http.Client{Timeout: 30 * time.Second}
+	st, err := drainCall(hc, method, u, *token)
 	if err != nil {
 		return err
 	}
@@ -52,7 +54,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 			last = line
 		}
 		time.Sleep(*every)
-		if st, err = drainCall(client, http.MethodGet, u, *token); err != nil {
+		if st, err = drainCall(hc, http.MethodGet, u, *token); err != nil {
 			return err
 		}
 	}
@@ -60,16 +62,8 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-type drainStatus struct {
-	Volume   string `json:"volume"`
-	Draining bool   `json:"draining"`
-	Keys     int64  `json:"keys"`
-	Done     bool   `json:"done"`
-	Blocked  string `json:"blocked"`
-}
-
-func drainCall(client *http.Client, method, u, token string) (drainStatus, error) {
-	var st drainStatus
+func drainCall(hc *http.Client, method, u, token string) (client.DrainStatus, error) {
+	var st client.DrainStatus
 	req, err := http.NewRequest(method, u, nil)
 	if err != nil {
 		return st, err
@@ -77,7 +71,7 @@ func drainCall(client *http.Client, method, u, token string) (drainStatus, error
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return st, err
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
 )
 
 const verifySynopsis = `verify [flags]
@@ -26,7 +26,7 @@ then verifies again.
 Exit status: 0 clean; 1 problems found (with --repair: still there after
 the repair), or any error.`
 
-// verifyBodyMax bounds the report read: its lists stop at node.VerifyLimit
+// verifyBodyMax bounds the report read: its lists stop at client.VerifyLimit
 // entries each.
 const verifyBodyMax = 64 << 20
 
@@ -35,7 +35,7 @@ const verifyShown = 10
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newClientFlagSet("verify", verifySynopsis, stderr)
-	master := fs.String("url", node.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
+	master := fs.String("url", client.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
 	token := fs.String("token", "", "read-write API key, when the master requires one; without the flag, the environment's KVDB_TOKEN")
 	repair := fs.Bool("repair", false, "fix what can be fixed, then verify again")
 	deep := fs.Bool("deep", false, "also read every value on every volume and check its checksum")
@@ -48,15 +48,15 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signalContext()
 	defer stop()
 	// No timeout: a deep verify takes as long as reading every volume.
-	client := &http.Client{}
+	hc := &http.Client{}
 	base := strings.TrimRight(*master, "/")
-	rep, err := verifyCall(ctx, client, base, *token, *repair, *deep)
+	rep, err := verifyCall(ctx, hc, base, *token, *repair, *deep)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	final, after := rep, (*node.VerifyReport)(nil)
+	final, after := rep, (*client.VerifyReport)(nil)
 	if *repair {
-		if after, err = verifyCall(ctx, client, base, *token, false, *deep); err != nil {
+		if after, err = verifyCall(ctx, hc, base, *token, false, *deep); err != nil {
 			return interrupted(ctx, err)
 		}
 		final = after
@@ -64,7 +64,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		var v any = rep
 		if after != nil {
-			v = map[string]*node.VerifyReport{"repair": rep, "after": after}
+			v = map[string]*client.VerifyReport{"repair": rep, "after": after}
 		}
 		b, _ := json.MarshalIndent(v, "", "  ")
 		if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
@@ -91,7 +91,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 // verifyCall runs one verify on the master.
-func verifyCall(ctx context.Context, client *http.Client, base, token string, repair, deep bool) (*node.VerifyReport, error) {
+func verifyCall(ctx context.Context, hc *http.Client, base, token string, repair, deep bool) (*client.VerifyReport, error) {
 	u := fmt.Sprintf("%s/_kvdb/verify?repair=%d&deep=%d", base, b2i(repair), b2i(deep))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
@@ -100,7 +100,7 @@ func verifyCall(ctx context.Context, client *http.Client, base, token string, re
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func verifyCall(ctx context.Context, client *http.Client, base, token string, re
 	if len(body) > verifyBodyMax {
 		return nil, fmt.Errorf("%s: report larger than %d bytes", u, verifyBodyMax)
 	}
-	var rep node.VerifyReport
+	var rep client.VerifyReport
 	if err := json.Unmarshal(body, &rep); err != nil {
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
@@ -133,7 +133,7 @@ func b2i(b bool) int {
 }
 
 // verifyProblems counts what keeps a report from being clean.
-func verifyProblems(r *node.VerifyReport) int64 {
+func verifyProblems(r *client.VerifyReport) int64 {
 	c := r.Counts
 	return c.Missing + c.Extra + c.Mismatch + c.Corrupt + c.Orphans + c.Errors + r.UnderReplicated
 }
@@ -147,7 +147,7 @@ func problems(n int64) string {
 
 // writeVerify prints a report: a count per category, then the first
 // entries of each.
-func writeVerify(w io.Writer, title string, r *node.VerifyReport) {
+func writeVerify(w io.Writer, title string, r *client.VerifyReport) {
 	var files, bytes int64
 	for _, v := range r.Volumes {
 		files += v.ScrubbedFiles
@@ -159,7 +159,7 @@ func writeVerify(w io.Writer, title string, r *node.VerifyReport) {
 	}
 	fmt.Fprintln(w)
 	rep := r.Repaired
-	fixed := func(f func(*node.VerifyCounts) int64) string {
+	fixed := func(f func(*client.VerifyCounts) int64) string {
 		if rep == nil {
 			return ""
 		}
@@ -173,19 +173,19 @@ func writeVerify(w io.Writer, title string, r *node.VerifyReport) {
 			fmt.Fprintf(tw, "  %s\t%d\t%s\n", name, n, what)
 		}
 	}
-	line("missing", r.Counts.Missing, "replicas the index names that their volume does not hold", fixed(func(c *node.VerifyCounts) int64 { return c.Missing }))
-	line("extra", r.Counts.Extra, "versions a volume holds that nothing references", fixed(func(c *node.VerifyCounts) int64 { return c.Extra }))
-	line("mismatch", r.Counts.Mismatch, "replicas whose checksum differs from the index", fixed(func(c *node.VerifyCounts) int64 { return c.Mismatch }))
+	line("missing", r.Counts.Missing, "replicas the index names that their volume does not hold", fixed(func(c *client.VerifyCounts) int64 { return c.Missing }))
+	line("extra", r.Counts.Extra, "versions a volume holds that nothing references", fixed(func(c *client.VerifyCounts) int64 { return c.Extra }))
+	line("mismatch", r.Counts.Mismatch, "replicas whose checksum differs from the index", fixed(func(c *client.VerifyCounts) int64 { return c.Mismatch }))
 	corrupt := "files that fail their checksum"
 	if !r.Deep {
 		corrupt += " (only --deep reads the files)"
 	}
-	line("corrupt", r.Counts.Corrupt, corrupt, fixed(func(c *node.VerifyCounts) int64 { return c.Corrupt }))
-	line("orphans", r.Counts.Orphans, "files and index entries of a volume that disagree (stray files: report only)", fixed(func(c *node.VerifyCounts) int64 { return c.Orphans }))
+	line("corrupt", r.Counts.Corrupt, corrupt, fixed(func(c *client.VerifyCounts) int64 { return c.Corrupt }))
+	line("orphans", r.Counts.Orphans, "files and index entries of a volume that disagree (stray files: report only)", fixed(func(c *client.VerifyCounts) int64 { return c.Orphans }))
 	line("under-replicated", r.UnderReplicated, "keys with fewer live replicas than the replica count", "-")
 	line("errors", r.Counts.Errors, "parts of the check that could not be done", "-")
 	_ = tw.Flush()
-	findings := func(name string, fs []node.VerifyFinding, n int64) {
+	findings := func(name string, fs []client.VerifyFinding, n int64) {
 		if len(fs) == 0 {
 			return
 		}

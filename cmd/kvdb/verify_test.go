@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // TestVerifyCommand: exit 0 on a clean cluster (with or without --repair,
@@ -34,7 +34,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	wantRun(t, 0, "verify", "--url", u, "--deep", "--repair")
 	out, _ = wantRun(t, 0, "verify", "--json", "--url", u)
-	var rep node.VerifyReport
+	var rep client.VerifyReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Clean || rep.Keys != 10 {
 		t.Fatalf("--json: clean %v, keys %d, err %v:\n%s", rep.Clean, rep.Keys, err, out)
 	}
@@ -48,7 +48,7 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("verify with a stray file:\nstdout: %s\nstderr: %s", out, errOut)
 	}
 	out, errOut = wantRun(t, 1, "verify", "--url", u, "--repair", "--json")
-	var both map[string]node.VerifyReport
+	var both map[string]client.VerifyReport
 	if err := json.Unmarshal([]byte(out), &both); err != nil || both["after"].Counts.Orphans != 1 || both["repair"].Counts.Orphans != 1 {
 		t.Fatalf("--repair --json with a stray file (err %v):\n%s", err, out)
 	}

@@ -1,4 +1,4 @@
-package node
+package client
 
 import (
 	"bytes"
@@ -87,15 +87,15 @@ func (c ClientConfig) Validate() error {
 	c = c.withDefaults()
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return fmt.Errorf("node: client URL %q: %w", c.URL, err)
+		return fmt.Errorf("client: URL %q: %w", c.URL, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("node: client URL %q: scheme must be http or https", c.URL)
+		return fmt.Errorf("client: URL %q: scheme must be http or https", c.URL)
 	case u.Host == "":
-		return fmt.Errorf("node: client URL %q: no host", c.URL)
+		return fmt.Errorf("client: URL %q: no host", c.URL)
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return fmt.Errorf("node: client URL %q: want only scheme, host and path", c.URL)
+		return fmt.Errorf("client: URL %q: want only scheme, host and path", c.URL)
 	}
 	return nil
 }
@@ -129,7 +129,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		// fasthttp's own timeouts cover a whole body, which cannot be
 		// sized for 1 KiB and 1 GiB alike: each read and write pushes an
 		// idle deadline forward instead.
-		return &deadlineConn{Conn: conn, idle: idle}, nil
+		return &idleConn{Conn: conn, idle: idle}, nil
 	}
 	return &Client{
 		cfg:  cfg,
@@ -487,7 +487,7 @@ func (v *ValueReader) Close() error {
 	fasthttp.ReleaseResponse(v.resp)
 	v.resp, v.body = nil, nil
 	if v.err == nil {
-		v.err = errors.New("node: read of a closed ValueReader")
+		v.err = errors.New("client: read of a closed ValueReader")
 	}
 	return err
 }
@@ -544,16 +544,8 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// ListPage is one page of a listing.
-type ListPage struct {
-	// Keys in byte order, decoded.
-	Keys []string `json:"keys"`
-	// Next is the start of the next page; empty on the last page.
-	Next string `json:"next"`
-}
-
-// maxListLimit is the largest page the master serves.
-const maxListLimit = 10000
+// MaxListLimit is the largest page the master serves, in keys.
+const MaxListLimit = 10000
 
 // List returns up to limit keys that start with prefix, from start on (in
 // byte order, start included; empty for the beginning). limit 0 takes the
@@ -562,8 +554,8 @@ func (c *Client) List(ctx context.Context, prefix, start string, limit int) (Lis
 	if err := ValidatePrefix([]byte(prefix)); err != nil {
 		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
 	}
-	if limit < 0 || limit > maxListLimit {
-		return ListPage{}, fmt.Errorf("list %q: limit %d: want 0 to %d", prefix, limit, maxListLimit)
+	if limit < 0 || limit > MaxListLimit {
+		return ListPage{}, fmt.Errorf("list %q: limit %d: want 0 to %d", prefix, limit, MaxListLimit)
 	}
 	if err := ctx.Err(); err != nil {
 		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
@@ -625,40 +617,6 @@ func (c *Client) Keys(ctx context.Context, prefix string, pageSize int) iter.Seq
 			start = page.Next
 		}
 	}
-}
-
-// ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
-// Fields the server adds later are ignored; Raw keeps the whole answer.
-type ClusterInfo struct {
-	// Node is the node that answered.
-	Node Member `json:"node"`
-	// Replicas is how many volumes hold each value.
-	Replicas int `json:"replicas"`
-	// Members are the nodes gossip sees alive, by name.
-	Members []Member `json:"members"`
-	// Departed are the nodes gossip saw die or leave.
-	Departed []Member `json:"departed"`
-	Ring     RingInfo `json:"ring"`
-	// Merging names the volumes whose index the master is merging in.
-	Merging []string `json:"merging"`
-	// PendingDeletes counts, per volume, deleted or replaced values still
-	// to be removed from it.
-	PendingDeletes map[string]int `json:"pending_deletes"`
-	// UnderReplicated counts keys with fewer live replicas than Replicas
-	// at the last repair scan; RepairCopies the copies repair has made.
-	UnderReplicated int   `json:"under_replicated"`
-	RepairCopies    int64 `json:"repair_copies"`
-
-	Raw json.RawMessage `json:"-"`
-}
-
-// RingInfo describes the placement ring.
-type RingInfo struct {
-	Partitions    int     `json:"partitions"`
-	Load          float64 `json:"load"`
-	MaxPartitions int     `json:"max_partitions"`
-	// Owned is how many partitions each volume owns.
-	Owned map[string]int `json:"owned"`
 }
 
 // maxClusterJSON bounds the cluster document read into memory.
