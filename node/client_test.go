@@ -338,3 +338,33 @@ func TestClientPutRefusedEarly(t *testing.T) {
 		}
 	}
 }
+
+// TestClientChecksIndexETag: every replica's copy of a value disagrees with
+// the master's index (each volume's own ETag matches its own bytes). The
+// client checks the bytes against the ETag of the master's redirect, so
+// the read fails with ErrChecksum (before the fix it compared them with the
+// volume's ETag and returned the wrong bytes as good).
+func TestClientChecksIndexETag(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	c.put("sum/k", "the value the index knows")
+	rec := c.record("sum/k")
+	for _, name := range rec.Replicas {
+		s := c.vols[c.volumeIndex(name)].store
+		if err := s.Delete([]byte("sum/k"), rec.Version); err != nil {
+			t.Fatal(err)
+		}
+		other := "another value, same length!"
+		if _, err := s.Put([]byte("sum/k"), rec.Version, strings.NewReader(other), int64(len(other))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newTestClient(t, "http://"+c.master.Addr())
+	v, err := cl.Get(context.Background(), "sum/k")
+	if err == nil {
+		_, err = io.Copy(io.Discard, v)
+		v.Close()
+	}
+	if !errors.Is(err, client.ErrChecksum) {
+		t.Fatalf("GET of a replica that disagrees with the index: got %v, want ErrChecksum", err)
+	}
+}

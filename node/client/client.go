@@ -378,6 +378,11 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()
 	target := c.keyURL(key)
+	// indexTag is the ETag of the master's redirect: the checksum its index
+	// holds, which the bytes must match (a replica's own ETag only says
+	// what that replica has).
+	var indexTag string
+	retries := 0
 	for hop := 0; ; hop++ {
 		if err := ctx.Err(); err != nil {
 			fasthttp.ReleaseResponse(resp)
@@ -390,8 +395,16 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 			c.authorize(req)
 		}
 		resp.Reset()
+		fromMaster := sameHost(target, c.base)
 		if err := c.hc.Do(req, resp); err != nil {
 			resp.CloseBodyStream()
+			if !fromMaster && retries < maxReplicaRetries {
+				// The replica did not answer: ask the master again, which
+				// stops sending readers to a volume that does not answer.
+				retries++
+				target = c.keyURL(key)
+				continue
+			}
 			fasthttp.ReleaseResponse(resp)
 			if hop > 0 {
 				return nil, fmt.Errorf("get %q: redirected to %s: %w", key, target, err)
@@ -399,8 +412,20 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 			return nil, fmt.Errorf("get %q: %w", key, err)
 		}
 		st := resp.StatusCode()
+		if fromMaster && isRedirect(st) {
+			indexTag = string(resp.Header.Peek(fasthttp.HeaderETag))
+		}
 		if st == fasthttp.StatusOK {
 			break
+		}
+		if !fromMaster && (st == fasthttp.StatusNotFound || st >= 500) && retries < maxReplicaRetries {
+			// A replica without the copy (or failing): the master knows
+			// the others.
+			retries++
+			drain(resp)
+			resp.CloseBodyStream()
+			target = c.keyURL(key)
+			continue
 		}
 		var err error
 		switch loc := resp.Header.Peek(fasthttp.HeaderLocation); {
@@ -428,12 +453,21 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 	if v.body == nil {
 		v.body = bytes.NewReader(resp.Body())
 	}
-	v.sum, v.hasSum = parseETag(v.ETag)
+	if indexTag != "" && indexTag != v.ETag {
+		resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		return nil, fmt.Errorf("get %q: %w: the replica's copy has ETag %s, the master's index %s", key, ErrChecksum, v.ETag, indexTag)
+	}
+	v.sum, v.hasSum = parseETag(v.ETag) // the index's, when the master sent one
 	if s, ok := v.body.(fasthttp.ReadCloserWithError); ok {
 		v.stop = context.AfterFunc(ctx, func() { _ = s.CloseWithError(ctx.Err()) })
 	}
 	return v, nil
 }
+
+// maxReplicaRetries is how often Get goes back to the master after a
+// replica failed it.
+const maxReplicaRetries = 2
 
 // Read reads the value's next bytes.
 func (v *ValueReader) Read(p []byte) (int, error) {
