@@ -421,7 +421,7 @@ func (v *Volume) quarantineVersion(ctx *fasthttp.RequestCtx, key []byte, ver uin
 // streamLine is one line of the NDJSON answers of /_kvdb/scrub and
 // /_kvdb/orphans. T says what it is: "bad" (a version Scrub reported),
 // "orphan", "tick" (a keepalive, nothing else set) or "done" (the last
-// line; Error set if the pass failed).
+// line; Error set if the pass failed). /_kvdb/pull answers the same way.
 type streamLine struct {
 	T       string `json:"t"`
 	Key     string `json:"key,omitempty"`
@@ -432,6 +432,11 @@ type streamLine struct {
 	Kind    string `json:"kind,omitempty"`    // orphan: "unindexed file" or "missing file"
 	Files   int64  `json:"files,omitempty"`   // done (scrub): versions checked
 	Bytes   int64  `json:"bytes,omitempty"`   // done (scrub): bytes read
+	// done (pull): the stored copy's size and checksum (hex), or with
+	// Error the HTTP status that explains it.
+	Size     int64  `json:"size,omitempty"`
+	Checksum string `json:"checksum,omitempty"`
+	Status   int    `json:"status,omitempty"`
 }
 
 // streamLines answers with the lines run emits, then the line it returns,

@@ -173,6 +173,9 @@ func TestVerifyFindsAndRepairs(t *testing.T) {
 	misRec := c.record("f3")
 	misVol := misRec.Replicas[1]
 	other := scrubValue("not f3", 8<<10)
+	if err := vol(misVol).store.Delete([]byte("f3"), misRec.Version); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := vol(misVol).store.Put([]byte("f3"), misRec.Version, bytes.NewReader(other), int64(len(other))); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,12 +44,30 @@ func internalURL(addr, op string, key []byte, version uint64) string {
 
 // putToVolume streams body into one volume.
 func (m *Master) putToVolume(vol Member, key []byte, version uint64, size int64, body io.Reader) putResult {
-	return m.blobRequest(vol, fasthttp.MethodPut, internalURL(vol.HTTP, "blob/", key, version), body, size)
+	// The signed URL names the size: a captured request cannot be replayed
+	// with another body length.
+	return m.blobRequest(vol, fasthttp.MethodPut, internalURL(vol.HTTP, "blob/", key, version)+"&n="+strconv.FormatInt(size, 10), body, size)
 }
 
 // pull asks dst to copy one version of key from src.
 func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
-	return m.blobRequest(dst, fasthttp.MethodPost, internalURL(dst.HTTP, "pull/", key, version)+"&from="+src.HTTP, nil, 0)
+	res := putResult{vol: dst.Name}
+	op := internalURL(dst.HTTP, "pull/", key, version)[len("http://"+dst.HTTP+"/"+ReservedPrefix):] + "&from=" + src.HTTP
+	// The volume ticks while it copies: no idle timeout cuts a slow copy
+	// of a large value.
+	l, err := m.volumeStream(context.Background(), dst, fasthttp.MethodPost, op, func(streamLine) {})
+	switch {
+	case err != nil:
+		res.err, res.status = err, l.Status
+	default:
+		sum, perr := strconv.ParseUint(l.Checksum, 16, 64)
+		if perr != nil {
+			res.err = fmt.Errorf("bad checksum %q", l.Checksum)
+			break
+		}
+		res.size, res.checksum = l.Size, sum
+	}
+	return res
 }
 
 // blobRequest sends one request that makes vol store a blob (body, if not

@@ -591,19 +591,30 @@ func (v *Volume) sendBack(ctx *fasthttp.RequestCtx, key []byte, ver uint64) bool
 	return true
 }
 
-func replyStoreError(ctx *fasthttp.RequestCtx, key []byte, err error) {
+// storeStatus is the HTTP status of a store error.
+func storeStatus(err error) int {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		replyText(ctx, fasthttp.StatusNotFound, fmt.Sprintf("key %q not found", key))
+		return fasthttp.StatusNotFound
 	case errors.Is(err, store.ErrNoSpace):
-		replyText(ctx, fasthttp.StatusInsufficientStorage, err.Error())
+		return fasthttp.StatusInsufficientStorage
+	case errors.Is(err, store.ErrExists):
+		return fasthttp.StatusConflict
 	case errors.Is(err, store.ErrSizeMismatch), errors.Is(err, store.ErrBadKey):
-		replyText(ctx, fasthttp.StatusBadRequest, err.Error())
+		return fasthttp.StatusBadRequest
 	case errors.Is(err, store.ErrClosed):
-		replyText(ctx, fasthttp.StatusServiceUnavailable, err.Error())
-	default:
-		replyError(ctx, err)
+		return fasthttp.StatusServiceUnavailable
 	}
+	return statusOf(err)
+}
+
+func replyStoreError(ctx *fasthttp.RequestCtx, key []byte, err error) {
+	st := storeStatus(err)
+	if st == fasthttp.StatusNotFound {
+		replyText(ctx, st, fmt.Sprintf("key %q not found", key))
+		return
+	}
+	replyText(ctx, st, err.Error())
 }
 
 // blobReply is a volume's answer to a write.
@@ -639,6 +650,10 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 		return
 	}
 	size := bodySize(&ctx.Request.Header)
+	if st, msg := v.admitBlobWrite(ctx, key, ver, size); st != 0 {
+		replyText(ctx, st, msg)
+		return
+	}
 	var body io.Reader = ctx.RequestBodyStream()
 	if size == 0 {
 		body = bytes.NewReader(nil)
@@ -666,6 +681,29 @@ func (v *Volume) writeBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	replyBlob(ctx, m)
 }
 
+// admitBlobWrite refuses, before any byte of the body is read, a write of
+// a version this volume already holds (versions are immutable: 409), one
+// whose length differs from the size the signed URL names (n=), and, with a
+// cluster secret, one whose version is older than a signature lives: the
+// master hands out a fresh version for every write and streams it at once,
+// so such a request can only be a replay of a captured one (after the
+// version was deleted, it would bring the value back).
+func (v *Volume) admitBlobWrite(ctx *fasthttp.RequestCtx, key []byte, ver uint64, size int64) (int, string) {
+	if n := ctx.QueryArgs().Peek("n"); len(n) > 0 {
+		want, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil || want != size {
+			return fasthttp.StatusBadRequest, fmt.Sprintf("body of %d bytes, the signed request names %s", size, n)
+		}
+	}
+	if v.sec != nil && versionTime(ver).Before(time.Now().Add(-internalTTL-clockSkew)) {
+		return fasthttp.StatusConflict, fmt.Sprintf("version %s is too old for a new write", formatVersion(ver))
+	}
+	if _, err := v.store.Get(key, ver); err == nil {
+		return fasthttp.StatusConflict, fmt.Sprintf("version %s of %q is already held; a version is never replaced", formatVersion(ver), key)
+	}
+	return 0, ""
+}
+
 func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	ver, err := requiredVersion(ctx)
 	if err != nil {
@@ -681,7 +719,12 @@ func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
 
 // pullBlob copies one version of a key from another volume (from=HOST:PORT)
 // into this one, streaming: the master uses it to replace a replica without
-// the bytes passing through the master.
+// the bytes passing through the master. The answer is an NDJSON stream (see
+// streamLines): a tick every second while the copy runs, so that a slow
+// copy of a large value outlives the master's idle timeout, then one "done"
+// line with the stored size and checksum, or the error and its status. A
+// version already held is not copied again: the held copy's size and
+// checksum are the answer (the master compares them with the source's).
 func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	ver, err := requiredVersion(ctx)
 	from := string(ctx.QueryArgs().Peek("from"))
@@ -692,6 +735,23 @@ func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
 		replyError(ctx, err)
 		return
 	}
+	key = bytes.Clone(key) // the copy outlives the handler
+	v.streamLines(ctx, func(context.Context, func(streamLine)) streamLine {
+		m, status, err := v.pull(key, ver, from)
+		if err != nil {
+			return streamLine{T: "done", Error: err.Error(), Status: status}
+		}
+		v.metrics.wroteBlob(m.Size)
+		return streamLine{T: "done", Size: m.Size, Checksum: strconv.FormatUint(m.Checksum, 16)}
+	})
+}
+
+// pull copies version of key from the volume at from; on failure it returns
+// the HTTP status that explains it.
+func (v *Volume) pull(key []byte, ver uint64, from string) (store.Meta, int, error) {
+	if m, err := v.store.Get(key, ver); err == nil {
+		return m, 0, nil
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -700,25 +760,27 @@ func (v *Volume) pullBlob(ctx *fasthttp.RequestCtx, key []byte) {
 	req.URI().DisablePathNormalizing = true
 	resp.StreamBody = true
 	if err := v.client.Do(req, resp); err != nil {
-		replyText(ctx, fasthttp.StatusBadGateway, fmt.Sprintf("pull %q from %s: %v", key, from, err))
-		return
+		return store.Meta{}, fasthttp.StatusBadGateway, fmt.Errorf("pull %q from %s: %w", key, from, err)
 	}
 	defer resp.CloseBodyStream()
 	if resp.StatusCode() != fasthttp.StatusOK {
-		replyText(ctx, fasthttp.StatusBadGateway, fmt.Sprintf("pull %q from %s: status %d", key, from, resp.StatusCode()))
-		return
+		return store.Meta{}, fasthttp.StatusBadGateway, fmt.Errorf("pull %q from %s: status %d", key, from, resp.StatusCode())
 	}
 	size := int64(resp.Header.ContentLength())
 	if size < 0 {
 		size = -1
 	}
 	m, err := v.store.Put(key, ver, resp.BodyStream(), size)
-	if err != nil {
-		replyStoreError(ctx, key, err)
-		return
+	if errors.Is(err, store.ErrExists) {
+		// A concurrent pull of the same version got there first.
+		if m, err := v.store.Get(key, ver); err == nil {
+			return m, 0, nil
+		}
 	}
-	v.metrics.wroteBlob(m.Size)
-	replyBlob(ctx, m)
+	if err != nil {
+		return store.Meta{}, storeStatus(err), err
+	}
+	return m, 0, nil
 }
 
 // indexEntry is one (key, version) in a volume's index listing.

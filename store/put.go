@@ -20,8 +20,9 @@ import (
 //
 // The value is streamed into a temporary file while being hashed, followed by
 // its trailer, fsynced, renamed into place and then indexed: on any failure
-// nothing is visible and no file is left behind. Putting a (key, version)
-// that is already held replaces it atomically.
+// nothing is visible and no file is left behind. A version is immutable:
+// Put of a (key, version) that is already held fails with ErrExists and
+// leaves the held copy as it was.
 //
 // Put fails with an error wrapping ErrNoSpace when the value does not fit in
 // Capacity or would leave less than Reserve free, or when the filesystem
@@ -186,22 +187,19 @@ func (s *Store) commit(tmp string, m Meta) error {
 	}
 	defer s.unlockVersion(mu)
 
-	old, had, err := s.idx.get(ik)
+	_, had, err := s.idx.get(ik)
 	if err != nil {
 		return fmt.Errorf("index: %w", err)
+	}
+	if had {
+		return ErrExists
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("rename into place: %w", noSpace(err))
 	}
 	// From here the new file is in place; if it cannot be indexed, remove
-	// it, and since it replaced any older file of this version, unindex that.
-	undo := func() {
-		os.Remove(dst)
-		if had && s.idx.delete(ik) == nil {
-			s.keys.Add(-1)
-			s.bytes.Add(-old.size)
-		}
-	}
+	// it.
+	undo := func() { os.Remove(dst) }
 	// Only the destination directory needs an fsync: if the crash keeps the
 	// temp file's old name too, Open empties DIR/tmp.
 	if err := s.syncDir(dir); err != nil {
@@ -209,20 +207,13 @@ func (s *Store) commit(tmp string, m Meta) error {
 		return err
 	}
 	// A crash after the rename and before this put leaves an orphan (Open
-	// explains), or, when a held version was replaced, the old record in
-	// front of the new file. Versions are immutable, so a replacement
-	// carries the same bytes (a retry) and the record stays right except
-	// for ModTime.
+	// explains).
 	if err := s.idx.put(ik, record{size: m.Size, checksum: m.Checksum, modNanos: m.ModTime.UnixNano()}); err != nil {
 		undo()
 		return fmt.Errorf("index: %w", noSpace(err))
 	}
-	if had {
-		s.bytes.Add(m.Size - old.size)
-	} else {
-		s.keys.Add(1)
-		s.bytes.Add(m.Size)
-	}
+	s.keys.Add(1)
+	s.bytes.Add(m.Size)
 	return nil
 }
 

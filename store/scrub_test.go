@@ -274,7 +274,12 @@ func TestScrubRechecksBeforeReporting(t *testing.T) {
 				t.Error(err)
 			}
 		}, false},
-		{"replaced", func(t *testing.T, s *Store) { mustPut(t, s, "k", 1, []byte("a new copy")) }, false},
+		{"replaced", func(t *testing.T, s *Store) {
+			if err := s.Delete([]byte("k"), 1); err != nil {
+				t.Error(err)
+			}
+			mustPut(t, s, "k", 1, []byte("a new copy"))
+		}, false},
 		{"file removed", func(t *testing.T, s *Store) { os.Remove(s.blobPath([]byte("k"), 1)) }, true},
 	}
 	for _, tt := range tests {
@@ -827,9 +832,9 @@ func TestScrubConcurrentWrites(t *testing.T) {
 					t.Errorf("Put: %v", err)
 					return
 				}
-				if r%3 == 0 { // replace a version in place
-					if _, err := s.Put(key, v, newGen(size, v+1), size); err != nil {
-						t.Errorf("Put again: %v", err)
+				if r%3 == 0 { // a version is immutable: a second Put changes nothing
+					if _, err := s.Put(key, v, newGen(size, v+1), size); !errors.Is(err, ErrExists) {
+						t.Errorf("Put again: got %v, want ErrExists", err)
 						return
 					}
 				}

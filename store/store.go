@@ -28,6 +28,9 @@ var (
 	// in the chain too).
 	ErrNoSpace = errors.New("store: no space left")
 	ErrClosed  = errors.New("store: closed")
+	// ErrExists: Put of a (key, version) the store already holds. A
+	// version is immutable: its bytes are never replaced.
+	ErrExists = errors.New("store: version already held")
 	// ErrCorrupt means a blob file disagrees with itself or with the index:
 	// a checksum, trailer or length mismatch.
 	ErrCorrupt = errors.New("store: corrupt")

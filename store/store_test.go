@@ -365,22 +365,26 @@ func TestTwoVersionsCoexist(t *testing.T) {
 	}
 }
 
+// TestOverwriteSameVersion: a version is immutable. A second Put of it
+// fails with ErrExists, reads nothing of its body, and the held copy stays
+// (before, it was replaced, so a replayed volume write could swap the bytes
+// of a value the master had acknowledged).
 func TestOverwriteSameVersion(t *testing.T) {
 	s := openStore(t, Config{})
-	mustPut(t, s, "k", 7, []byte("the old value"))
-	m := mustPut(t, s, "k", 7, []byte("new"))
+	m := mustPut(t, s, "k", 7, []byte("the old value"))
+	_, err := s.Put([]byte("k"), 7, strings.NewReader("new"), 3)
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second Put of v7: got %v, want ErrExists", err)
+	}
 	got, gm := readValue(t, s, "k", 7)
-	if string(got) != "new" || gm.Checksum != m.Checksum || gm.Size != 3 {
-		t.Errorf("after overwrite: got %q (%+v), want %q (%+v)", got, gm, "new", m)
+	if string(got) != "the old value" || gm.Checksum != m.Checksum {
+		t.Errorf("after the refused Put: got %q (%+v), want the held copy", got, gm)
 	}
-	if st := s.Stats(); st.Keys != 1 || st.Bytes != 3 {
-		t.Errorf("Stats after overwrite: got %d keys, %d bytes; want 1, 3", st.Keys, st.Bytes)
+	if st := s.Stats(); st.Keys != 1 || st.Bytes != m.Size {
+		t.Errorf("Stats: got %d keys, %d bytes; want 1, %d", st.Keys, st.Bytes, m.Size)
 	}
-	if files := filesUnder(t, s.blobsDir); len(files) != 1 {
-		t.Errorf("blob files after overwrite: got %q, want one", files)
-	}
-	if err := s.Verify([]byte("k"), 7); err != nil {
-		t.Errorf("Verify after overwrite: %v", err)
+	if files := filesUnder(t, s.tmpDir); len(files) != 0 {
+		t.Errorf("tmp/ after the refused Put: got %q, want empty", files)
 	}
 }
 
@@ -910,12 +914,13 @@ func TestConcurrentPuts(t *testing.T) {
 			for r := range rounds {
 				// Different versions of one key...
 				size := int64(w*1000 + r)
-				if _, err := s.Put(key, uint64(1+w), newGen(size, uint64(w*rounds+r+1)), size); err != nil {
+				if _, err := s.Put(key, uint64(1+w), newGen(size, uint64(w*rounds+r+1)), size); err != nil && (r == 0 || !errors.Is(err, ErrExists)) {
 					t.Errorf("Put v%d: %v", 1+w, err)
 				}
-				// ...and all writers on the same version, with different bodies.
+				// ...and all writers on the same version, with different
+				// bodies: one wins, the others find it held.
 				size = int64(50<<10 + w*1000 + r)
-				if _, err := s.Put(key, 0, newGen(size, uint64(1000+w*rounds+r)), -1); err != nil {
+				if _, err := s.Put(key, 0, newGen(size, uint64(1000+w*rounds+r)), -1); err != nil && !errors.Is(err, ErrExists) {
 					t.Errorf("Put v0: %v", err)
 				}
 			}
