@@ -355,17 +355,3 @@ func (m *Master) repairStatus() (under int, copied int64) {
 	defer m.repairMu.Unlock()
 	return m.repair.underReplicated, m.repair.copied
 }
-
-// sameNames reports whether a and b hold the same names (each list has no
-// duplicates).
-func sameNames(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, x := range a {
-		if !contains(b, x) {
-			return false
-		}
-	}
-	return true
-}
