@@ -2,67 +2,70 @@ package node
 
 import (
 	"errors"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// The placement loop converges stored placement on what it should be, one
+// pass over the index at a time. For each key it asks decidePlacement
+// (placement_decide.go) what the key needs, and carries that out: a repair
+// (repairKey, repair.go) for a key that lost a replica, a move (moveKey,
+// rebalance.go) for a key that is not where the ring puts it. Passes run
+// every RepairInterval and whenever kickRepair asks for one.
+
 var errChecksumMismatch = errors.New("copy has a different checksum")
 
-// repairState is what the placement loop knows between scans.
+// repairState is what the placement loop knows between passes.
 type repairState struct {
-	// missingSince records when a scan first found a volume that records
+	// missingSince records when a pass first found a volume that records
 	// name as a replica to be missing from the live set.
 	missingSince map[string]time.Time
 	// underReplicated is the count of keys found below the replica count
-	// by the last complete scan.
+	// by the last complete pass.
 	underReplicated int
 	copied          int64
 	// keysOn counts, per volume, the keys whose record names it as a
-	// replica, at the last complete scan; scanned is when that scan began.
+	// replica, at the last complete pass; scanned is when that pass began.
 	keysOn  map[string]int64
 	scanned time.Time
 	reb     rebalanceState
 }
 
-// repairLoop converges stored placement to what it should be, one walk of
-// the index at a time. It repairs keys that lost a replica: once a volume
-// has been gone for RepairDelay (a flapping or restarting volume must not
-// set off a storm of copies), every key it held is copied from a surviving
-// replica to the next live volume on the ring. And once membership has been
-// unchanged for RebalanceDelay, it moves keys whose replicas differ from the
-// ring's placement (a volume joined, or is draining) to where the ring puts
-// them, throttled; see moveKey.
-func (m *Master) repairLoop() {
+// placementLoop runs placement passes until the master stops. Repairs wait
+// until a volume has been gone for RepairDelay (a flapping or restarting
+// volume must not set off a storm of copies); moves wait until membership
+// has been unchanged for RebalanceDelay, and are throttled (see moveKey).
+func (m *Master) placementLoop() {
 	defer m.wg.Done()
-	runEvery(m.stop, m.cfg.RepairInterval, m.repairKick, m.repairScan)
+	runEvery(m.stop, m.cfg.RepairInterval, m.repairKick, m.placementPass)
 }
 
-type repairItem struct {
+// repairLoop is placementLoop under the name master.go starts it by; it
+// goes once master.go starts placementLoop.
+func (m *Master) repairLoop() { m.placementLoop() }
+
+// placementItem is one key a pass will repair or move, with its decision.
+type placementItem struct {
 	key  []byte
 	rec  Record
-	move bool // a rebalance move, not a repair
+	plan placement
 }
 
-// repairScan walks the index once and repairs and moves what it can. A
-// walk is stateless: it works from the index alone, so a restarted master
+// repairBatch is how many keys a pass decides on before it carries out
+// their decisions, so that the index iterator is released before any copy
+// starts. Verify walks the index in batches of the same size.
+const repairBatch = 256
+
+// placementPass walks the index once and repairs and moves what it can. A
+// pass is stateless: it works from the index alone, so a restarted master
 // simply picks up where the placement still differs.
-func (m *Master) repairScan() {
+func (m *Master) placementPass() {
 	view := m.view.Load()
 	now := time.Now()
-	m.repairMu.Lock()
-	st := &m.repair
-	for name := range st.missingSince {
-		if _, live := view.vols[name]; live {
-			delete(st.missingSince, name)
-		}
-	}
-	m.repairMu.Unlock()
+	pv := m.startPass(view, now)
 
 	n := m.cfg.Replicas
-	settled := now.Sub(view.changed) >= m.cfg.RebalanceDelay
-	canMove := settled && view.ring.Len() >= n
 	under, misplaced := 0, 0
 	keysOn := map[string]int64{}
 	for name := range view.vols {
@@ -70,7 +73,7 @@ func (m *Master) repairScan() {
 	}
 	m.setRebalance(func(r *rebalanceState) {
 		switch {
-		case !settled:
+		case !pv.Settled:
 			r.State = "settling"
 		case view.ring.Len() < n:
 			r.State = "blocked"
@@ -83,42 +86,29 @@ func (m *Master) repairScan() {
 	aborted := false
 	m.repairedInPass.Store(0)
 	for {
-		var batch []repairItem
+		var batch []placementItem
 		var next []byte
 		err := m.ix.scanFrom(start, func(key []byte, rec *Record) bool {
 			if len(batch) == repairBatch {
 				next = append([]byte(nil), key...)
 				return false
 			}
-			live, due := 0, true
 			for _, name := range rec.Replicas {
 				keysOn[name]++
-				if _, ok := view.vols[name]; ok {
-					live++
-				} else if !m.missingLongEnough(name, now) {
-					due = false
+				if !pv.Live[name] {
+					m.noteMissing(name, now)
 				}
 			}
-			if live < n {
+			plan := decidePlacement(pv, rec.Replicas, view.ring.Order(key))
+			if plan.Under {
 				under++
-				if due && live > 0 {
-					batch = append(batch, repairItem{key: append([]byte(nil), key...), rec: rec.clone()})
-				}
-				return true
 			}
-			// Enough live replicas. Is it where the ring puts it? A replica
-			// on a volume missing for less than RepairDelay holds the key's
-			// placement as it is until that volume is given up on.
-			if !due {
-				return true
+			if plan.misplaced() {
+				misplaced++
 			}
-			want, err := view.ring.Locate(key, n)
-			if err != nil || sameNames(want, rec.Replicas) {
-				return true
-			}
-			misplaced++
-			if canMove && !aborted {
-				batch = append(batch, repairItem{key: append([]byte(nil), key...), rec: rec.clone(), move: true})
+			// After an abort, misplaced keys are only counted.
+			if plan.Action == placeRepair || plan.moves() && !aborted {
+				batch = append(batch, placementItem{key: append([]byte(nil), key...), rec: rec.clone(), plan: plan})
 			}
 			return true
 		})
@@ -126,7 +116,6 @@ func (m *Master) repairScan() {
 			m.log.Error("placement scan", "err", err)
 			return
 		}
-		// The iterator is released before any copy starts.
 		if !m.runBatch(view, batch) {
 			// Membership changed under the moves (or the master stops):
 			// count the rest, move nothing more until it settles again.
@@ -142,9 +131,60 @@ func (m *Master) repairScan() {
 		}
 		start = next
 	}
+	m.endPass(now, under, misplaced, keysOn, aborted)
+}
+
+// startPass returns the placementView of a pass that begins now on view,
+// after forgetting when the volumes live again went missing.
+func (m *Master) startPass(view *clusterView, now time.Time) *placementView {
+	pv := m.newPlacementView(view)
+	pv.Settled = now.Sub(view.changed) >= m.cfg.RebalanceDelay
+	pv.MissingFor = map[string]time.Duration{}
 	m.repairMu.Lock()
+	defer m.repairMu.Unlock()
+	for name, since := range m.repair.missingSince {
+		if pv.Live[name] {
+			delete(m.repair.missingSince, name)
+			continue
+		}
+		pv.MissingFor[name] = now.Sub(since)
+	}
+	return pv
+}
+
+// newPlacementView returns what the placement decision needs of view,
+// leaving out what only a pass knows (Settled, MissingFor).
+func (m *Master) newPlacementView(view *clusterView) *placementView {
+	live := make(map[string]bool, len(view.vols))
+	for name := range view.vols {
+		live[name] = true
+	}
+	return &placementView{
+		Replicas:    m.cfg.Replicas,
+		Live:        live,
+		Draining:    view.draining,
+		RepairDelay: m.cfg.RepairDelay,
+	}
+}
+
+// noteMissing starts the clock of volume name, which a record names but
+// which is not live, unless it runs already. A volume first found missing
+// by a pass is missing for 0 in that pass's view (see placementView).
+func (m *Master) noteMissing(name string, now time.Time) {
+	m.repairMu.Lock()
+	defer m.repairMu.Unlock()
+	if _, ok := m.repair.missingSince[name]; !ok {
+		m.repair.missingSince[name] = now
+	}
+}
+
+// endPass records what a complete pass that began at now found, and logs
+// it if anything moved or is left to move.
+func (m *Master) endPass(now time.Time, under, misplaced int, keysOn map[string]int64, aborted bool) {
+	m.repairMu.Lock()
+	st := &m.repair
 	st.underReplicated = max(under-int(m.repairedInPass.Load()), 0)
-	// Scan again as soon as the RepairDelay of a volume this pass found
+	// Pass again as soon as the RepairDelay of a volume this pass found
 	// missing is over, rather than at the next interval.
 	for _, since := range st.missingSince {
 		if since.Equal(now) {
@@ -169,26 +209,27 @@ func (m *Master) repairScan() {
 	}
 }
 
-// runBatch repairs (unthrottled: a key below its replica count is one
-// failure from loss) and then moves (throttled) the batch's keys,
-// RebalanceConcurrency at a time. It reports false, after stopping its
-// moves, when the ring changed meanwhile or the master is stopping.
-func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
-	var repairs, moves []*repairItem
+// runBatch carries out the batch's decisions: repairs first (unthrottled:
+// a key below its replica count is one failure from loss), then moves
+// (throttled), RebalanceConcurrency at a time. It reports false, after
+// stopping its moves, when the ring changed meanwhile or the master is
+// stopping.
+func (m *Master) runBatch(view *clusterView, batch []placementItem) bool {
+	var repairs, moves []*placementItem
 	for i := range batch {
-		if batch[i].move {
-			moves = append(moves, &batch[i])
-		} else {
+		if batch[i].plan.Action == placeRepair {
 			repairs = append(repairs, &batch[i])
+		} else {
+			moves = append(moves, &batch[i])
 		}
 	}
-	ok := m.runPool(repairs, func(it *repairItem) bool {
+	ok := m.runPool(repairs, func(it *placementItem) bool {
 		select {
 		case <-m.stop:
 			return false
 		default:
 		}
-		if m.repairKey(view, it.key, &it.rec) {
+		if m.applyRepair(view, it.key, &it.rec, &it.plan) {
 			m.repairedInPass.Add(1)
 		}
 		return true
@@ -196,11 +237,11 @@ func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
 	if !ok || len(moves) == 0 {
 		return ok
 	}
-	ok = m.runPool(moves, func(it *repairItem) bool {
+	ok = m.runPool(moves, func(it *placementItem) bool {
 		if m.view.Load().ring != view.ring || !m.moves.wait(it.rec.Size) {
 			return false
 		}
-		m.moveKey(view, it.key, &it.rec)
+		m.moveKey(view, it.key, &it.rec, &it.plan)
 		return true
 	})
 	// Delete the moved-away copies as soon as their grace is over.
@@ -210,11 +251,11 @@ func (m *Master) runBatch(view *clusterView, batch []repairItem) bool {
 
 // runPool runs fn on items, RebalanceConcurrency at a time, until one
 // returns false (then it starts no more) or all are done.
-func (m *Master) runPool(items []*repairItem, fn func(*repairItem) bool) bool {
+func (m *Master) runPool(items []*placementItem, fn func(*placementItem) bool) bool {
 	if len(items) == 0 {
 		return true
 	}
-	work := make(chan *repairItem)
+	work := make(chan *placementItem)
 	var stopped atomic.Bool
 	var wg sync.WaitGroup
 	for range min(m.cfg.RebalanceConcurrency, len(items)) {
@@ -239,67 +280,9 @@ func (m *Master) runPool(items []*repairItem, fn func(*repairItem) bool) bool {
 	return !stopped.Load()
 }
 
-const repairBatch = 256
-
-// missingLongEnough reports whether volume name has been missing from the
-// live set for RepairDelay, starting its clock if this is the first time.
-func (m *Master) missingLongEnough(name string, now time.Time) bool {
-	m.repairMu.Lock()
-	defer m.repairMu.Unlock()
-	since, ok := m.repair.missingSince[name]
-	if !ok {
-		m.repair.missingSince[name] = now
-		since = now
-	}
-	return now.Sub(since) >= m.cfg.RepairDelay
-}
-
-// repairKey copies one key's current version from a live replica to live
-// volumes until it has Replicas of them, then records the new replica set
-// (queueing the lost replicas' copies for deletion when they come back).
-func (m *Master) repairKey(view *clusterView, key []byte, rec *Record) bool {
-	var live, lost []string
-	for _, name := range rec.Replicas {
-		if _, ok := view.vols[name]; ok {
-			live = append(live, name)
-		} else {
-			lost = append(lost, name)
-		}
-	}
-	if len(live) == 0 {
-		return false
-	}
-	src := view.vols[m.reachableFirst(live)[0]]
-	var added []string
-	order := slices.Concat(view.ring.Order(key), view.draining)
-	for _, name := range order {
-		if len(live)+len(added) >= m.cfg.Replicas {
-			break
-		}
-		if contains(rec.Replicas, name) {
-			continue
-		}
-		if err := m.copyReplica(view, key, rec, src, name); err != nil {
-			m.log.Warn("repair copy failed", "key", string(key), "from", src.Name, "to", name, "err", err)
-			continue
-		}
-		added = append(added, name)
-	}
-	if len(added) == 0 {
-		return false
-	}
-	if m.switchReplicas(key, rec, append(append([]string(nil), live...), added...), added, lost) {
-		m.repairMu.Lock()
-		m.repair.copied += int64(len(added))
-		m.repairMu.Unlock()
-		m.log.Info("repaired", "key", string(key), "added", added, "lost", lost)
-		return len(live)+len(added) >= m.cfg.Replicas
-	}
-	return false
-}
-
 // copyReplica has volume dst pull rec's version of key from src and checks
-// the copy's checksum. On failure the intent becomes garbage.
+// the copy's checksum. On failure the intent becomes garbage. Repairs and
+// moves both copy with it.
 func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Member, dst string) error {
 	if err := m.ix.addPending(rec.Version, key, dst); err != nil {
 		return err
@@ -325,6 +308,7 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 // lose their intents, dropped are queued for deletion. When the record
 // changed meanwhile (an overwrite, a delete, another move), the copies on
 // added are garbage instead. It reports whether the switch happened.
+// Repairs and moves both commit with it.
 func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, dropped []string) bool {
 	mu := m.lockKey(key)
 	var cur Record
@@ -346,12 +330,4 @@ func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, droppe
 		m.log.Error("placement commit", "key", string(key), "err", err)
 	}
 	return switched
-}
-
-// repairStatus reports the last scan's count of under-replicated keys and
-// how many replica copies repair has made.
-func (m *Master) repairStatus() (under int, copied int64) {
-	m.repairMu.Lock()
-	defer m.repairMu.Unlock()
-	return m.repair.underReplicated, m.repair.copied
 }

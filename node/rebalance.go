@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -69,38 +70,16 @@ func (m *Master) rebalanceStatus() rebalanceState {
 	return r
 }
 
-// moveKey moves one key to the replicas the ring wants for it (see the
-// comment at the top of this file). A copy that fails leaves the key where
-// it was, plus any copies that succeeded; the next pass tries again.
-func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
-	want, err := view.ring.Locate(key, m.cfg.Replicas)
-	if err != nil {
-		return
-	}
-	var live []string
-	for _, name := range rec.Replicas {
-		if _, ok := view.vols[name]; ok {
-			live = append(live, name)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-	// Read from a replica that stays if there is one: it is not busy
-	// draining.
-	src := view.vols[m.reachableFirst(live)[0]]
-	for _, name := range m.reachableFirst(live) {
-		if contains(want, name) {
-			src = view.vols[name]
-			break
-		}
-	}
+// moveKey carries out plan, a move or drop decision for rec (see
+// placeMove): it copies the key to the volumes the ring wants (see the
+// comment at the top of this file), then switches the record to them. A
+// copy that fails leaves the key where it was, plus any copies that
+// succeeded; the next pass tries again.
+func (m *Master) moveKey(view *clusterView, key []byte, rec *Record, plan *placement) {
+	src := view.vols[plan.source(*m.unreachable.Load())]
 	var added []string
 	failed := false
-	for _, name := range want {
-		if contains(rec.Replicas, name) {
-			continue
-		}
+	for _, name := range plan.Add {
 		if err := m.copyReplica(view, key, rec, src, name); err != nil {
 			m.log.Warn("move copy failed", "key", string(key), "from", src.Name, "to", name, "err", err)
 			failed = true
@@ -108,17 +87,12 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		}
 		added = append(added, name)
 	}
-	replicas := append([]string(nil), want...)
-	var dropped []string
+	replicas := slices.Clone(plan.Want)
+	dropped := plan.Drop
 	if failed {
 		// Keep every copy the key has; the next pass finishes the move.
-		replicas = append(append([]string(nil), rec.Replicas...), added...)
-	} else {
-		for _, name := range rec.Replicas {
-			if !contains(want, name) {
-				dropped = append(dropped, name)
-			}
-		}
+		replicas = slices.Concat(rec.Replicas, added)
+		dropped = nil
 	}
 	if len(added) == 0 && len(dropped) == 0 {
 		m.setRebalance(func(r *rebalanceState) { r.Failed++ })
