@@ -175,7 +175,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	go m.probeLoop()
 	go m.watchMembers()
 	go m.gcLoop()
-	go m.repairLoop()
+	go m.placementLoop()
 	m.log.Info("master started", "http", m.http.addr(), "gossip", m.gossip.addr(), "dir", cfg.Dir, "replicas", cfg.Replicas)
 	return m, nil
 }

@@ -1,13 +1,9 @@
 package node
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
+	"slices"
 	"sync"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/kvdb/kvdb/node/client"
 )
@@ -51,38 +47,16 @@ func (m *Master) rebalanceStatus() client.RebalanceInfo {
 	return r
 }
 
-// moveKey moves one key to the replicas the ring wants for it (see the
-// comment at the top of this file). A copy that fails leaves the key where
-// it was, plus any copies that succeeded; the next pass tries again.
-func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
-	want, err := view.ring.Locate(key, m.cfg.Replicas)
-	if err != nil {
-		return
-	}
-	var live []string
-	for _, name := range rec.Replicas {
-		if _, ok := view.vols[name]; ok {
-			live = append(live, name)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-	// Read from a replica that stays if there is one: it is not busy
-	// draining.
-	src := view.vols[m.reachableFirst(live)[0]]
-	for _, name := range m.reachableFirst(live) {
-		if contains(want, name) {
-			src = view.vols[name]
-			break
-		}
-	}
+// moveKey carries out plan, a move or drop decision for rec (see
+// placeMove): it copies the key to the volumes the ring wants (see the
+// comment at the top of this file), then switches the record to them. A
+// copy that fails leaves the key where it was, plus any copies that
+// succeeded; the next pass tries again.
+func (m *Master) moveKey(view *clusterView, key []byte, rec *Record, plan *placement) {
+	src := view.vols[plan.source(*m.unreachable.Load())]
 	var added []string
 	failed := false
-	for _, name := range want {
-		if contains(rec.Replicas, name) {
-			continue
-		}
+	for _, name := range plan.Add {
 		if err := m.copyReplica(view, key, rec, src, name); err != nil {
 			m.log.Warn("move copy failed", "key", string(key), "from", src.Name, "to", name, "err", err)
 			failed = true
@@ -90,17 +64,12 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record) {
 		}
 		added = append(added, name)
 	}
-	replicas := append([]string(nil), want...)
-	var dropped []string
+	replicas := slices.Clone(plan.Want)
+	dropped := plan.Drop
 	if failed {
 		// Keep every copy the key has; the next pass finishes the move.
-		replicas = append(append([]string(nil), rec.Replicas...), added...)
-	} else {
-		for _, name := range rec.Replicas {
-			if !contains(want, name) {
-				dropped = append(dropped, name)
-			}
-		}
+		replicas = slices.Concat(rec.Replicas, added)
+		dropped = nil
 	}
 	if len(added) == 0 && len(dropped) == 0 {
 		m.setRebalance(func(r *client.RebalanceInfo) { r.Failed++ })
@@ -206,109 +175,4 @@ func (l *rateLimiter) wait(n int64) bool {
 		return l.sleep(d, l.stop)
 	}
 	return true
-}
-
-// drainSet returns the volumes an operator asked to drain.
-func (m *Master) drainSet() map[string]bool {
-	if p := m.drains.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// handleDrain serves /_kvdb/drain/VOLUME (a volume name or HTTP address):
-// POST starts draining it, DELETE stops, GET reports progress.
-func (m *Master) handleDrain(ctx *fasthttp.RequestCtx, target string) {
-	name := m.resolveVolume(target)
-	if name == "" {
-		replyText(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no volume named or at %q", target))
-		return
-	}
-	switch {
-	case ctx.IsPost() || ctx.IsPut():
-		if err := m.setDrain(name, true); err != nil {
-			replyError(ctx, err)
-			return
-		}
-	case ctx.IsDelete():
-		if err := m.setDrain(name, false); err != nil {
-			replyError(ctx, err)
-			return
-		}
-	case ctx.IsGet() || ctx.IsHead():
-	default:
-		ctx.Response.Header.Set("Allow", "GET, POST, DELETE")
-		replyText(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed on drain")
-		return
-	}
-	b, _ := json.Marshal(m.drainStatus(name))
-	replyJSON(ctx, fasthttp.StatusOK, b)
-}
-
-func (m *Master) drainStatus(name string) client.DrainStatus {
-	view := m.view.Load()
-	d := client.DrainStatus{Volume: name, Draining: contains(view.draining, name) || m.drainSet()[name]}
-	m.repairMu.Lock()
-	keys := m.repair.keysOn[name]
-	scanned := m.repair.scanned
-	m.repairMu.Unlock()
-	m.drainMu.Lock()
-	since := m.drainSince[name]
-	m.drainMu.Unlock()
-	d.Keys = keys
-	d.Done = d.Draining && keys == 0 && !scanned.IsZero() && scanned.After(since)
-	if d.Draining && view.ring.Len() < m.cfg.Replicas {
-		d.Blocked = fmt.Sprintf("%d volumes outside those draining, %d replicas needed", view.ring.Len(), m.cfg.Replicas)
-	}
-	return d
-}
-
-// resolveVolume finds a volume by name or HTTP address, among live and
-// departed members.
-func (m *Master) resolveVolume(target string) string {
-	if target == "" {
-		return ""
-	}
-	for _, mem := range append(m.gossip.snapshot(), m.gossip.departed()...) {
-		if mem.Role == RoleVolume && (mem.Name == target || mem.HTTP == target) {
-			return mem.Name
-		}
-	}
-	if m.drainSet()[target] {
-		return target
-	}
-	return ""
-}
-
-var errDrainName = errors.New("drain: bad volume name")
-
-// setDrain records an operator's drain (or its end) durably and rebuilds
-// the view so that placement follows at once.
-func (m *Master) setDrain(name string, on bool) error {
-	if !nameRE.MatchString(name) {
-		return withStatus(fasthttp.StatusBadRequest, errDrainName)
-	}
-	m.drainMu.Lock()
-	defer m.drainMu.Unlock()
-	if err := m.ix.setDrain(name, on); err != nil {
-		return err
-	}
-	next := map[string]bool{}
-	for k := range m.drainSet() {
-		next[k] = true
-	}
-	if on {
-		next[name] = true
-		if _, ok := m.drainSince[name]; !ok {
-			m.drainSince[name] = time.Now()
-		}
-		m.log.Info("drain requested", "volume", name)
-	} else {
-		delete(next, name)
-		delete(m.drainSince, name)
-		m.log.Info("drain cancelled", "volume", name)
-	}
-	m.drains.Store(&next)
-	m.refreshView()
-	return nil
 }
