@@ -2,7 +2,9 @@ package node
 
 import (
 	"io"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +117,45 @@ func TestMissingReplicaSendsReaderOn(t *testing.T) {
 	waitFor(t, 15*time.Second, "the lost copy to be replaced", func() bool {
 		return c.healthyReplicas("lost/k") == 2
 	})
+}
+
+// TestStartWithSeedThatDoesNotAnswer: a node whose --join seed accepts the
+// connection and never answers starts at once and answers every endpoint
+// meanwhile (before the fix, NewVolume blocked in the join while already
+// serving, and /_kvdb/ready, cluster, metrics or a GET dereferenced the
+// gossip state that did not exist yet and killed the process).
+func TestStartWithSeedThatDoesNotAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // accepts nothing: connections wait in the backlog
+	dir := t.TempDir()
+	gossip := GossipConfig{Bind: "127.0.0.1:0", Cluster: "silent-seed", Profile: ProfileTest, Join: []string{ln.Addr().String()}}
+	start := time.Now()
+	v, err := NewVolume(VolumeConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "vol"), Gossip: gossip, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Kill()
+	m, err := NewMaster(MasterConfig{Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "master"), Gossip: gossip, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("starting took %v with a seed that does not answer; want the join in the background", d)
+	}
+	for _, addr := range []string{v.Addr(), m.Addr()} {
+		for _, path := range []string{"/_kvdb/live", "/_kvdb/ready", "/_kvdb/cluster", "/_kvdb/metrics", "/some/key", "/some/key?v=1"} {
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				t.Fatalf("GET %s%s while joining: %v", addr, path, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 500 && resp.StatusCode != 503 {
+				t.Errorf("GET %s%s while joining: got %d", addr, path, resp.StatusCode)
+			}
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,14 +280,24 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 	// metadata changes (memberlist #238), and the address never does.
 	n := ml.LocalNode()
 	m.self = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	if len(cfg.Join) > 0 {
-		if _, err := ml.Join(cfg.Join); err != nil {
-			logger.Warn("gossip join failed; retrying in the background", "join", cfg.Join, "err", err)
-		}
-	}
 	m.wg.Add(1)
-	go m.rejoinLoop(c.ProbeInterval * 4)
+	go func() {
+		// Joining may wait on a seed that does not answer: in the
+		// background, so the node serves (and answers its probes) meanwhile.
+		if len(cfg.Join) > 0 {
+			if _, err := ml.Join(cfg.Join); err != nil {
+				logger.Warn("gossip join failed; retrying in the background", "join", cfg.Join, "err", oneLine(err))
+			}
+		}
+		m.rejoinLoop(c.ProbeInterval * 4)
+	}()
 	return m, nil
+}
+
+// oneLine is err's message on one line (memberlist's join errors list
+// one line per seed).
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
 // addr is the gossip address this node advertises.

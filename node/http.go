@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -110,6 +111,7 @@ func (c *deadlineConn) Close() error {
 // them, so a node can be stopped hard (every connection cut, as in a crash).
 type trackingListener struct {
 	net.Listener
+	log   *slog.Logger
 	idle  time.Duration
 	mu    sync.Mutex
 	conns map[*deadlineConn]struct{}
@@ -119,19 +121,48 @@ type trackingListener struct {
 }
 
 func newTrackingListener(ln net.Listener, idle time.Duration) *trackingListener {
-	return &trackingListener{Listener: ln, idle: idle, conns: make(map[*deadlineConn]struct{})}
+	return &trackingListener{Listener: ln, idle: idle, conns: make(map[*deadlineConn]struct{}), log: slog.New(slog.DiscardHandler)}
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var delay time.Duration
+	var c net.Conn
+	for {
+		var err error
+		c, err = l.Listener.Accept()
+		if err == nil {
+			break
+		}
+		if !resourceExhausted(err) {
+			return nil, err
+		}
+		// Out of file descriptors (or kernel memory): fasthttp would end
+		// its accept loop for good and leave a live process that answers
+		// nothing. Back off and keep accepting; connections that close
+		// free descriptors.
+		if delay == 0 {
+			delay = 5 * time.Millisecond
+			l.log.Error("cannot accept connections; retrying", "err", err)
+		} else {
+			delay = min(2*delay, time.Second)
+		}
+		time.Sleep(delay)
+	}
+	if delay > 0 {
+		l.log.Info("accepting connections again")
 	}
 	dc := &deadlineConn{Conn: c, idle: l.idle, ln: l}
 	l.mu.Lock()
 	l.conns[dc] = struct{}{}
 	l.mu.Unlock()
 	return dc, nil
+}
+
+// resourceExhausted reports whether err is accept(2) running out of file
+// descriptors or kernel memory: conditions that pass.
+func resourceExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 func (l *trackingListener) forget(c *deadlineConn) {
@@ -155,21 +186,35 @@ func (l *trackingListener) closeAll() {
 
 // httpServer runs one fasthttp server on a tracked listener.
 type httpServer struct {
-	srv  *fasthttp.Server
-	ln   *trackingListener
-	done chan struct{}
+	srv     *fasthttp.Server
+	ln      *trackingListener
+	log     *slog.Logger
+	serving atomic.Bool
+	done    chan struct{}
 }
 
-// startHTTP listens on addr and serves h. Request bodies are streamed (never
-// buffered whole); with streaming on, fasthttp's MaxRequestBodySize is only
-// the prefetch size, so handlers enforce value limits themselves. expect,
-// if not nil, answers requests with Expect: 100-continue before their body.
-func startHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.RequestCtx) int, idle time.Duration, logger *slog.Logger) (*httpServer, error) {
+// httpLimits caps a server's connections (0: no cap of kvdb's own).
+type httpLimits struct {
+	// MaxConns bounds the open client connections; more wait in the
+	// kernel's backlog or are refused.
+	MaxConns int
+	// MaxConnsPerIP bounds the open connections from one client address.
+	MaxConnsPerIP int
+}
+
+// listenHTTP listens on addr and prepares to serve h; serve starts it, once
+// everything the handlers use exists (a request must never find the node
+// half built). Request bodies are streamed (never buffered whole); with
+// streaming on, fasthttp's MaxRequestBodySize is only the prefetch size, so
+// handlers enforce value limits themselves. expect, if not nil, answers
+// requests with Expect: 100-continue before their body.
+func listenHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.RequestCtx) int, idle time.Duration, lim httpLimits, logger *slog.Logger) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	tl := newTrackingListener(ln, idle)
+	tl.log = logger
 	s := &httpServer{
 		srv: &fasthttp.Server{
 			Handler: func(ctx *fasthttp.RequestCtx) {
@@ -196,17 +241,36 @@ func startHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.Req
 			DisableHeaderNamesNormalizing: false,
 			NoDefaultContentType:          true,
 			CloseOnShutdown:               true,
+			Concurrency:                   lim.MaxConns,
+			MaxConnsPerIP:                 lim.MaxConnsPerIP,
 			Logger:                        fasthttpLogger{logger},
 		},
 		ln:   tl,
+		log:  logger,
 		done: make(chan struct{}),
 	}
+	return s, nil
+}
+
+// serve starts answering requests.
+func (s *httpServer) serve() {
+	s.serving.Store(true)
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(s.ln); err != nil {
-			logger.Error("http server stopped", "err", err)
+			s.log.Error("http server stopped", "err", err)
 		}
 	}()
+}
+
+// startHTTP is listenHTTP then serve, for servers with nothing to build in
+// between.
+func startHTTP(addr string, h fasthttp.RequestHandler, expect func(*fasthttp.RequestCtx) int, idle time.Duration, logger *slog.Logger) (*httpServer, error) {
+	s, err := listenHTTP(addr, h, expect, idle, httpLimits{}, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.serve()
 	return s, nil
 }
 
@@ -219,6 +283,10 @@ func (s *httpServer) load() int64 { return s.ln.busy.Load() }
 // shutdown stops accepting, lets running requests finish for up to grace,
 // then cuts what is left.
 func (s *httpServer) shutdown(grace time.Duration) {
+	if !s.serving.Load() {
+		_ = s.ln.Listener.Close()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	_ = s.srv.ShutdownWithContext(ctx)
@@ -229,6 +297,9 @@ func (s *httpServer) shutdown(grace time.Duration) {
 // kill stops at once, cutting every connection, as a crash would.
 func (s *httpServer) kill() {
 	_ = s.ln.Listener.Close()
+	if !s.serving.Load() {
+		return
+	}
 	s.ln.closeAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

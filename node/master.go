@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +153,12 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	m.drains.Store(&drains)
 	m.metrics = newNodeMetrics(RoleMaster)
-	m.http, err = startHTTP(cfg.Addr, m.metrics.instrument(m.handle), m.expect, cfg.IdleTimeout, m.log)
+	m.repair.missingSince = map[string]time.Time{}
+	m.unreachable.Store(&map[string]bool{})
+	m.loads.Store(&map[string]*volumeLoad{})
+	// Listen now (gossip advertises the port), serve only once everything
+	// the handlers touch exists.
+	m.http, err = listenHTTP(cfg.Addr, m.metrics.instrument(m.handle), m.expect, cfg.IdleTimeout, cfg.httpLimits(), m.log)
 	if err != nil {
 		ix.close()
 		return nil, fmt.Errorf("master: listen %s: %w", cfg.Addr, err)
@@ -162,20 +171,22 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(m.http.addr())
-	m.gossip, err = startMembership(cfg.Name, cfg.Gossip, nodeMeta{Role: RoleMaster, HTTP: net.JoinHostPort(host, port)}, m.log)
+	gcfg := cfg.Gossip
+	// The volumes seen last time are dialed too: a restarted master finds
+	// its cluster again at once rather than when the volumes next re-dial.
+	gcfg.Join = appendNew(slices.Clone(gcfg.Join), loadPeers(cfg.Dir)...)
+	m.gossip, err = startMembership(cfg.Name, gcfg, nodeMeta{Role: RoleMaster, HTTP: net.JoinHostPort(host, port)}, m.log)
 	if err != nil {
 		m.http.kill()
 		ix.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.repair.missingSince = map[string]time.Time{}
-	m.unreachable.Store(&map[string]bool{})
-	m.loads.Store(&map[string]*volumeLoad{})
 	m.wg.Add(4)
 	go m.probeLoop()
 	go m.watchMembers()
 	go m.gcLoop()
 	go m.placementLoop()
+	m.http.serve()
 	m.log.Info("master started", "http", m.http.addr(), "gossip", m.gossip.addr(), "dir", cfg.Dir, "replicas", cfg.Replicas)
 	return m, nil
 }
@@ -277,6 +288,9 @@ func (m *Master) refreshView() {
 		}
 	}
 	m.view.Store(&clusterView{ring: r, vols: vols, draining: draining, changed: changed})
+	if !changed.Equal(old.changed) {
+		m.savePeers(vols)
+	}
 	for name, mem := range old.vols {
 		if _, live := vols[name]; !live {
 			// Gossip gave up on it: requests in flight to it (a paused
@@ -426,4 +440,57 @@ func truncate(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
+}
+
+// peersFile, in the master's directory, lists the gossip addresses of the
+// volumes it saw last, one a line.
+const peersFile = "peers"
+
+// savePeers remembers the gossip addresses of vols for the next start.
+func (m *Master) savePeers(vols map[string]Member) {
+	if len(vols) == 0 {
+		return // keep the last list: a master alone wants it most
+	}
+	var b strings.Builder
+	for _, addr := range slices.Sorted(maps.Keys(gossipAddrs(vols))) {
+		b.WriteString(addr)
+		b.WriteByte('\n')
+	}
+	path := filepath.Join(m.cfg.Dir, peersFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err == nil {
+		err = os.Rename(tmp, path)
+		if err != nil {
+			m.log.Warn("saving the volumes' addresses", "err", err)
+		}
+	}
+}
+
+func gossipAddrs(vols map[string]Member) map[string]bool {
+	out := make(map[string]bool, len(vols))
+	for _, v := range vols {
+		if v.Gossip != "" {
+			out[v.Gossip] = true
+		}
+	}
+	return out
+}
+
+// loadPeers reads the addresses savePeers wrote (none if there is no file).
+func loadPeers(dir string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, peersFile))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
+}
+
+// appendNew appends the items of add that list lacks.
+func appendNew(list []string, add ...string) []string {
+	for _, a := range add {
+		if !slices.Contains(list, a) {
+			list = append(list, a)
+		}
+	}
+	return list
 }

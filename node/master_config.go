@@ -80,6 +80,12 @@ type MasterConfig struct {
 	// hot keys' redirects without touching goleveldb. Default 65536 (a few
 	// MB).
 	CacheEntries int
+	// MaxConns caps the client connections open at once, and
+	// MaxConnsPerIP those from one client address (0: no cap). A client
+	// that opens connections without end cannot then take every file
+	// descriptor.
+	MaxConns      int
+	MaxConnsPerIP int
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/. Off by
 	// default: profiles reveal internals and cost CPU while taken.
 	Pprof bool
@@ -179,4 +185,8 @@ func (c MasterConfig) withDefaults() MasterConfig {
 		c.Gossip.Secret = gossipKey(c.Secret)
 	}
 	return c
+}
+
+func (c MasterConfig) httpLimits() httpLimits {
+	return httpLimits{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP}
 }

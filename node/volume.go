@@ -71,6 +71,10 @@ type VolumeConfig struct {
 	ScrubRate int64
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/ (off by default).
 	Pprof bool
+	// MaxConns and MaxConnsPerIP cap the connections open at once, in
+	// all and from one address (0: no cap).
+	MaxConns      int
+	MaxConnsPerIP int
 	// Logger receives the volume's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -184,7 +188,9 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
 	v.metrics = newVolumeMetrics()
-	v.http, err = startHTTP(cfg.Addr, v.metrics.instrument(v.handle), nil, cfg.IdleTimeout, v.log)
+	// Listen now (gossip advertises the port), serve only once everything
+	// the handlers touch exists.
+	v.http, err = listenHTTP(cfg.Addr, v.metrics.instrument(v.handle), nil, cfg.IdleTimeout, httpLimits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}, v.log)
 	if err != nil {
 		v.store.Close()
 		return nil, fmt.Errorf("volume: listen %s: %w", cfg.Addr, err)
@@ -219,6 +225,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	v.wg.Add(1)
 	go v.metaLoop()
 	v.startScrub()
+	v.http.serve()
 	v.log.Info("volume started", "http", v.http.addr(), "advertise", v.httpAddr, "gossip", v.gossip.addr(), "dir", cfg.Dir)
 	return v, nil
 }
