@@ -84,7 +84,7 @@ func (m *Master) clusterState() client.ClusterInfo {
 		c.Merging = append(c.Merging, name)
 	}
 	m.mergeMu.Unlock()
-	_ = m.ix.garbage(func(vol string, key []byte, version uint64) bool {
+	_ = m.cat.garbage(func(vol string, key []byte, version uint64) bool {
 		c.PendingDeletes[vol]++
 		return true
 	})

@@ -294,7 +294,7 @@ func TestConcurrentWritesOneKey(t *testing.T) {
 	}
 	// Every replica holds the committed version, whole.
 	var rec Record
-	if found, err := c.master.ix.get([]byte("race"), &rec); err != nil || !found || len(rec.Replicas) != 2 {
+	if found, err := c.master.cat.get([]byte("race"), &rec); err != nil || !found || len(rec.Replicas) != 2 {
 		t.Fatalf("index: found=%v err=%v replicas=%v", found, err, rec.Replicas)
 	}
 	for _, name := range rec.Replicas {

@@ -14,7 +14,7 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	cond, conditional := readConditions(&ctx.Request.Header)
 	mu := m.lockKey(key)
 	var rec Record
-	found, err := m.ix.get(key, &rec)
+	found, err := m.cat.get(key, &rec)
 	if err == nil && found && conditional {
 		var b [24]byte
 		if st := cond.check(false, true, appendETag(b[:0], rec.Checksum), rec.ModTime); st != 0 {
@@ -22,7 +22,7 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 		}
 	}
 	if err == nil && found {
-		err = m.ix.remove(key, &rec)
+		err = m.cat.remove(key, &rec)
 	}
 	m.cache.forget(key)
 	mu.Unlock()
@@ -56,7 +56,7 @@ func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
 				return
 			}
-			if err := m.ix.doneGarbage(name, key, version); err != nil {
+			if err := m.cat.doneGarbage(name, key, version); err != nil {
 				m.log.Warn("index", "err", err)
 			}
 		}()

@@ -14,7 +14,7 @@
 // Both roles:
 //
 //	doc.go            this map
-//	key.go            key parsing, validation and escaping (the reserved prefix)
+//	key.go            the key rules, from node/client (parsing, validation, escaping)
 //	record.go         the master's per-key Record and its encoding; ETags
 //	http.go           the fasthttp server both roles run; replies and error → status mapping
 //	gossip.go         membership: memberlist, node metadata, profiles, Member
@@ -37,10 +37,14 @@
 //	admin.go          /_kvdb/live, ready, cluster (JSON) and the admin routing
 //	status.go         the embedded status page (status.html)
 //	probe.go          liveness and load probes of every volume
-//	repair.go         the placement loop: repair of lost replicas, rebalance moves
-//	rebalance.go      moves, their rate limit, and operator drains
+//	placement.go      the placement loop: one pass over the catalog drives repairs and moves
+//	placement_decide.go  what to do with one key (pure: table-tested in placement_test.go)
+//	repair.go         carrying out a repair (copy a lost replica)
+//	rebalance.go      carrying out a move, the grace period, the rate limit
+//	drain.go          operator drains (/_kvdb/drain/VOLUME)
+//	conditions.go     RFC 9110 preconditions (If-Match and the rest) of both roles
 //	verify.go         kvdb verify: master index against each volume's, and lost-copy reports
-//	index.go          the master's catalog in goleveldb (see its layout below)
+//	catalog.go        the master's catalog in goleveldb (see its layout below)
 //	reccache.go       the in-memory cache of hot Records
 //
 // The volume:
@@ -70,7 +74,7 @@
 //
 // # The master's catalog
 //
-// The master's goleveldb (index.go) holds several kinds of entries, told apart
+// The master's goleveldb (catalog.go) holds several kinds of entries, told apart
 // by the first byte of the key:
 //
 //	k KEY                       -> Record: the current version of KEY
@@ -79,6 +83,8 @@
 //	v VOL                       -> empty: VOL's own index has been merged
 //	d VOL                       -> empty: VOL is being drained by an operator
 //
-// A volume's own index (package store) maps each key to the versions it holds
+// The master's catalog, a volume's own index (package store) and the
+// client's listing (GET /PREFIX?list) are three things; only the volume's
+// is called an index. A volume's index (package store) maps each key to the versions it holds
 // and is rebuilt from the blob files' trailers when lost.
 package node

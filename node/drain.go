@@ -98,7 +98,7 @@ func (m *Master) setDrain(name string, on bool) error {
 	}
 	m.drainMu.Lock()
 	defer m.drainMu.Unlock()
-	if err := m.ix.setDrain(name, on); err != nil {
+	if err := m.cat.setDrain(name, on); err != nil {
 		return err
 	}
 	next := map[string]bool{}

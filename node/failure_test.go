@@ -66,7 +66,7 @@ func TestWriteFailover(t *testing.T) {
 			t.Fatalf("PUT %s with a dead replica target: got %d (%s), want 201", key, st, body)
 		}
 		var rec Record
-		if found, _ := c.master.ix.get([]byte(key), &rec); !found || len(rec.Replicas) != 2 || contains(rec.Replicas, dead) {
+		if found, _ := c.master.cat.get([]byte(key), &rec); !found || len(rec.Replicas) != 2 || contains(rec.Replicas, dead) {
 			t.Fatalf("%s: got replicas %v, want 2 live ones", key, rec.Replicas)
 		}
 		if st, got := c.get(key); st != 200 || got != "v-"+key {
@@ -98,7 +98,7 @@ func TestRebuildIndex(t *testing.T) {
 	// Let the old versions be collected, as they would be in a running cluster.
 	waitFor(t, 10*time.Second, "garbage collection", func() bool {
 		n := 0
-		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		_ = c.master.cat.garbage(func(string, []byte, uint64) bool { n++; return true })
 		return n == 0
 	})
 	c.master.Kill()
@@ -133,7 +133,7 @@ func TestRebuildIndex(t *testing.T) {
 	// pass trims it.
 	waitFor(t, 10*time.Second, "r5 to have 2 replicas after the rebuild", func() bool {
 		var rec Record
-		found, _ := c.master.ix.get([]byte("r5"), &rec)
+		found, _ := c.master.cat.get([]byte("r5"), &rec)
 		return found && len(rec.Replicas) == 2
 	})
 
@@ -272,7 +272,7 @@ func TestShortBody(t *testing.T) {
 	// The old value stays, whole; the abandoned blobs get collected.
 	waitFor(t, 10*time.Second, "abandoned write cleaned up", func() bool {
 		n := 0
-		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		_ = c.master.cat.garbage(func(string, []byte, uint64) bool { n++; return true })
 		return n == 0
 	})
 	if st, got := c.get("short"); st != 200 || got != "old value" {
@@ -311,7 +311,7 @@ func TestRepairAfterDeath(t *testing.T) {
 	healthy := func() bool {
 		view := c.master.view.Load()
 		ok := true
-		_ = c.master.ix.scan(func(key []byte, rec *Record) bool {
+		_ = c.master.cat.scan(func(key []byte, rec *Record) bool {
 			live := 0
 			for _, name := range rec.Replicas {
 				if _, alive := view.vols[name]; alive {
@@ -336,7 +336,7 @@ func TestRepairAfterDeath(t *testing.T) {
 	}
 	var rec Record
 	for i := 0; i < n; i++ {
-		if found, _ := c.master.ix.get([]byte(fmt.Sprintf("d%d", i)), &rec); !found || contains(rec.Replicas, dead) {
+		if found, _ := c.master.cat.get([]byte(fmt.Sprintf("d%d", i)), &rec); !found || contains(rec.Replicas, dead) {
 			t.Fatalf("d%d: replicas %v still name the dead volume", i, rec.Replicas)
 		}
 	}
@@ -373,7 +373,7 @@ func TestReturnedVolumeResurrectsNothing(t *testing.T) {
 	c.waitVolumes(3)
 	waitFor(t, 15*time.Second, "queued deletions done on the returned volume", func() bool {
 		n := 0
-		_ = c.master.ix.garbage(func(string, []byte, uint64) bool { n++; return true })
+		_ = c.master.cat.garbage(func(string, []byte, uint64) bool { n++; return true })
 		return n == 0
 	})
 	for i := 0; i < 30; i++ {
@@ -395,7 +395,7 @@ func TestReturnedVolumeResurrectsNothing(t *testing.T) {
 	v := c.vols[0]
 	var rec Record
 	err := v.store.Iterate(nil, func(m store.Meta) bool {
-		found, _ := c.master.ix.get(m.Key, &rec)
+		found, _ := c.master.cat.get(m.Key, &rec)
 		if !found || rec.Version != m.Version || !contains(rec.Replicas, v.Name()) {
 			t.Errorf("returned volume still holds %q version %x (index: found=%v version %x replicas %v)", m.Key, m.Version, found, rec.Version, rec.Replicas)
 		}
@@ -470,7 +470,7 @@ func TestHungVolume(t *testing.T) {
 	}
 	for _, key := range onHung {
 		var rec Record
-		if found, _ := c.master.ix.get([]byte(key), &rec); !found || contains(rec.Replicas, "hung") || len(rec.Replicas) != 2 {
+		if found, _ := c.master.cat.get([]byte(key), &rec); !found || contains(rec.Replicas, "hung") || len(rec.Replicas) != 2 {
 			t.Fatalf("%s: replicas %v, want 2 that answer", key, rec.Replicas)
 		}
 	}
@@ -505,7 +505,7 @@ func TestUnansweringVolumeAvoided(t *testing.T) {
 	}
 	c.put("after", "x")
 	var rec Record
-	if found, _ := c.master.ix.get([]byte("after"), &rec); !found || contains(rec.Replicas, name) {
+	if found, _ := c.master.cat.get([]byte("after"), &rec); !found || contains(rec.Replicas, name) {
 		t.Fatalf("new write placed on the unanswering volume: %v", rec.Replicas)
 	}
 }

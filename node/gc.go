@@ -24,7 +24,7 @@ type garbageItem struct {
 func (m *Master) collectGarbage() {
 	view := m.view.Load()
 	var batch []garbageItem
-	err := m.ix.garbage(func(vol string, key []byte, version uint64) bool {
+	err := m.cat.garbage(func(vol string, key []byte, version uint64) bool {
 		if _, ok := view.vols[vol]; ok {
 			batch = append(batch, garbageItem{vol, key, version})
 		}
@@ -46,19 +46,19 @@ func (m *Master) collectGarbage() {
 		}
 		// A copy of this very version may be on its way to the volume
 		// (repair, rebalance): its intent keeps it.
-		if pending, err := m.ix.isPending(g.version, g.vol, g.key); err != nil || pending {
+		if pending, err := m.cat.isPending(g.version, g.vol, g.key); err != nil || pending {
 			continue
 		}
 		// Never delete the version the index points at (a blob that was
 		// abandoned on a volume may have been copied back there since).
-		if found, err := m.ix.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
-			_ = m.ix.doneGarbage(g.vol, g.key, g.version)
+		if found, err := m.cat.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
+			_ = m.cat.doneGarbage(g.vol, g.key, g.version)
 			continue
 		}
 		if err := m.deleteBlob(view.vols[g.vol].HTTP, g.key, g.version); err != nil {
 			m.log.Debug("gc delete failed; will retry", "volume", g.vol, "key", string(g.key), "err", err)
 			continue
 		}
-		_ = m.ix.doneGarbage(g.vol, g.key, g.version)
+		_ = m.cat.doneGarbage(g.vol, g.key, g.version)
 	}
 }

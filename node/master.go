@@ -37,9 +37,11 @@ type clusterView struct {
 // Master answers clients: it keeps the key index and places values on
 // volumes. It holds no value bytes beyond a few streaming buffers.
 type Master struct {
-	cfg    MasterConfig
-	log    *slog.Logger
-	ix     *index
+	cfg MasterConfig
+	log *slog.Logger
+	// cat is the master's catalog: every key's record, intents and the
+	// garbage queue (catalog.go).
+	cat    *catalog
 	cache  *recordCache
 	http   *httpServer
 	gossip *membership
@@ -133,22 +135,22 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.view.Store(&clusterView{ring: empty, vols: map[string]Member{}, changed: time.Now()})
-	ix, recovered, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Rebuild)
+	cat, recovered, err := openCatalog(filepath.Join(cfg.Dir, "index"), cfg.Rebuild)
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	if recovered {
 		m.log.Warn("index was corrupt and has been recovered; merging every volume's index again")
 	}
-	m.ix = ix
-	if m.verCeiling, err = ix.versionCeiling(); err != nil {
-		ix.close()
+	m.cat = cat
+	if m.verCeiling, err = cat.versionCeiling(); err != nil {
+		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.lastVersion = m.verCeiling
-	drains, err := ix.drains()
+	drains, err := cat.drains()
 	if err != nil {
-		ix.close()
+		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.drains.Store(&drains)
@@ -160,14 +162,14 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	// the handlers touch exists.
 	m.http, err = listenHTTP(cfg.Addr, m.metrics.instrument(m.handle), m.expect, cfg.IdleTimeout, cfg.httpLimits(), m.log)
 	if err != nil {
-		ix.close()
+		cat.close()
 		return nil, fmt.Errorf("master: listen %s: %w", cfg.Addr, err)
 	}
 	ghost, _, _ := net.SplitHostPort(cfg.Gossip.Bind)
 	host, err := advertiseHost(cfg.Gossip.Advertise, ghost)
 	if err != nil {
 		m.http.kill()
-		ix.close()
+		cat.close()
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(m.http.addr())
@@ -178,7 +180,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	m.gossip, err = startMembership(cfg.Name, gcfg, nodeMeta{Role: RoleMaster, HTTP: net.JoinHostPort(host, port)}, m.log)
 	if err != nil {
 		m.http.kill()
-		ix.close()
+		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.wg.Add(4)
@@ -209,7 +211,7 @@ func (m *Master) Close() error {
 		m.http.shutdown(10 * time.Second)
 		m.gossip.leave(2 * time.Second)
 		m.wg.Wait()
-		err = m.ix.close()
+		err = m.cat.close()
 		m.log.Info("master stopped")
 	})
 	return err
@@ -223,7 +225,7 @@ func (m *Master) Kill() {
 		m.gossip.shutdown()
 		m.http.kill()
 		m.wg.Wait()
-		_ = m.ix.close()
+		_ = m.cat.close()
 	})
 }
 
@@ -344,7 +346,7 @@ func (m *Master) nextVersion() (uint64, error) {
 	defer m.verMu.Unlock()
 	v := max(uint64(m.cfg.clock().UnixNano()), m.lastVersion+1)
 	if v >= m.verCeiling {
-		if err := m.ix.setVersionCeiling(v + versionLease); err != nil {
+		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
 			return 0, err
 		}
 		m.verCeiling = v + versionLease
@@ -362,7 +364,7 @@ func (m *Master) observeVersion(v uint64) error {
 		return nil
 	}
 	if v >= m.verCeiling {
-		if err := m.ix.setVersionCeiling(v + versionLease); err != nil {
+		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
 			return err
 		}
 		m.verCeiling = v + versionLease

@@ -47,13 +47,13 @@ func BenchmarkIndexGet(b *testing.B) {
 	m := benchMaster(b)
 	key := []byte("photos/2026/cat.jpg")
 	rec := Record{Version: 12345, Size: 1 << 20, Checksum: 42, ModTime: time.Now(), Replicas: []string{"vol1", "vol2"}}
-	if err := m.ix.commit(key, &rec, nil, nil); err != nil {
+	if err := m.cat.commit(key, &rec, nil, nil); err != nil {
 		b.Fatal(err)
 	}
 	var got Record
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if found, err := m.ix.get(key, &got); !found || err != nil {
+		if found, err := m.cat.get(key, &got); !found || err != nil {
 			b.Fatal(found, err)
 		}
 	}
@@ -70,7 +70,7 @@ func BenchmarkIndexCommit(b *testing.B) {
 			r := rec
 			r.Version, _ = m.nextVersion()
 			key := fmt.Appendf(nil, "k%d-%d", r.Version, i)
-			if err := m.ix.commit(key, &r, nil, nil); err != nil {
+			if err := m.cat.commit(key, &r, nil, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -20,7 +20,7 @@ func (m *Master) maybeMerge(vol Member) {
 	if m.merged[vol.Name] || m.merging[vol.Name] {
 		return
 	}
-	known, err := m.ix.isKnown(vol.Name)
+	known, err := m.cat.isKnown(vol.Name)
 	if err != nil {
 		m.log.Error("index", "err", err)
 		return
@@ -90,7 +90,7 @@ func (m *Master) mergeVolume(vol Member) error {
 		}
 		start, startVer = page.Next, page.NextVersion
 	}
-	if err := m.ix.setKnown(vol.Name); err != nil {
+	if err := m.cat.setKnown(vol.Name); err != nil {
 		return err
 	}
 	if entries > 0 {
@@ -114,7 +114,7 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	}
 	// A version queued for deletion on this volume was deleted or replaced
 	// while the volume's listing was being read: do not bring it back.
-	if has, err := m.ix.db.Has(garbageKey(vol, key, ver), nil); err != nil || has {
+	if has, err := m.cat.db.Has(garbageKey(vol, key, ver), nil); err != nil || has {
 		return err
 	}
 	if err := m.observeVersion(ver); err != nil {
@@ -124,7 +124,7 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	defer mu.Unlock()
 	m.cache.forget(key)
 	var rec Record
-	found, err := m.ix.get(key, &rec)
+	found, err := m.cat.get(key, &rec)
 	if err != nil {
 		return err
 	}
@@ -137,14 +137,14 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 			}
 		}
 		nr := Record{Version: ver, Size: e.Size, Checksum: sum, ModTime: time.Unix(0, e.ModTime).UTC(), Replicas: []string{vol}}
-		return m.ix.put(key, &nr, garbage)
+		return m.cat.put(key, &nr, garbage)
 	case ver == rec.Version:
 		if contains(rec.Replicas, vol) || sum != rec.Checksum {
 			return nil
 		}
 		rec.Replicas = append(rec.Replicas, vol)
-		return m.ix.put(key, &rec, nil)
+		return m.cat.put(key, &rec, nil)
 	default:
-		return m.ix.addGarbage(vol, key, ver)
+		return m.cat.addGarbage(vol, key, ver)
 	}
 }

@@ -86,7 +86,7 @@ func (m *Master) placementPass() {
 	for {
 		var batch []placementItem
 		var next []byte
-		err := m.ix.scanFrom(start, func(key []byte, rec *Record) bool {
+		err := m.cat.scanFrom(start, func(key []byte, rec *Record) bool {
 			if len(batch) == repairBatch {
 				next = append([]byte(nil), key...)
 				return false
@@ -282,12 +282,12 @@ func (m *Master) runPool(items []*placementItem, fn func(*placementItem) bool) b
 // the copy's checksum. On failure the intent becomes garbage. Repairs and
 // moves both copy with it.
 func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Member, dst string) error {
-	if err := m.ix.addPending(rec.Version, key, dst); err != nil {
+	if err := m.cat.addPending(rec.Version, key, dst); err != nil {
 		return err
 	}
 	// An older deletion of this version from dst (an abandoned copy) must
 	// not remove the copy about to be made.
-	if err := m.ix.doneGarbage(dst, key, rec.Version); err != nil {
+	if err := m.cat.doneGarbage(dst, key, rec.Version); err != nil {
 		return err
 	}
 	r := m.pull(view.vols[dst], src, key, rec.Version)
@@ -295,7 +295,7 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 		r.err = errChecksumMismatch
 	}
 	if r.err != nil {
-		_ = m.ix.abandon(rec.Version, key, []string{dst})
+		_ = m.cat.abandon(rec.Version, key, []string{dst})
 		return r.err
 	}
 	return nil
@@ -310,18 +310,18 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, dropped []string) bool {
 	mu := m.lockKey(key)
 	var cur Record
-	found, err := m.ix.get(key, &cur)
+	found, err := m.cat.get(key, &cur)
 	switched := false
 	if err == nil && found && cur.Version == rec.Version && sameNames(cur.Replicas, rec.Replicas) {
 		next := cur
 		next.Replicas = replicas
-		err = m.ix.replaceReplicas(key, &next, added, dropped)
+		err = m.cat.replaceReplicas(key, &next, added, dropped)
 		if err == nil {
 			m.cache.set(key, &next)
 			switched = true
 		}
 	} else if err == nil {
-		err = m.ix.abandon(rec.Version, key, added)
+		err = m.cat.abandon(rec.Version, key, added)
 	}
 	mu.Unlock()
 	if err != nil {

@@ -22,7 +22,7 @@ func (m *Master) lookup(key []byte) (*Record, bool, error) {
 		return rec, true, nil
 	}
 	var rec Record
-	found, err := m.ix.get(key, &rec)
+	found, err := m.cat.get(key, &rec)
 	if err != nil || !found {
 		return nil, false, err
 	}
@@ -244,7 +244,7 @@ func (m *Master) handleList(ctx *fasthttp.RequestCtx, path []byte) {
 		}
 		limit = n
 	}
-	keys, next, err := m.ix.list(prefix, args.Peek("start"), limit)
+	keys, next, err := m.cat.list(prefix, args.Peek("start"), limit)
 	if err != nil {
 		replyError(ctx, err)
 		return

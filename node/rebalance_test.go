@@ -60,7 +60,7 @@ func startSampler(c *testCluster, keys []string, want int) *replicaSampler {
 func (s *replicaSampler) check(client *http.Client, key string) error {
 	m := s.c.master
 	var rec Record
-	found, err := m.ix.get([]byte(key), &rec)
+	found, err := m.cat.get([]byte(key), &rec)
 	if err != nil || !found {
 		return fmt.Errorf("%s: index: found %v, err %v", key, found, err)
 	}
@@ -139,7 +139,7 @@ func TestRebalanceOnJoin(t *testing.T) {
 	before := map[string][]string{}
 	for _, k := range keys {
 		var rec Record
-		if found, err := c.master.ix.get([]byte(k), &rec); err != nil || !found {
+		if found, err := c.master.cat.get([]byte(k), &rec); err != nil || !found {
 			t.Fatalf("%s: %v %v", k, found, err)
 		}
 		before[k] = rec.Replicas
@@ -160,7 +160,7 @@ func TestRebalanceOnJoin(t *testing.T) {
 	onNew, changed := 0, 0
 	for _, k := range keys {
 		var rec Record
-		if found, err := c.master.ix.get([]byte(k), &rec); err != nil || !found {
+		if found, err := c.master.cat.get([]byte(k), &rec); err != nil || !found {
 			t.Fatalf("%s: %v %v", k, found, err)
 		}
 		want, _ := view.ring.Locate([]byte(k), 2)
@@ -192,7 +192,7 @@ func TestRebalanceOnJoin(t *testing.T) {
 	counts := map[string]int64{}
 	for _, k := range keys {
 		var rec Record
-		c.master.ix.get([]byte(k), &rec)
+		c.master.cat.get([]byte(k), &rec)
 		for _, v := range rec.Replicas {
 			counts[v]++
 		}
@@ -223,7 +223,7 @@ func TestDrain(t *testing.T) {
 	// New values go elsewhere while it drains.
 	c.put("rb/new", "new")
 	var rec Record
-	c.master.ix.get([]byte("rb/new"), &rec)
+	c.master.cat.get([]byte("rb/new"), &rec)
 	if contains(rec.Replicas, name) {
 		t.Errorf("a new value was placed on draining %s: %v", name, rec.Replicas)
 	}
@@ -239,7 +239,7 @@ func TestDrain(t *testing.T) {
 	c.vols[1] = nil
 	for _, k := range keys {
 		var rec Record
-		c.master.ix.get([]byte(k), &rec)
+		c.master.cat.get([]byte(k), &rec)
 		if len(rec.Replicas) != 2 || contains(rec.Replicas, name) || contains(rec.Replicas, "vol2") {
 			t.Errorf("%s on %v after the drains", k, rec.Replicas)
 		}
@@ -395,7 +395,7 @@ func TestChurnUnderLoad(t *testing.T) {
 	moved := func() int64 { return c.master.rebalanceStatus().Moved }
 	waitFor(t, 10*time.Second, "some keys written", func() bool {
 		n := 0
-		_ = c.master.ix.scan(func([]byte, *Record) bool { n++; return n < 50 })
+		_ = c.master.cat.scan(func([]byte, *Record) bool { n++; return n < 50 })
 		return n >= 50
 	})
 

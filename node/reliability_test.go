@@ -69,8 +69,8 @@ func (c *testCluster) relSend(method, key string, body []byte) (relReply, error)
 // relQueued counts the master's relQueued blob deletions and the intents of
 // writes that have not finished.
 func (c *testCluster) relQueued() (garbage, pending int) {
-	_ = c.master.ix.garbage(func(string, []byte, uint64) bool { garbage++; return true })
-	it := c.master.ix.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
+	_ = c.master.cat.garbage(func(string, []byte, uint64) bool { garbage++; return true })
+	it := c.master.cat.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	for it.Next() {
 		pending++
 	}
@@ -95,7 +95,7 @@ func relWaitQuiet(t *testing.T, c *testCluster) {
 func relCheckKey(t *testing.T, c *testCluster, key string) (Record, bool) {
 	t.Helper()
 	var rec Record
-	found, err := c.master.ix.get([]byte(key), &rec)
+	found, err := c.master.cat.get([]byte(key), &rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func relWaitFree(t *testing.T, c *testCluster) {
 func relReplicas(t *testing.T, c *testCluster, key string) []string {
 	t.Helper()
 	var rec Record
-	if found, err := c.master.ix.get([]byte(key), &rec); !found || err != nil {
+	if found, err := c.master.cat.get([]byte(key), &rec); !found || err != nil {
 		t.Fatalf("%s: found=%v err=%v, want a record", key, found, err)
 	}
 	return rec.Replicas
@@ -708,10 +708,10 @@ func TestBadRequestsVolume(t *testing.T) {
 	c.put("v", value)
 	c.put("empty", "")
 	var rec, erec Record
-	if found, err := c.master.ix.get([]byte("v"), &rec); !found || err != nil {
+	if found, err := c.master.cat.get([]byte("v"), &rec); !found || err != nil {
 		t.Fatalf("v: found=%v err=%v", found, err)
 	}
-	if found, err := c.master.ix.get([]byte("empty"), &erec); !found || err != nil {
+	if found, err := c.master.cat.get([]byte("empty"), &erec); !found || err != nil {
 		t.Fatalf("empty: found=%v err=%v", found, err)
 	}
 	vol := c.master.view.Load().vols[rec.Replicas[0]]

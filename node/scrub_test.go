@@ -35,7 +35,7 @@ func scrubValue(key string, n int) []byte {
 func (c *testCluster) record(key string) Record {
 	c.t.Helper()
 	var rec Record
-	found, err := c.master.ix.get([]byte(key), &rec)
+	found, err := c.master.cat.get([]byte(key), &rec)
 	if err != nil || !found {
 		c.t.Fatalf("record of %q: found %v, err %v", key, found, err)
 	}
@@ -101,7 +101,7 @@ func corruptValueIn(t testing.TB, dir string, value []byte) {
 // passes store.Verify.
 func (c *testCluster) healthyReplicas(key string) int {
 	var rec Record
-	if found, err := c.master.ix.get([]byte(key), &rec); err != nil || !found {
+	if found, err := c.master.cat.get([]byte(key), &rec); err != nil || !found {
 		return 0
 	}
 	n := 0

@@ -85,7 +85,7 @@ func (m *Master) serveLost(ctx *fasthttp.RequestCtx, path []byte) bool {
 // the report should be sent again later.
 func (m *Master) lostCopy(key []byte, version uint64, vol string) (bool, error) {
 	var rec Record
-	found, err := m.ix.get(key, &rec)
+	found, err := m.cat.get(key, &rec)
 	if err != nil || !found || rec.Version != version || !contains(rec.Replicas, vol) {
 		return false, err
 	}
@@ -118,13 +118,13 @@ func (m *Master) dropReplica(key []byte, version uint64, vol string) (bool, erro
 	mu := m.lockKey(key)
 	defer mu.Unlock()
 	var cur Record
-	found, err := m.ix.get(key, &cur)
+	found, err := m.cat.get(key, &cur)
 	if err != nil || !found || cur.Version != version || !contains(cur.Replicas, vol) {
 		return false, err
 	}
 	next := cur.clone()
 	next.Replicas = slices.DeleteFunc(next.Replicas, func(name string) bool { return name == vol })
-	if err := m.ix.replaceReplicas(key, &next, nil, nil); err != nil {
+	if err := m.cat.replaceReplicas(key, &next, nil, nil); err != nil {
 		m.cache.forget(key)
 		return false, err
 	}
@@ -170,7 +170,7 @@ func (m *Master) restoreSoon(key []byte) {
 // the replica count (see repairKey), and reports whether it has.
 func (m *Master) restoreKey(key []byte) bool {
 	var rec Record
-	found, err := m.ix.get(key, &rec)
+	found, err := m.cat.get(key, &rec)
 	if err != nil || !found {
 		return err == nil
 	}
@@ -179,7 +179,7 @@ func (m *Master) restoreKey(key []byte) bool {
 		return true
 	}
 	m.repairKey(view, key, &rec)
-	found, err = m.ix.get(key, &rec)
+	found, err = m.cat.get(key, &rec)
 	return err == nil && (!found || liveCount(view, rec.Replicas) >= m.cfg.Replicas)
 }
 
@@ -521,7 +521,7 @@ func (r *verifyRun) walk(names []string) {
 	for r.ctx.Err() == nil {
 		var batch []item
 		var next []byte
-		err := r.m.ix.scanFrom(start, func(key []byte, rec *Record) bool {
+		err := r.m.cat.scanFrom(start, func(key []byte, rec *Record) bool {
 			if len(batch) == repairBatch {
 				next = bytes.Clone(key)
 				return false
@@ -605,7 +605,7 @@ func (r *verifyRun) volumeOnly(vol Member, e *indexEntry) {
 // that writes, deletions and moves during the walk are not reported.
 func (r *verifyRun) current(key []byte, version uint64, vol string) (Record, bool) {
 	var cur Record
-	found, err := r.m.ix.get(key, &cur)
+	found, err := r.m.cat.get(key, &cur)
 	if err != nil {
 		r.fail("index: %v", err)
 		return cur, false
@@ -616,10 +616,10 @@ func (r *verifyRun) current(key []byte, version uint64, vol string) (Record, boo
 // queued reports whether version of key on vol is queued for deletion or
 // is being written (a pending intent).
 func (r *verifyRun) queued(vol string, key []byte, version uint64) (bool, error) {
-	if has, err := r.m.ix.db.Has(garbageKey(vol, key, version), nil); err != nil || has {
+	if has, err := r.m.cat.db.Has(garbageKey(vol, key, version), nil); err != nil || has {
 		return has, err
 	}
-	return r.m.ix.db.Has(pendingKey(version, vol, key), nil)
+	return r.m.cat.db.Has(pendingKey(version, vol, key), nil)
 }
 
 // extra confirms and handles a version vol holds that the walk found no
@@ -648,7 +648,7 @@ func (r *verifyRun) extra(vol Member, key []byte, version uint64) {
 	}
 	f := client.VerifyFinding{Key: string(key), Version: formatVersion(version), Volume: vol.Name}
 	if r.repair && ValidateKey(key) == nil {
-		if err := r.m.ix.addGarbage(vol.Name, key, version); err != nil {
+		if err := r.m.cat.addGarbage(vol.Name, key, version); err != nil {
 			r.fail("index: %v", err)
 		} else {
 			f.Repaired = true

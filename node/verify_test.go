@@ -307,7 +307,7 @@ func TestVerifyWithSecretAndKeys(t *testing.T) {
 	// Healthy replicas, seen from the stores (reads need signed URLs).
 	healthy := func(key string) int {
 		var rec Record
-		if found, err := c.master.ix.get([]byte(key), &rec); err != nil || !found {
+		if found, err := c.master.cat.get([]byte(key), &rec); err != nil || !found {
 			return 0
 		}
 		n := 0

@@ -501,7 +501,7 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 		}
 		ver = m.Version
 	}
-	f, meta, err := v.store.Open(key, ver)
+	f, meta, err := v.store.OpenBlob(key, ver)
 	if err != nil {
 		if ok && errors.Is(err, store.ErrNotFound) && v.sendBack(ctx, key, ver) {
 			return

@@ -74,7 +74,7 @@ func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (w
 		// Refused early when it would be refused at commit anyway (the
 		// commit checks again, under the key lock).
 		var rec Record
-		found, err := m.ix.get(key, &rec)
+		found, err := m.cat.get(key, &rec)
 		if err != nil {
 			return p, statusOf(err), err.Error()
 		}
@@ -180,7 +180,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	// acknowledging it would claim an effect it cannot have.
 	mu := m.lockKey(key)
 	var old Record
-	found, err := m.ix.get(key, &old)
+	found, err := m.cat.get(key, &old)
 	if err == nil {
 		if st, msg := plan.refusal(found, &old); st != 0 {
 			err = withStatus(st, errors.New(msg))
@@ -191,9 +191,9 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	case found && old.Version > version:
 		err = errSuperseded
 	case found:
-		err = m.ix.commit(key, &rec, tried, &old)
+		err = m.cat.commit(key, &rec, tried, &old)
 	default:
-		err = m.ix.commit(key, &rec, tried, nil)
+		err = m.cat.commit(key, &rec, tried, nil)
 	}
 	if err == nil {
 		m.cache.set(key, &rec)
@@ -253,7 +253,7 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 func (m *Master) replicate(view *clusterView, key []byte, version uint64, size int64, body io.Reader, candidates []string, n int) ([]putResult, []string, error) {
 	targets, spares := candidates[:n], candidates[n:]
 	tried := append([]string(nil), targets...)
-	if err := m.ix.addPending(version, key, targets...); err != nil {
+	if err := m.cat.addPending(version, key, targets...); err != nil {
 		return nil, nil, err
 	}
 	fan := newFanout(body, n)
@@ -299,7 +299,7 @@ func (m *Master) replicate(view *clusterView, key []byte, version uint64, size i
 	for len(ok) < n && len(spares) > 0 {
 		spare := spares[0]
 		spares = spares[1:]
-		if err := m.ix.addPending(version, key, spare); err != nil {
+		if err := m.cat.addPending(version, key, spare); err != nil {
 			return nil, tried, err
 		}
 		tried = append(tried, spare)
@@ -361,7 +361,7 @@ func (m *Master) abandonWrite(view *clusterView, key []byte, version uint64, tri
 	if len(tried) == 0 {
 		return
 	}
-	if err := m.ix.abandon(version, key, tried); err != nil {
+	if err := m.cat.abandon(version, key, tried); err != nil {
 		m.log.Error("index", "err", err)
 		return
 	}

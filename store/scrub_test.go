@@ -569,7 +569,7 @@ func TestQuarantine(t *testing.T) {
 		if _, err := s.Get([]byte("b"), 1); !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s: Get(b, 1): got %v, want ErrNotFound", when, err)
 		}
-		if _, _, err := s.Open([]byte("b"), 1); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.OpenBlob([]byte("b"), 1); !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s: Open(b, 1): got %v, want ErrNotFound", when, err)
 		}
 		if m, err := s.Latest([]byte("b")); err != nil || m.Version != 2 {

@@ -440,14 +440,14 @@ func versionOf(ik []byte) uint64 {
 	return v
 }
 
-// Open opens the blob file of (key, version) for reading, positioned at
+// OpenBlob opens the blob file of (key, version) for reading, positioned at
 // offset 0, and returns it with the version's metadata. The value is bytes
 // [0, Size) of the file; a trailer follows, so callers read exactly Size
 // bytes. The caller closes the file. The file stays readable even if the
-// version is deleted or replaced meanwhile. Open returns ErrNotFound if the
+// version is deleted meanwhile. OpenBlob returns ErrNotFound if the
 // version is not held, and ErrCorrupt if its file is missing or has the wrong
 // length.
-func (s *Store) Open(key []byte, version uint64) (*os.File, Meta, error) {
+func (s *Store) OpenBlob(key []byte, version uint64) (*os.File, Meta, error) {
 	f, m, err := s.open(key, version)
 	if err != nil {
 		return nil, Meta{}, opErr("open", key, version, err)

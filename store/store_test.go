@@ -49,7 +49,7 @@ func mustPut(t testing.TB, s *Store, key string, version uint64, value []byte) M
 // readValue reads exactly the Size bytes of the value through Store.Open.
 func readValue(t testing.TB, s *Store, key string, version uint64) ([]byte, Meta) {
 	t.Helper()
-	f, m, err := s.Open([]byte(key), version)
+	f, m, err := s.OpenBlob([]byte(key), version)
 	if err != nil {
 		t.Fatalf("Open(%q, %d): %v", key, version, err)
 	}
@@ -287,7 +287,7 @@ func TestPutGetOpen(t *testing.T) {
 func TestOpenFileIsPlainAndPositioned(t *testing.T) {
 	s := openStore(t, Config{})
 	mustPut(t, s, "k", 1, []byte("abcdef"))
-	f, m, err := s.Open([]byte("k"), 1)
+	f, m, err := s.OpenBlob([]byte("k"), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestVersionsAndLatest(t *testing.T) {
 	if _, err := s.Get([]byte("k"), 4); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get(k, 4): got %v, want ErrNotFound", err)
 	}
-	if _, _, err := s.Open([]byte("k"), 4); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.OpenBlob([]byte("k"), 4); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Open(k, 4): got %v, want ErrNotFound", err)
 	}
 	if err := s.Verify([]byte("k"), 4); !errors.Is(err, ErrNotFound) {
@@ -434,7 +434,7 @@ func TestBadKeys(t *testing.T) {
 		_, calls["Get"] = s.Get(tt.key, 1)
 		_, calls["Latest"] = s.Latest(tt.key)
 		_, calls["Versions"] = s.Versions(tt.key)
-		_, _, calls["Open"] = s.Open(tt.key, 1)
+		_, _, calls["OpenBlob"] = s.OpenBlob(tt.key, 1)
 		calls["Delete"] = s.Delete(tt.key, 1)
 		calls["Verify"] = s.Verify(tt.key, 1)
 		for op, err := range calls {
@@ -829,7 +829,7 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 	if err := s.Verify([]byte("k"), 1); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Verify with the file missing: got %v, want ErrCorrupt", err)
 	}
-	if _, _, err := s.Open([]byte("k"), 1); !errors.Is(err, ErrCorrupt) {
+	if _, _, err := s.OpenBlob([]byte("k"), 1); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Open with the file missing: got %v, want ErrCorrupt", err)
 	}
 }
@@ -892,7 +892,7 @@ func TestConcurrentPuts(t *testing.T) {
 					return
 				default:
 				}
-				f, m, err := s.Open(key, 0)
+				f, m, err := s.OpenBlob(key, 0)
 				if errors.Is(err, ErrNotFound) {
 					continue
 				}
@@ -975,7 +975,7 @@ func TestLargeValueStreamed(t *testing.T) {
 		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {
 			t.Errorf("Put 64 MiB allocated %d bytes, want the value streamed (< 4 MiB)", alloc)
 		}
-		f, om, err := s.Open([]byte("large"), uint64(i))
+		f, om, err := s.OpenBlob([]byte("large"), uint64(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1090,7 +1090,7 @@ func TestClose(t *testing.T) {
 	_, calls["Get"] = s.Get([]byte("k"), 1)
 	_, calls["Latest"] = s.Latest([]byte("k"))
 	_, calls["Versions"] = s.Versions([]byte("k"))
-	_, _, calls["Open"] = s.Open([]byte("k"), 1)
+	_, _, calls["OpenBlob"] = s.OpenBlob([]byte("k"), 1)
 	calls["Delete"] = s.Delete([]byte("k"), 1)
 	calls["Verify"] = s.Verify([]byte("k"), 1)
 	calls["Iterate"] = s.Iterate(nil, func(Meta) bool { return true })

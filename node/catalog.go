@@ -39,7 +39,7 @@ var errIndexClosed = errors.New("node: index closed")
 
 // index is the master's key index. It is kept behind this small type so the
 // storage engine (goleveldb, effectively unmaintained) can be replaced.
-type index struct {
+type catalog struct {
 	db *leveldb.DB
 }
 
@@ -47,7 +47,7 @@ var syncWrite = &opt.WriteOptions{Sync: true}
 
 // openIndex opens (creating) the index under dir. wipe starts it empty, which
 // makes the master rebuild it from the volumes as they join.
-func openIndex(dir string, wipe bool) (*index, bool, error) {
+func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 	if wipe {
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, false, fmt.Errorf("node: wipe index %s: %w", dir, err)
@@ -66,23 +66,23 @@ func openIndex(dir string, wipe bool) (*index, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("node: open index %s: %w", dir, err)
 	}
-	ix := &index{db: db}
-	if err := ix.promotePending(); err != nil {
+	c := &catalog{db: db}
+	if err := c.promotePending(); err != nil {
 		db.Close()
 		return nil, false, err
 	}
 	if recovered {
 		// The recovered index may have lost recent entries: merge every
 		// volume's index again as it joins.
-		if err := ix.deletePrefix([]byte{pfxKnown}); err != nil {
+		if err := c.deletePrefix([]byte{pfxKnown}); err != nil {
 			db.Close()
 			return nil, false, err
 		}
 	}
-	return ix, recovered, nil
+	return c, recovered, nil
 }
 
-func (ix *index) close() error { return ix.db.Close() }
+func (c *catalog) close() error { return c.db.Close() }
 
 func recordKey(dst, key []byte) []byte {
 	dst = append(dst, pfxKey)
@@ -129,8 +129,8 @@ func pendingKey(version uint64, vol string, key []byte) []byte {
 // master ever handed out is below it. An index written before the ceiling
 // existed has none; then it is the largest version any entry names, found
 // by one scan.
-func (ix *index) versionCeiling() (uint64, error) {
-	v, err := ix.db.Get([]byte{pfxCeiling}, nil)
+func (c *catalog) versionCeiling() (uint64, error) {
+	v, err := c.db.Get([]byte{pfxCeiling}, nil)
 	if err == nil && len(v) == 8 {
 		return binary.BigEndian.Uint64(v), nil
 	}
@@ -138,7 +138,7 @@ func (ix *index) versionCeiling() (uint64, error) {
 		return 0, fmt.Errorf("node: index version ceiling: %w", err)
 	}
 	var top uint64
-	it := ix.db.NewIterator(nil, nil)
+	it := c.db.NewIterator(nil, nil)
 	for it.Next() {
 		k := it.Key()
 		var ver uint64
@@ -166,8 +166,8 @@ func (ix *index) versionCeiling() (uint64, error) {
 
 // setVersionCeiling persists a new version ceiling (synced: a restarted
 // master must never hand out a version it handed out before).
-func (ix *index) setVersionCeiling(v uint64) error {
-	if err := ix.db.Put([]byte{pfxCeiling}, binary.BigEndian.AppendUint64(nil, v), syncWrite); err != nil {
+func (c *catalog) setVersionCeiling(v uint64) error {
+	if err := c.db.Put([]byte{pfxCeiling}, binary.BigEndian.AppendUint64(nil, v), syncWrite); err != nil {
 		return fmt.Errorf("node: index version ceiling: %w", err)
 	}
 	return nil
@@ -176,9 +176,9 @@ func (ix *index) setVersionCeiling(v uint64) error {
 func knownKey(vol string) []byte { return append([]byte{pfxKnown}, vol...) }
 
 // get reads key's record into r; it reports false when the key is absent.
-func (ix *index) get(key []byte, r *Record) (bool, error) {
+func (c *catalog) get(key []byte, r *Record) (bool, error) {
 	buf := make([]byte, 0, 1+len(key))
-	v, err := ix.db.Get(recordKey(buf, key), nil)
+	v, err := c.db.Get(recordKey(buf, key), nil)
 	if errors.Is(err, leveldb.ErrNotFound) {
 		return false, nil
 	}
@@ -194,30 +194,30 @@ func (ix *index) get(key []byte, r *Record) (bool, error) {
 // addPending records the intent to write version of key on vols. The write
 // need not be synced: losing it on power loss only leaves an orphan blob that
 // a verify sweep finds.
-func (ix *index) addPending(version uint64, key []byte, vols ...string) error {
+func (c *catalog) addPending(version uint64, key []byte, vols ...string) error {
 	var b leveldb.Batch
 	for _, vol := range vols {
 		b.Put(pendingKey(version, vol, key), nil)
 	}
-	if err := ix.db.Write(&b, nil); err != nil {
+	if err := c.db.Write(&b, nil); err != nil {
 		return fmt.Errorf("node: index pending %q: %w", key, err)
 	}
 	return nil
 }
 
 // isPending reports whether a write of version of key to vol is under way.
-func (ix *index) isPending(version uint64, vol string, key []byte) (bool, error) {
-	return ix.db.Has(pendingKey(version, vol, key), nil)
+func (c *catalog) isPending(version uint64, vol string, key []byte) (bool, error) {
+	return c.db.Has(pendingKey(version, vol, key), nil)
 }
 
 // abandon turns the pending intents of a failed write into garbage entries.
-func (ix *index) abandon(version uint64, key []byte, vols []string) error {
+func (c *catalog) abandon(version uint64, key []byte, vols []string) error {
 	var b leveldb.Batch
 	for _, vol := range vols {
 		b.Delete(pendingKey(version, vol, key))
 		b.Put(garbageKey(vol, key, version), nil)
 	}
-	if err := ix.db.Write(&b, nil); err != nil {
+	if err := c.db.Write(&b, nil); err != nil {
 		return fmt.Errorf("node: index abandon %q: %w", key, err)
 	}
 	return nil
@@ -226,7 +226,7 @@ func (ix *index) abandon(version uint64, key []byte, vols []string) error {
 // commit makes rec the current version of key in one synced batch: it clears
 // the write's pending intents (on every volume it was tried on) and queues
 // the previous version's blobs, if any, for deletion.
-func (ix *index) commit(key []byte, rec *Record, tried []string, old *Record) error {
+func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	for _, vol := range tried {
@@ -240,20 +240,20 @@ func (ix *index) commit(key []byte, rec *Record, tried []string, old *Record) er
 			b.Put(garbageKey(vol, key, old.Version), nil)
 		}
 	}
-	if err := ix.db.Write(&b, syncWrite); err != nil {
+	if err := c.db.Write(&b, syncWrite); err != nil {
 		return fmt.Errorf("node: index commit %q: %w", key, err)
 	}
 	return nil
 }
 
 // remove deletes key's record and queues its blobs for deletion.
-func (ix *index) remove(key []byte, old *Record) error {
+func (c *catalog) remove(key []byte, old *Record) error {
 	var b leveldb.Batch
 	b.Delete(recordKey(nil, key))
 	for _, vol := range old.Replicas {
 		b.Put(garbageKey(vol, key, old.Version), nil)
 	}
-	if err := ix.db.Write(&b, syncWrite); err != nil {
+	if err := c.db.Write(&b, syncWrite); err != nil {
 		return fmt.Errorf("node: index delete %q: %w", key, err)
 	}
 	return nil
@@ -261,13 +261,13 @@ func (ix *index) remove(key []byte, old *Record) error {
 
 // put writes a record without touching intents (used by the merge of a
 // volume's index).
-func (ix *index) put(key []byte, rec *Record, garbage map[string]uint64) error {
+func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	for vol, ver := range garbage {
 		b.Put(garbageKey(vol, key, ver), nil)
 	}
-	if err := ix.db.Write(&b, nil); err != nil {
+	if err := c.db.Write(&b, nil); err != nil {
 		return fmt.Errorf("node: index put %q: %w", key, err)
 	}
 	return nil
@@ -276,7 +276,7 @@ func (ix *index) put(key []byte, rec *Record, garbage map[string]uint64) error {
 // replaceReplicas records rec (same version, new replica set) after a
 // repair copied the value to added: their intents are cleared, and the
 // copies on the lost volumes are queued for deletion for when they return.
-func (ix *index) replaceReplicas(key []byte, rec *Record, added, lost []string) error {
+func (c *catalog) replaceReplicas(key []byte, rec *Record, added, lost []string) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	for _, vol := range added {
@@ -285,23 +285,23 @@ func (ix *index) replaceReplicas(key []byte, rec *Record, added, lost []string) 
 	for _, vol := range lost {
 		b.Put(garbageKey(vol, key, rec.Version), nil)
 	}
-	if err := ix.db.Write(&b, syncWrite); err != nil {
+	if err := c.db.Write(&b, syncWrite); err != nil {
 		return fmt.Errorf("node: index repair %q: %w", key, err)
 	}
 	return nil
 }
 
-func (ix *index) addGarbage(vol string, key []byte, version uint64) error {
-	return ix.db.Put(garbageKey(vol, key, version), nil, nil)
+func (c *catalog) addGarbage(vol string, key []byte, version uint64) error {
+	return c.db.Put(garbageKey(vol, key, version), nil, nil)
 }
 
-func (ix *index) doneGarbage(vol string, key []byte, version uint64) error {
-	return ix.db.Delete(garbageKey(vol, key, version), nil)
+func (c *catalog) doneGarbage(vol string, key []byte, version uint64) error {
+	return c.db.Delete(garbageKey(vol, key, version), nil)
 }
 
 // garbage calls fn for every queued deletion until fn returns false.
-func (ix *index) garbage(fn func(vol string, key []byte, version uint64) bool) error {
-	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)
+func (c *catalog) garbage(fn func(vol string, key []byte, version uint64) bool) error {
+	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)
 	for it.Next() {
 		vol, key, ver, ok := parseGarbageKey(it.Key())
 		if !ok {
@@ -315,26 +315,26 @@ func (ix *index) garbage(fn func(vol string, key []byte, version uint64) bool) e
 	return it.Error()
 }
 
-func (ix *index) isKnown(vol string) (bool, error) {
-	return ix.db.Has(knownKey(vol), nil)
+func (c *catalog) isKnown(vol string) (bool, error) {
+	return c.db.Has(knownKey(vol), nil)
 }
 
-func (ix *index) setKnown(vol string) error {
-	return ix.db.Put(knownKey(vol), nil, syncWrite)
+func (c *catalog) setKnown(vol string) error {
+	return c.db.Put(knownKey(vol), nil, syncWrite)
 }
 
 // setDrain records (on) or clears the operator's request to drain vol.
-func (ix *index) setDrain(vol string, on bool) error {
+func (c *catalog) setDrain(vol string, on bool) error {
 	k := append([]byte{pfxDrain}, vol...)
 	if on {
-		return ix.db.Put(k, nil, syncWrite)
+		return c.db.Put(k, nil, syncWrite)
 	}
-	return ix.db.Delete(k, syncWrite)
+	return c.db.Delete(k, syncWrite)
 }
 
 // drains returns the volumes an operator asked to drain.
-func (ix *index) drains() (map[string]bool, error) {
-	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxDrain}), nil)
+func (c *catalog) drains() (map[string]bool, error) {
+	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxDrain}), nil)
 	out := map[string]bool{}
 	for it.Next() {
 		out[string(it.Key()[1:])] = true
@@ -345,12 +345,12 @@ func (ix *index) drains() (map[string]bool, error) {
 
 // list returns up to limit keys that start with prefix, from start on (in
 // byte order), and the key that begins the next page ("" on the last page).
-func (ix *index) list(prefix, start []byte, limit int) (keys []string, next string, err error) {
+func (c *catalog) list(prefix, start []byte, limit int) (keys []string, next string, err error) {
 	r := util.BytesPrefix(recordKey(nil, prefix))
 	if s := recordKey(nil, start); bytes.Compare(s, r.Start) > 0 {
 		r.Start = s
 	}
-	it := ix.db.NewIterator(r, nil)
+	it := c.db.NewIterator(r, nil)
 	for it.Next() {
 		k := string(it.Key()[1:])
 		if len(keys) == limit {
@@ -367,18 +367,18 @@ func (ix *index) list(prefix, start []byte, limit int) (keys []string, next stri
 }
 
 // scan calls fn for every record until fn returns false.
-func (ix *index) scan(fn func(key []byte, rec *Record) bool) error {
-	return ix.scanFrom(nil, fn)
+func (c *catalog) scan(fn func(key []byte, rec *Record) bool) error {
+	return c.scanFrom(nil, fn)
 }
 
 // scanFrom calls fn for every record from key start on (in byte order)
 // until fn returns false. fn must copy key if it keeps it.
-func (ix *index) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) error {
+func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) error {
 	r := util.BytesPrefix([]byte{pfxKey})
 	if len(start) > 0 {
 		r.Start = recordKey(nil, start)
 	}
-	it := ix.db.NewIterator(r, nil)
+	it := c.db.NewIterator(r, nil)
 	var rec Record
 	for it.Next() {
 		if err := decodeRecord(it.Value(), &rec); err != nil {
@@ -394,8 +394,8 @@ func (ix *index) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) e
 
 // promotePending turns every leftover intent (from a master that stopped
 // mid-write) into a garbage entry. Called only at open, when no write runs.
-func (ix *index) promotePending() error {
-	it := ix.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
+func (c *catalog) promotePending() error {
+	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	var b leveldb.Batch
 	for it.Next() {
 		k := it.Key()
@@ -420,11 +420,11 @@ func (ix *index) promotePending() error {
 	if b.Len() == 0 {
 		return nil
 	}
-	return ix.db.Write(&b, syncWrite)
+	return c.db.Write(&b, syncWrite)
 }
 
-func (ix *index) deletePrefix(p []byte) error {
-	it := ix.db.NewIterator(util.BytesPrefix(p), nil)
+func (c *catalog) deletePrefix(p []byte) error {
+	it := c.db.NewIterator(util.BytesPrefix(p), nil)
 	var b leveldb.Batch
 	for it.Next() {
 		b.Delete(append([]byte(nil), it.Key()...))
@@ -433,7 +433,7 @@ func (ix *index) deletePrefix(p []byte) error {
 	if err := it.Error(); err != nil {
 		return err
 	}
-	return ix.db.Write(&b, syncWrite)
+	return c.db.Write(&b, syncWrite)
 }
 
 func contains(list []string, s string) bool {
