@@ -21,6 +21,8 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 		merging := len(m.merging)
 		m.mergeMu.Unlock()
 		switch {
+		case m.cat.isFull():
+			replyText(ctx, fasthttp.StatusServiceUnavailable, "the master's disk is full")
 		case view.ring.Len() < m.cfg.Replicas:
 			replyText(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", view.ring.Len(), m.cfg.Replicas))
 		case merging > 0:

@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
 	"github.com/syndtr/goleveldb/leveldb/filter"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 	"github.com/syndtr/goleveldb/leveldb/util"
+	"github.com/valyala/fasthttp"
 )
 
 // The master's goleveldb holds several kinds of entries, told apart by the
@@ -37,15 +42,104 @@ const (
 
 var errIndexClosed = errors.New("node: index closed")
 
-// index is the master's key index. It is kept behind this small type so the
-// storage engine (goleveldb, effectively unmaintained) can be replaced.
+// catalog is the master's metadata: every key's record, the intents of
+// writes under way, the garbage queue. It is kept behind this small type so
+// the storage engine (goleveldb, effectively unmaintained) can be replaced.
+//
+// A write that fails for lack of disk space leaves goleveldb's journal
+// broken for good: the catalog then refuses writes at once (507, see
+// errCatalogFull) until reopen finds room again and opens the database
+// anew.
 type catalog struct {
-	db *leveldb.DB
+	dir  string
+	opts *opt.Options
+	dbp  atomic.Pointer[leveldb.DB]
+	full atomic.Bool
+	// reopenMu serializes reopen.
+	reopenMu sync.Mutex
 }
 
 var syncWrite = &opt.WriteOptions{Sync: true}
 
-// openIndex opens (creating) the index under dir. wipe starts it empty, which
+// errCatalogFull refuses writes while the master's disk is full.
+var errCatalogFull = withStatus(fasthttp.StatusInsufficientStorage, errors.New("the master's disk is full: no write can be recorded until space is freed"))
+
+// db is the open database.
+func (c *catalog) db() *leveldb.DB { return c.dbp.Load() }
+
+// write applies b (synced or not); a failure for lack of space marks the
+// catalog full.
+func (c *catalog) write(b *leveldb.Batch, sync bool) error {
+	if c.full.Load() {
+		return errCatalogFull
+	}
+	wo := (*opt.WriteOptions)(nil)
+	if sync {
+		wo = syncWrite
+	}
+	err := c.db().Write(b, wo)
+	if err != nil && isNoSpace(err) {
+		c.full.Store(true)
+		return fmt.Errorf("%w (%v)", errCatalogFull, err)
+	}
+	return err
+}
+
+func (c *catalog) put1(k, v []byte, sync bool) error {
+	var b leveldb.Batch
+	b.Put(k, v)
+	return c.write(&b, sync)
+}
+
+func (c *catalog) del1(k []byte, sync bool) error {
+	var b leveldb.Batch
+	b.Delete(k)
+	return c.write(&b, sync)
+}
+
+// isNoSpace reports whether err is the disk (or a quota) being full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), "no space left on device")
+}
+
+// isFull reports whether the catalog refuses writes for lack of space.
+func (c *catalog) isFull() bool { return c.full.Load() }
+
+// reopen, while the catalog is full, checks whether the disk has room
+// again (at least minFree bytes) and if so opens the database anew: its
+// journal is broken after the failed write, and only a new open recovers
+// it (the records written before are all there: a failed batch was never
+// applied). It reports whether the catalog takes writes again.
+func (c *catalog) reopen(minFree uint64) (bool, error) {
+	c.reopenMu.Lock()
+	defer c.reopenMu.Unlock()
+	if !c.full.Load() {
+		return true, nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(c.dir, &st); err != nil {
+		return false, fmt.Errorf("node: statfs %s: %w", c.dir, err)
+	}
+	if st.Bavail*uint64(st.Bsize) < minFree {
+		return false, nil
+	}
+	old := c.db()
+	_ = old.Close()
+	db, err := leveldb.OpenFile(c.dir, c.opts)
+	if lerrors.IsCorrupted(err) {
+		db, err = leveldb.RecoverFile(c.dir, c.opts)
+	}
+	if err != nil {
+		// Keep the closed one in place: reads fail until a reopen works.
+		return false, fmt.Errorf("node: reopen index %s: %w", c.dir, err)
+	}
+	c.dbp.Store(db)
+	c.full.Store(false)
+	return true, nil
+}
+
+// openCatalog opens (creating) the index under dir. wipe starts it empty, which
 // makes the master rebuild it from the volumes as they join.
 func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 	if wipe {
@@ -66,7 +160,8 @@ func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("node: open index %s: %w", dir, err)
 	}
-	c := &catalog{db: db}
+	c := &catalog{dir: dir, opts: o}
+	c.dbp.Store(db)
 	if err := c.promotePending(); err != nil {
 		db.Close()
 		return nil, false, err
@@ -82,7 +177,7 @@ func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 	return c, recovered, nil
 }
 
-func (c *catalog) close() error { return c.db.Close() }
+func (c *catalog) close() error { return c.db().Close() }
 
 func recordKey(dst, key []byte) []byte {
 	dst = append(dst, pfxKey)
@@ -130,7 +225,7 @@ func pendingKey(version uint64, vol string, key []byte) []byte {
 // existed has none; then it is the largest version any entry names, found
 // by one scan.
 func (c *catalog) versionCeiling() (uint64, error) {
-	v, err := c.db.Get([]byte{pfxCeiling}, nil)
+	v, err := c.db().Get([]byte{pfxCeiling}, nil)
 	if err == nil && len(v) == 8 {
 		return binary.BigEndian.Uint64(v), nil
 	}
@@ -138,7 +233,7 @@ func (c *catalog) versionCeiling() (uint64, error) {
 		return 0, fmt.Errorf("node: index version ceiling: %w", err)
 	}
 	var top uint64
-	it := c.db.NewIterator(nil, nil)
+	it := c.db().NewIterator(nil, nil)
 	for it.Next() {
 		k := it.Key()
 		var ver uint64
@@ -167,7 +262,7 @@ func (c *catalog) versionCeiling() (uint64, error) {
 // setVersionCeiling persists a new version ceiling (synced: a restarted
 // master must never hand out a version it handed out before).
 func (c *catalog) setVersionCeiling(v uint64) error {
-	if err := c.db.Put([]byte{pfxCeiling}, binary.BigEndian.AppendUint64(nil, v), syncWrite); err != nil {
+	if err := c.put1([]byte{pfxCeiling}, binary.BigEndian.AppendUint64(nil, v), true); err != nil {
 		return fmt.Errorf("node: index version ceiling: %w", err)
 	}
 	return nil
@@ -178,7 +273,7 @@ func knownKey(vol string) []byte { return append([]byte{pfxKnown}, vol...) }
 // get reads key's record into r; it reports false when the key is absent.
 func (c *catalog) get(key []byte, r *Record) (bool, error) {
 	buf := make([]byte, 0, 1+len(key))
-	v, err := c.db.Get(recordKey(buf, key), nil)
+	v, err := c.db().Get(recordKey(buf, key), nil)
 	if errors.Is(err, leveldb.ErrNotFound) {
 		return false, nil
 	}
@@ -199,7 +294,7 @@ func (c *catalog) addPending(version uint64, key []byte, vols ...string) error {
 	for _, vol := range vols {
 		b.Put(pendingKey(version, vol, key), nil)
 	}
-	if err := c.db.Write(&b, nil); err != nil {
+	if err := c.write(&b, false); err != nil {
 		return fmt.Errorf("node: index pending %q: %w", key, err)
 	}
 	return nil
@@ -207,7 +302,7 @@ func (c *catalog) addPending(version uint64, key []byte, vols ...string) error {
 
 // isPending reports whether a write of version of key to vol is under way.
 func (c *catalog) isPending(version uint64, vol string, key []byte) (bool, error) {
-	return c.db.Has(pendingKey(version, vol, key), nil)
+	return c.db().Has(pendingKey(version, vol, key), nil)
 }
 
 // abandon turns the pending intents of a failed write into garbage entries.
@@ -217,7 +312,7 @@ func (c *catalog) abandon(version uint64, key []byte, vols []string) error {
 		b.Delete(pendingKey(version, vol, key))
 		b.Put(garbageKey(vol, key, version), nil)
 	}
-	if err := c.db.Write(&b, nil); err != nil {
+	if err := c.write(&b, false); err != nil {
 		return fmt.Errorf("node: index abandon %q: %w", key, err)
 	}
 	return nil
@@ -240,7 +335,7 @@ func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) e
 			b.Put(garbageKey(vol, key, old.Version), nil)
 		}
 	}
-	if err := c.db.Write(&b, syncWrite); err != nil {
+	if err := c.write(&b, true); err != nil {
 		return fmt.Errorf("node: index commit %q: %w", key, err)
 	}
 	return nil
@@ -253,7 +348,7 @@ func (c *catalog) remove(key []byte, old *Record) error {
 	for _, vol := range old.Replicas {
 		b.Put(garbageKey(vol, key, old.Version), nil)
 	}
-	if err := c.db.Write(&b, syncWrite); err != nil {
+	if err := c.write(&b, true); err != nil {
 		return fmt.Errorf("node: index delete %q: %w", key, err)
 	}
 	return nil
@@ -267,7 +362,7 @@ func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64) error 
 	for vol, ver := range garbage {
 		b.Put(garbageKey(vol, key, ver), nil)
 	}
-	if err := c.db.Write(&b, nil); err != nil {
+	if err := c.write(&b, false); err != nil {
 		return fmt.Errorf("node: index put %q: %w", key, err)
 	}
 	return nil
@@ -285,23 +380,23 @@ func (c *catalog) replaceReplicas(key []byte, rec *Record, added, lost []string)
 	for _, vol := range lost {
 		b.Put(garbageKey(vol, key, rec.Version), nil)
 	}
-	if err := c.db.Write(&b, syncWrite); err != nil {
+	if err := c.write(&b, true); err != nil {
 		return fmt.Errorf("node: index repair %q: %w", key, err)
 	}
 	return nil
 }
 
 func (c *catalog) addGarbage(vol string, key []byte, version uint64) error {
-	return c.db.Put(garbageKey(vol, key, version), nil, nil)
+	return c.put1(garbageKey(vol, key, version), nil, false)
 }
 
 func (c *catalog) doneGarbage(vol string, key []byte, version uint64) error {
-	return c.db.Delete(garbageKey(vol, key, version), nil)
+	return c.del1(garbageKey(vol, key, version), false)
 }
 
 // garbage calls fn for every queued deletion until fn returns false.
 func (c *catalog) garbage(fn func(vol string, key []byte, version uint64) bool) error {
-	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)
+	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)
 	for it.Next() {
 		vol, key, ver, ok := parseGarbageKey(it.Key())
 		if !ok {
@@ -316,25 +411,25 @@ func (c *catalog) garbage(fn func(vol string, key []byte, version uint64) bool) 
 }
 
 func (c *catalog) isKnown(vol string) (bool, error) {
-	return c.db.Has(knownKey(vol), nil)
+	return c.db().Has(knownKey(vol), nil)
 }
 
 func (c *catalog) setKnown(vol string) error {
-	return c.db.Put(knownKey(vol), nil, syncWrite)
+	return c.put1(knownKey(vol), nil, true)
 }
 
 // setDrain records (on) or clears the operator's request to drain vol.
 func (c *catalog) setDrain(vol string, on bool) error {
 	k := append([]byte{pfxDrain}, vol...)
 	if on {
-		return c.db.Put(k, nil, syncWrite)
+		return c.put1(k, nil, true)
 	}
-	return c.db.Delete(k, syncWrite)
+	return c.del1(k, true)
 }
 
 // drains returns the volumes an operator asked to drain.
 func (c *catalog) drains() (map[string]bool, error) {
-	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxDrain}), nil)
+	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxDrain}), nil)
 	out := map[string]bool{}
 	for it.Next() {
 		out[string(it.Key()[1:])] = true
@@ -350,7 +445,7 @@ func (c *catalog) list(prefix, start []byte, limit int) (keys []string, next str
 	if s := recordKey(nil, start); bytes.Compare(s, r.Start) > 0 {
 		r.Start = s
 	}
-	it := c.db.NewIterator(r, nil)
+	it := c.db().NewIterator(r, nil)
 	for it.Next() {
 		k := string(it.Key()[1:])
 		if len(keys) == limit {
@@ -378,7 +473,7 @@ func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) 
 	if len(start) > 0 {
 		r.Start = recordKey(nil, start)
 	}
-	it := c.db.NewIterator(r, nil)
+	it := c.db().NewIterator(r, nil)
 	var rec Record
 	for it.Next() {
 		if err := decodeRecord(it.Value(), &rec); err != nil {
@@ -395,7 +490,7 @@ func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) 
 // promotePending turns every leftover intent (from a master that stopped
 // mid-write) into a garbage entry. Called only at open, when no write runs.
 func (c *catalog) promotePending() error {
-	it := c.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
+	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	var b leveldb.Batch
 	for it.Next() {
 		k := it.Key()
@@ -420,11 +515,11 @@ func (c *catalog) promotePending() error {
 	if b.Len() == 0 {
 		return nil
 	}
-	return c.db.Write(&b, syncWrite)
+	return c.write(&b, true)
 }
 
 func (c *catalog) deletePrefix(p []byte) error {
-	it := c.db.NewIterator(util.BytesPrefix(p), nil)
+	it := c.db().NewIterator(util.BytesPrefix(p), nil)
 	var b leveldb.Batch
 	for it.Next() {
 		b.Delete(append([]byte(nil), it.Key()...))
@@ -433,7 +528,7 @@ func (c *catalog) deletePrefix(p []byte) error {
 	if err := it.Error(); err != nil {
 		return err
 	}
-	return c.db.Write(&b, syncWrite)
+	return c.write(&b, true)
 }
 
 func contains(list []string, s string) bool {

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,6 +159,84 @@ func TestStartWithSeedThatDoesNotAnswer(t *testing.T) {
 			if resp.StatusCode >= 500 && resp.StatusCode != 503 {
 				t.Errorf("GET %s%s while joining: got %d", addr, path, resp.StatusCode)
 			}
+		}
+	}
+}
+
+// TestMasterDiskFull fills the disk under the master's catalog (a small
+// tmpfs). Writes and deletes are then refused with 507 and the master
+// reports not ready; reads go on; once space is freed the master takes
+// writes again by itself (before the fix: 500 for every write until a
+// restart, ready all along, nothing logged).
+func TestMasterDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	c := newTestClusterWith(t, 2, 2, func(c *testCluster) { c.mcfg.Dir = mnt }) // the volumes live beside it, not on it
+	c.put("full/a", "before")
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 256<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	ready := func() int {
+		resp, err := http.Get("http://" + c.master.Addr() + "/_kvdb/ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The catalog's journal may still have room in its last page: write
+	// until the disk refuses.
+	refused := false
+	for i := 0; i < 500 && !refused; i++ {
+		st, _, body := c.do("PUT", fmt.Sprintf("full/fill%d", i), strings.NewReader("during"))
+		switch st {
+		case 201:
+		case 507:
+			refused = true
+		default:
+			t.Fatalf("PUT with the master's disk filling up: got %d (%s), want 201 or 507", st, body)
+		}
+	}
+	if !refused {
+		t.Fatal("500 PUTs were accepted with the master's disk full")
+	}
+	if st, _, body := c.do("DELETE", "full/a", nil); st != 507 {
+		t.Errorf("DELETE with the master's disk full: got %d (%s), want 507", st, body)
+	}
+	if st := ready(); st != 503 {
+		t.Errorf("ready with the master's disk full: got %d, want 503", st)
+	}
+	if st, got := c.get("full/a"); st != 200 || got != "before" {
+		t.Errorf("GET with the master's disk full: got %d %q, want 200 \"before\"", st, got)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "writes accepted again", func() bool {
+		st, _, _ := c.do("PUT", "full/b", strings.NewReader("after"))
+		return st == 201
+	})
+	if st := ready(); st != 200 {
+		t.Errorf("ready once space is freed: got %d, want 200", st)
+	}
+	for k, want := range map[string]string{"full/a": "before", "full/b": "after"} {
+		if st, got := c.get(k); st != 200 || got != want {
+			t.Errorf("GET %s after recovery: got %d %q, want %q", k, st, got, want)
 		}
 	}
 }

@@ -114,7 +114,7 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	}
 	// A version queued for deletion on this volume was deleted or replaced
 	// while the volume's listing was being read: do not bring it back.
-	if has, err := m.cat.db.Has(garbageKey(vol, key, ver), nil); err != nil || has {
+	if has, err := m.cat.db().Has(garbageKey(vol, key, ver), nil); err != nil || has {
 		return err
 	}
 	if err := m.observeVersion(ver); err != nil {

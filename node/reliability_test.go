@@ -70,7 +70,7 @@ func (c *testCluster) relSend(method, key string, body []byte) (relReply, error)
 // writes that have not finished.
 func (c *testCluster) relQueued() (garbage, pending int) {
 	_ = c.master.cat.garbage(func(string, []byte, uint64) bool { garbage++; return true })
-	it := c.master.cat.db.NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
+	it := c.master.cat.db().NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	for it.Next() {
 		pending++
 	}

@@ -616,10 +616,10 @@ func (r *verifyRun) current(key []byte, version uint64, vol string) (Record, boo
 // queued reports whether version of key on vol is queued for deletion or
 // is being written (a pending intent).
 func (r *verifyRun) queued(vol string, key []byte, version uint64) (bool, error) {
-	if has, err := r.m.cat.db.Has(garbageKey(vol, key, version), nil); err != nil || has {
+	if has, err := r.m.cat.db().Has(garbageKey(vol, key, version), nil); err != nil || has {
 		return has, err
 	}
-	return r.m.cat.db.Has(pendingKey(version, vol, key), nil)
+	return r.m.cat.db().Has(pendingKey(version, vol, key), nil)
 }
 
 // extra confirms and handles a version vol holds that the walk found no
