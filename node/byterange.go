@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"errors"
+	"math"
 )
 
 // errRangeUnsatisfiable means the Range header was well formed but no byte of
@@ -65,15 +66,21 @@ func parseRange(h []byte, size int64) (start, end int64, err error) {
 	return start, end, nil
 }
 
-// parseDigits parses a non-empty run of ASCII digits that fits an int64.
+// parseDigits parses a non-empty run of ASCII digits. A number past the
+// range of int64 saturates at its maximum: RFC 9110 puts no bound on a
+// position, and "bytes=0-18446744073709551616" still means "to the end".
 func parseDigits(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 18 {
+	if len(b) == 0 {
 		return 0, false
 	}
 	var n int64
 	for _, c := range b {
 		if c < '0' || c > '9' {
 			return 0, false
+		}
+		if n > (math.MaxInt64-9)/10 {
+			n = math.MaxInt64
+			continue
 		}
 		n = n*10 + int64(c-'0')
 	}

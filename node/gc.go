@@ -1,5 +1,11 @@
 package node
 
+import (
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+)
+
 func (m *Master) kickGC() {
 	select {
 	case m.gcKick <- struct{}{}:
@@ -34,7 +40,7 @@ func (m *Master) collectGarbage() {
 		m.log.Error("gc scan", "err", err)
 		return
 	}
-	var rec Record
+	m.sweepGrace()
 	for _, g := range batch {
 		select {
 		case <-m.stop:
@@ -44,21 +50,45 @@ func (m *Master) collectGarbage() {
 		if m.inGrace(g.vol, g.key, g.version) {
 			continue
 		}
-		// A copy of this very version may be on its way to the volume
-		// (repair, rebalance): its intent keeps it.
-		if pending, err := m.cat.isPending(g.version, g.vol, g.key); err != nil || pending {
-			continue
-		}
-		// Never delete the version the index points at (a blob that was
-		// abandoned on a volume may have been copied back there since).
-		if found, err := m.cat.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
-			_ = m.cat.doneGarbage(g.vol, g.key, g.version)
-			continue
-		}
-		if err := m.deleteBlob(view.vols[g.vol].HTTP, g.key, g.version); err != nil {
-			m.log.Debug("gc delete failed; will retry", "volume", g.vol, "key", string(g.key), "err", err)
-			continue
-		}
-		_ = m.cat.doneGarbage(g.vol, g.key, g.version)
+		m.collectOne(view, g)
 	}
+}
+
+// collectOne deletes one queued blob version, unless it is in use after
+// all. The checks and the deletion hold the key's copy lock, which every
+// copy (repair, move) takes to record its intent: so either the copy's
+// intent is seen here and the version kept, or the copy starts after the
+// deletion and lands whole.
+func (m *Master) collectOne(view *clusterView, g garbageItem) {
+	mu := m.lockCopies(g.key)
+	defer mu.Unlock()
+	// A copy may have taken this entry back since the scan.
+	if has, err := m.cat.db().Has(garbageKey(g.vol, g.key, g.version), nil); err != nil || !has {
+		return
+	}
+	// A copy of this very version may be on its way to the volume
+	// (repair, rebalance): its intent keeps it.
+	if pending, err := m.cat.isPending(g.version, g.vol, g.key); err != nil || pending {
+		return
+	}
+	// Never delete the version the catalog points at (a blob that was
+	// abandoned on a volume may have been copied back there since).
+	var rec Record
+	if found, err := m.cat.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
+		_ = m.cat.doneGarbage(g.vol, g.key, g.version)
+		return
+	}
+	if err := m.deleteBlob(view.vols[g.vol].HTTP, g.key, g.version); err != nil {
+		m.log.Debug("gc delete failed; will retry", "volume", g.vol, "key", string(g.key), "err", err)
+		return
+	}
+	_ = m.cat.doneGarbage(g.vol, g.key, g.version)
+}
+
+// lockCopies locks the stripe of key that orders copies against the
+// deletion of queued versions (see collectOne).
+func (m *Master) lockCopies(key []byte) *sync.Mutex {
+	mu := &m.copyLocks[xxhash.Sum64(key)%uint64(len(m.copyLocks))]
+	mu.Lock()
+	return mu
 }

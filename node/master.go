@@ -60,6 +60,10 @@ type Master struct {
 	loads atomic.Pointer[map[string]*volumeLoad]
 
 	locks [256]sync.Mutex
+	// copyLocks order copies to a volume against the deletion of queued
+	// versions there (gc.go); apart from locks, so a slow deletion never
+	// holds up a write's commit.
+	copyLocks [64]sync.Mutex
 	// verMu guards the version counter: lastVersion is the largest version
 	// handed out (or merged from a volume), verCeiling the persisted bound
 	// every version stays below, so a restart never reuses one whatever

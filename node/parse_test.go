@@ -29,7 +29,10 @@ func TestParseRange(t *testing.T) {
 		{"bytes=a-b", 100, 0, 0, errRangeIgnored},
 		{"bytes=", 100, 0, 0, errRangeIgnored},
 		{"bytes=-", 100, 0, 0, errRangeIgnored},
-		{"bytes=99999999999999999999-", 100, 0, 0, errRangeIgnored},
+		{"bytes=99999999999999999999-", 100, 0, 0, errRangeUnsatisfiable},
+		{"bytes=0-18446744073709551616", 100, 0, 99, nil},
+		{"bytes=10-99999999999999999999999999", 100, 10, 99, nil},
+		{"bytes=-18446744073709551616", 100, 0, 99, nil},
 	}
 	for _, tt := range tests {
 		s, e, err := parseRange([]byte(tt.h), tt.size)

@@ -282,12 +282,16 @@ func (m *Master) runPool(items []*placementItem, fn func(*placementItem) bool) b
 // the copy's checksum. On failure the intent becomes garbage. Repairs and
 // moves both copy with it.
 func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Member, dst string) error {
-	if err := m.cat.addPending(rec.Version, key, dst); err != nil {
-		return err
+	// The intent, and taking back an older deletion of this version from
+	// dst (an abandoned copy), are ordered against the garbage collector's
+	// checks: it must not remove the copy about to be made.
+	mu := m.lockCopies(key)
+	err := m.cat.addPending(rec.Version, key, dst)
+	if err == nil {
+		err = m.cat.doneGarbage(dst, key, rec.Version)
 	}
-	// An older deletion of this version from dst (an abandoned copy) must
-	// not remove the copy about to be made.
-	if err := m.cat.doneGarbage(dst, key, rec.Version); err != nil {
+	mu.Unlock()
+	if err != nil {
 		return err
 	}
 	r := m.pull(view.vols[dst], src, key, rec.Version)

@@ -77,6 +77,7 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record, plan *place
 	}
 	m.holdGarbage(dropped, key, rec.Version)
 	if !m.switchReplicas(key, rec, replicas, added, dropped) {
+		m.releaseGarbage(dropped, key, rec.Version)
 		return
 	}
 	m.kickGC()
@@ -104,6 +105,28 @@ func (m *Master) holdGarbage(vols []string, key []byte, version uint64) {
 	defer m.graceMu.Unlock()
 	for _, vol := range vols {
 		m.grace[string(garbageKey(vol, key, version))] = until
+	}
+}
+
+// releaseGarbage undoes holdGarbage (the copies were not queued after all).
+func (m *Master) releaseGarbage(vols []string, key []byte, version uint64) {
+	m.graceMu.Lock()
+	defer m.graceMu.Unlock()
+	for _, vol := range vols {
+		delete(m.grace, string(garbageKey(vol, key, version)))
+	}
+}
+
+// sweepGrace forgets the holds whose time is over: a hold whose garbage
+// entry was never collected (dropped meanwhile) must not stay forever.
+func (m *Master) sweepGrace() {
+	now := time.Now()
+	m.graceMu.Lock()
+	defer m.graceMu.Unlock()
+	for k, until := range m.grace {
+		if now.After(until) {
+			delete(m.grace, k)
+		}
 	}
 }
 

@@ -650,6 +650,9 @@ func TestBadRequests(t *testing.T) {
 		{"body shorter than declared", "PUT /shorter HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("s", 30000), [][]int{{400}}, []string{"shorter"}, nil},
 		{"chunked body cut", "PUT /cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + strings.Repeat("c", 100), [][]int{{400}}, []string{"cut"}, nil},
 		{"Content-Length and chunked", "PUT /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", [][]int{{400, 201}}, nil, nil},
+		{"bare LF line endings", "GET /existing HTTP/1.1\nHost: x\n\n", [][]int{{400}}, nil, nil},
+		{"bare LF after CRLF", "GET /existing HTTP/1.1\r\nHost: x\n\n", [][]int{{400}}, nil, nil},
+		{"bare LF PUT", "PUT /lf HTTP/1.1\nHost: x\nContent-Length: 1\n\nv", [][]int{{400}}, []string{"lf"}, nil},
 		{"huge header", "GET /existing HTTP/1.1\r\nHost: x\r\nX-Big: " + huge + "\r\n\r\n", [][]int{{431, 400}}, nil, nil},
 		{"huge request line", "GET /" + huge + " HTTP/1.1\r\nHost: x\r\n\r\n", [][]int{{431, 414, 400}}, nil, nil},
 	}

@@ -191,17 +191,17 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	case found && old.Version > version:
 		err = errSuperseded
 	case found:
-		err = m.cat.commit(key, &rec, tried, &old)
+		// Readers redirected to the old version a moment ago still find
+		// it for MoveGrace (held before its deletion is queued).
+		m.holdGarbage(old.Replicas, key, old.Version)
+		if err = m.cat.commit(key, &rec, tried, &old); err != nil {
+			m.releaseGarbage(old.Replicas, key, old.Version)
+		}
 	default:
 		err = m.cat.commit(key, &rec, tried, nil)
 	}
 	if err == nil {
 		m.cache.set(key, &rec)
-		if found {
-			// Readers redirected to the old version a moment ago still
-			// find it for MoveGrace.
-			m.holdGarbage(old.Replicas, key, old.Version)
-		}
 	} else {
 		m.cache.forget(key)
 	}
