@@ -46,6 +46,7 @@ type Master struct {
 	http   *httpServer
 	gossip *membership
 	client *fasthttp.Client
+	vc     *volumeClient // client, speaking the volumes' internal API
 	// dialed tracks client's connections: those to a volume the probes
 	// find unreachable are cut, failing the requests in flight to it.
 	dialed *dialTracker
@@ -133,6 +134,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		drainSince: make(map[string]time.Time),
 	}
 	m.client, m.dialed = newTrackedClient(cfg.IdleTimeout)
+	m.vc = &volumeClient{hc: m.client, sec: m.sec}
 	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
 	empty, err := ring.New(cfg.Ring, nil)
 	if err != nil {

@@ -1,14 +1,11 @@
 package node
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"slices"
 	"sort"
@@ -253,53 +250,6 @@ func (m *Master) indexPage(vol Member, start, startVer string) (indexPage, error
 		return page, fmt.Errorf("list index of %s: %w", vol.Name, err)
 	}
 	return page, nil
-}
-
-// volumeStream sends a request to one of vol's streaming endpoints (op is
-// the path after /_kvdb/) and calls fn with every line but ticks and the
-// last, which it returns.
-func (m *Master) volumeStream(ctx context.Context, vol Member, method, op string, fn func(streamLine)) (streamLine, error) {
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(method)
-	req.SetRequestURI(m.sec.signURL(method, "http://"+vol.HTTP+"/"+ReservedPrefix+op))
-	resp.StreamBody = true
-	if err := m.client.Do(req, resp); err != nil {
-		return streamLine{}, err
-	}
-	// Closing before the end cuts the connection, which stops the volume.
-	defer resp.CloseBodyStream()
-	if resp.StatusCode() != fasthttp.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.BodyStream(), 512))
-		return streamLine{}, fmt.Errorf("status %d: %s", resp.StatusCode(), trimBody(b))
-	}
-	sc := bufio.NewScanner(resp.BodyStream())
-	sc.Buffer(make([]byte, 0, 16<<10), 1<<20)
-	for sc.Scan() {
-		if err := ctx.Err(); err != nil {
-			return streamLine{}, err
-		}
-		var l streamLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return streamLine{}, fmt.Errorf("bad line from the volume: %w", err)
-		}
-		switch l.T {
-		case "tick":
-		case "done":
-			if l.Error != "" {
-				return l, errors.New(l.Error)
-			}
-			return l, nil
-		default:
-			fn(l)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return streamLine{}, err
-	}
-	return streamLine{}, errors.New("the answer ended before its last line")
 }
 
 // handleVerify serves POST /_kvdb/verify?repair=0|1&deep=0|1. One verify

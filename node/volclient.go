@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -12,15 +14,37 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-func (m *Master) deleteBlob(addr string, key []byte, version uint64) error {
+// The master↔volume wire protocol, from the caller's side: one
+// volumeClient per node, used by the master (writes on the proxy path,
+// copies, deletions, verify) and by a volume coordinating a redirected
+// write (writes to the other replicas, copies to spares). Every request is
+// signed with the cluster secret, when there is one (security.go); the
+// endpoints are listed in doc.go.
+type volumeClient struct {
+	hc  *fasthttp.Client
+	sec *signer
+}
+
+// putResult is one replica's outcome of a write.
+type putResult struct {
+	vol      string
+	size     int64
+	checksum uint64
+	err      error
+	status   int // the volume's status when it answered with an error
+}
+
+// deleteBlob deletes one version of key from the volume at addr; a version
+// already gone is no error.
+func (vc *volumeClient) deleteBlob(addr string, key []byte, version uint64) error {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(fasthttp.MethodDelete)
-	req.SetRequestURI(m.sec.signURL(fasthttp.MethodDelete, internalURL(addr, "blob/", key, version)))
+	req.SetRequestURI(vc.sec.signURL(fasthttp.MethodDelete, internalURL(addr, "blob/", key, version)))
 	req.URI().DisablePathNormalizing = true
-	if err := m.client.DoTimeout(req, resp, 30*time.Second); err != nil {
+	if err := vc.hc.DoTimeout(req, resp, 30*time.Second); err != nil {
 		return err
 	}
 	switch resp.StatusCode() {
@@ -42,20 +66,35 @@ func internalURL(addr, op string, key []byte, version uint64) string {
 	return string(b)
 }
 
-// putToVolume streams body into one volume.
-func (m *Master) putToVolume(vol Member, key []byte, version uint64, size int64, body io.Reader) putResult {
+// putBlob streams body (size bytes, -1: unknown) into vol as version of
+// key.
+func (vc *volumeClient) putBlob(vol Member, key []byte, version uint64, size int64, body io.Reader) putResult {
 	// The signed URL names the size: a captured request cannot be replayed
 	// with another body length.
-	return m.blobRequest(vol, fasthttp.MethodPut, internalURL(vol.HTTP, "blob/", key, version)+"&n="+strconv.FormatInt(size, 10), body, size)
+	uri := internalURL(vol.HTTP, "blob/", key, version) + "&n=" + strconv.FormatInt(size, 10)
+	res := putResult{vol: vol.Name}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(fasthttp.MethodPut)
+	req.SetRequestURI(vc.sec.signURL(fasthttp.MethodPut, uri))
+	req.URI().DisablePathNormalizing = true
+	req.SetBodyStream(body, int(size))
+	if err := vc.hc.Do(req, resp); err != nil {
+		res.err = err
+		return res
+	}
+	return parseBlobReply(res, resp)
 }
 
 // pull asks dst to copy one version of key from src.
-func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
+func (vc *volumeClient) pull(dst, src Member, key []byte, version uint64) putResult {
 	res := putResult{vol: dst.Name}
 	op := internalURL(dst.HTTP, "pull/", key, version)[len("http://"+dst.HTTP+"/"+ReservedPrefix):] + "&from=" + src.HTTP
 	// The volume ticks while it copies: no idle timeout cuts a slow copy
 	// of a large value.
-	l, err := m.volumeStream(context.Background(), dst, fasthttp.MethodPost, op, func(streamLine) {})
+	l, err := vc.stream(context.Background(), dst, fasthttp.MethodPost, op, func(streamLine) {})
 	switch {
 	case err != nil:
 		res.err, res.status = err, l.Status
@@ -68,27 +107,6 @@ func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
 		res.size, res.checksum = l.Size, sum
 	}
 	return res
-}
-
-// blobRequest sends one request that makes vol store a blob (body, if not
-// nil, is streamed) and reads the volume's answer.
-func (m *Master) blobRequest(vol Member, method, uri string, body io.Reader, size int64) putResult {
-	res := putResult{vol: vol.Name}
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(method)
-	req.SetRequestURI(m.sec.signURL(method, uri))
-	req.URI().DisablePathNormalizing = true
-	if body != nil {
-		req.SetBodyStream(body, int(size))
-	}
-	if err := m.client.Do(req, resp); err != nil {
-		res.err = err
-		return res
-	}
-	return parseBlobReply(res, resp)
 }
 
 func parseBlobReply(res putResult, resp *fasthttp.Response) putResult {
@@ -109,4 +127,65 @@ func parseBlobReply(res putResult, resp *fasthttp.Response) putResult {
 	}
 	res.size, res.checksum = br.Size, sum
 	return res
+}
+
+// stream sends a request to one of vol's streaming endpoints (op is
+// the path after /_kvdb/) and calls fn with every line but ticks and the
+// last, which it returns.
+func (vc *volumeClient) stream(ctx context.Context, vol Member, method, op string, fn func(streamLine)) (streamLine, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI(vc.sec.signURL(method, "http://"+vol.HTTP+"/"+ReservedPrefix+op))
+	resp.StreamBody = true
+	if err := vc.hc.Do(req, resp); err != nil {
+		return streamLine{}, err
+	}
+	// Closing before the end cuts the connection, which stops the volume.
+	defer resp.CloseBodyStream()
+	if resp.StatusCode() != fasthttp.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.BodyStream(), 512))
+		return streamLine{}, fmt.Errorf("status %d: %s", resp.StatusCode(), trimBody(b))
+	}
+	sc := bufio.NewScanner(resp.BodyStream())
+	sc.Buffer(make([]byte, 0, 16<<10), 1<<20)
+	for sc.Scan() {
+		if err := ctx.Err(); err != nil {
+			return streamLine{}, err
+		}
+		var l streamLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return streamLine{}, fmt.Errorf("bad line from the volume: %w", err)
+		}
+		switch l.T {
+		case "tick":
+		case "done":
+			if l.Error != "" {
+				return l, errors.New(l.Error)
+			}
+			return l, nil
+		default:
+			fn(l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return streamLine{}, err
+	}
+	return streamLine{}, errors.New("the answer ended before its last line")
+}
+
+// The master's shorthands.
+
+func (m *Master) deleteBlob(addr string, key []byte, version uint64) error {
+	return m.vc.deleteBlob(addr, key, version)
+}
+
+func (m *Master) pull(dst, src Member, key []byte, version uint64) putResult {
+	return m.vc.pull(dst, src, key, version)
+}
+
+func (m *Master) volumeStream(ctx context.Context, vol Member, method, op string, fn func(streamLine)) (streamLine, error) {
+	return m.vc.stream(ctx, vol, method, op, fn)
 }

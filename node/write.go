@@ -7,21 +7,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/kvdb/kvdb/node/client"
 	"github.com/valyala/fasthttp"
 )
-
-// putResult is one replica's outcome of a write.
-type putResult struct {
-	vol      string
-	size     int64
-	checksum uint64
-	err      error
-	status   int // the volume's status when it answered with an error
-}
 
 // writePlan is what admitWrite decided for a write.
 type writePlan struct {
@@ -246,79 +236,25 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// replicate streams body to the first n candidates in parallel and, for
-// each that fails, copies the value from a replica that succeeded to the
-// next candidate. It returns the n successful replicas and every volume it
-// wrote to (or tried to).
+// replicate streams body to the first n candidates in parallel, replacing
+// those that fail from the others (see replicator). It returns the n
+// successful replicas and every volume it wrote to (or tried to).
 func (m *Master) replicate(view *clusterView, key []byte, version uint64, size int64, body io.Reader, candidates []string, n int) ([]putResult, []string, error) {
 	targets, spares := candidates[:n], candidates[n:]
-	tried := append([]string(nil), targets...)
 	if err := m.cat.addPending(version, key, targets...); err != nil {
 		return nil, nil, err
 	}
-	fan := newFanout(body, n)
-	results := make([]putResult, n)
-	var wg sync.WaitGroup
-	for i, name := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := fan.outs[i]
-			results[i] = m.putToVolume(view.vols[name], key, version, size, r)
-			r.abandon()
-		}()
+	r := replicator{
+		log: m.log,
+		put: func(name string, body io.Reader) putResult {
+			return m.vc.putBlob(view.vols[name], key, version, size, body)
+		},
+		copy: func(dst, src string) putResult {
+			return m.vc.pull(view.vols[dst], view.vols[src], key, version)
+		},
+		intent: func(vol string) error { return m.cat.addPending(version, key, vol) },
 	}
-	srcErr := fan.run()
-	wg.Wait()
-	if srcErr == nil && size >= 0 && fan.read < size {
-		// fasthttp ends a request body the client cut short with a plain
-		// io.EOF: it is the client's fault (400), not the volumes' (503).
-		srcErr = io.ErrUnexpectedEOF
-	}
-	if srcErr != nil && !errors.Is(srcErr, errNoReplicaLeft) {
-		return nil, tried, bodyError(srcErr, fan.read, size)
-	}
-	var ok, failed []putResult
-	for _, r := range results {
-		if r.err == nil {
-			ok = append(ok, r)
-		} else {
-			failed = append(failed, r)
-			m.log.Warn("replica write failed", "volume", r.vol, "key", string(key), "err", r.err)
-		}
-	}
-	if len(ok) == 0 {
-		return nil, tried, replicaError(failed)
-	}
-	for i := 1; i < len(ok); i++ {
-		if ok[i].checksum != ok[0].checksum || ok[i].size != ok[0].size {
-			return nil, tried, fmt.Errorf("replicas of %q disagree: %s has %x, %s has %x", key, ok[0].vol, ok[0].checksum, ok[i].vol, ok[i].checksum)
-		}
-	}
-	// Replace each failed replica by copying from a good one.
-	for len(ok) < n && len(spares) > 0 {
-		spare := spares[0]
-		spares = spares[1:]
-		if err := m.cat.addPending(version, key, spare); err != nil {
-			return nil, tried, err
-		}
-		tried = append(tried, spare)
-		r := m.pull(view.vols[spare], view.vols[ok[0].vol], key, version)
-		if r.err != nil {
-			m.log.Warn("replica copy failed", "volume", spare, "key", string(key), "err", r.err)
-			failed = append(failed, r)
-			continue
-		}
-		if r.checksum != ok[0].checksum {
-			failed = append(failed, putResult{vol: spare, err: fmt.Errorf("copy to %s has checksum %x, want %x", spare, r.checksum, ok[0].checksum)})
-			continue
-		}
-		ok = append(ok, r)
-	}
-	if len(ok) < n {
-		return nil, tried, replicaError(failed)
-	}
-	return ok, tried, nil
+	return r.run(key, size, body, targets, spares)
 }
 
 // bodyError explains a failed read of the client's body.
