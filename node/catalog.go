@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,7 @@ import (
 //	v VOL                       -> empty: VOL's own index has been merged
 //	d VOL                       -> empty: VOL is being drained by an operator
 //	h                           -> VER(8): no version at or above it was handed out
+//	w VER(8) KEY                -> JSON writeIntent: a redirected write's ticket, until its commit
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -38,6 +40,7 @@ const (
 	pfxKnown   = 'v'
 	pfxDrain   = 'd'
 	pfxCeiling = 'h'
+	pfxTicket  = 'w'
 )
 
 var errIndexClosed = errors.New("node: index closed")
@@ -268,6 +271,80 @@ func (c *catalog) setVersionCeiling(v uint64) error {
 	return nil
 }
 
+func ticketKey(version uint64, key []byte) []byte {
+	b := make([]byte, 0, 1+8+len(key))
+	b = append(b, pfxTicket)
+	b = binary.BigEndian.AppendUint64(b, version)
+	return append(b, key...)
+}
+
+// writeIntent is what the master promised a redirected write: the ticket's
+// contents and the conditions to check again at its commit.
+type writeIntent struct {
+	Size       int64    `json:"size"`
+	Expiry     int64    `json:"exp"`
+	Replicas   []string `json:"r"`
+	Spares     []string `json:"sp,omitempty"`
+	CreateOnly bool     `json:"post,omitempty"`
+	IfMatch    string   `json:"im,omitempty"`
+	IfNone     string   `json:"inm,omitempty"`
+	IfUnmodSec int64    `json:"ius,omitempty"` // If-Unmodified-Since, unix s
+	Issued     int64    `json:"at"`            // unix s
+}
+
+// addTicket records a redirected write's intent: its ticket and the
+// pending intents of its replicas, in one batch.
+func (c *catalog) addTicket(version uint64, key []byte, wi *writeIntent) error {
+	var b leveldb.Batch
+	v, _ := json.Marshal(wi)
+	b.Put(ticketKey(version, key), v)
+	for _, vol := range wi.Replicas {
+		b.Put(pendingKey(version, vol, key), nil)
+	}
+	if err := c.write(&b, false); err != nil {
+		return fmt.Errorf("node: index ticket %q: %w", key, err)
+	}
+	return nil
+}
+
+// getTicket reads a redirected write's intent; false when there is none
+// (committed, abandoned, or never issued).
+func (c *catalog) getTicket(version uint64, key []byte) (writeIntent, bool, error) {
+	var wi writeIntent
+	v, err := c.db().Get(ticketKey(version, key), nil)
+	if errors.Is(err, leveldb.ErrNotFound) {
+		return wi, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(v, &wi)
+	}
+	if err != nil {
+		return wi, false, fmt.Errorf("node: index ticket %q: %w", key, err)
+	}
+	return wi, true, nil
+}
+
+// tickets calls fn with every redirected write's intent until fn returns
+// false.
+func (c *catalog) tickets(fn func(version uint64, key []byte, wi writeIntent) bool) error {
+	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxTicket}), nil)
+	defer it.Release()
+	for it.Next() {
+		k := it.Key()
+		if len(k) < 1+8+1 {
+			continue
+		}
+		var wi writeIntent
+		if json.Unmarshal(it.Value(), &wi) != nil {
+			continue
+		}
+		if !fn(binary.BigEndian.Uint64(k[1:9]), bytes.Clone(k[9:]), wi) {
+			break
+		}
+	}
+	return it.Error()
+}
+
 func knownKey(vol string) []byte { return append([]byte{pfxKnown}, vol...) }
 
 // get reads key's record into r; it reports false when the key is absent.
@@ -305,9 +382,11 @@ func (c *catalog) isPending(version uint64, vol string, key []byte) (bool, error
 	return c.db().Has(pendingKey(version, vol, key), nil)
 }
 
-// abandon turns the pending intents of a failed write into garbage entries.
+// abandon turns the pending intents of a failed write into garbage entries
+// (and drops its ticket, if it was redirected).
 func (c *catalog) abandon(version uint64, key []byte, vols []string) error {
 	var b leveldb.Batch
+	b.Delete(ticketKey(version, key))
 	for _, vol := range vols {
 		b.Delete(pendingKey(version, vol, key))
 		b.Put(garbageKey(vol, key, version), nil)
@@ -319,11 +398,13 @@ func (c *catalog) abandon(version uint64, key []byte, vols []string) error {
 }
 
 // commit makes rec the current version of key in one synced batch: it clears
-// the write's pending intents (on every volume it was tried on) and queues
-// the previous version's blobs, if any, for deletion.
+// the write's pending intents (on every volume it was tried on) and its
+// ticket, if it was redirected, and queues the previous version's blobs, if
+// any, for deletion.
 func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
+	b.Delete(ticketKey(rec.Version, key))
 	for _, vol := range tried {
 		b.Delete(pendingKey(rec.Version, vol, key))
 		if !contains(rec.Replicas, vol) {
@@ -488,10 +569,20 @@ func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) 
 }
 
 // promotePending turns every leftover intent (from a master that stopped
-// mid-write) into a garbage entry. Called only at open, when no write runs.
+// mid-write) into a garbage entry, and drops every ticket: a redirected
+// write under way fails at its commit. Called only at open, when no write
+// runs.
 func (c *catalog) promotePending() error {
-	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	var b leveldb.Batch
+	tk := c.db().NewIterator(util.BytesPrefix([]byte{pfxTicket}), nil)
+	for tk.Next() {
+		b.Delete(append([]byte(nil), tk.Key()...))
+	}
+	tk.Release()
+	if err := tk.Error(); err != nil {
+		return fmt.Errorf("node: index ticket scan: %w", err)
+	}
+	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxPending}), nil)
 	for it.Next() {
 		k := it.Key()
 		if len(k) < 1+8+2 {

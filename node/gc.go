@@ -18,7 +18,10 @@ func (m *Master) kickGC() {
 // rest later.
 func (m *Master) gcLoop() {
 	defer m.wg.Done()
-	runEvery(m.stop, m.cfg.GCInterval, m.gcKick, m.collectGarbage)
+	runEvery(m.stop, m.cfg.GCInterval, m.gcKick, func() {
+		m.sweepTickets()
+		m.collectGarbage()
+	})
 }
 
 type garbageItem struct {

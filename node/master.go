@@ -179,6 +179,9 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(m.http.addr())
+	// Volumes sign the commits of the writes they coordinate for this
+	// address.
+	m.sec.setSelf(net.JoinHostPort(host, port))
 	gcfg := cfg.Gossip
 	// The volumes seen last time are dialed too: a restarted master finds
 	// its cluster again at once rather than when the volumes next re-dial.
@@ -382,8 +385,10 @@ func (m *Master) observeVersion(v uint64) error {
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
-	// Volumes report lost copies without an API key; see verify.go.
-	if m.serveLost(ctx, path) {
+	// Volumes report lost copies without an API key; see verify.go. And
+	// they commit the writes they coordinate (signed, when the cluster has
+	// a secret); see redirect_write.go.
+	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) {
 		return
 	}
 	if !m.authorize(ctx, path) {

@@ -80,6 +80,16 @@ type MasterConfig struct {
 	// hot keys' redirects without touching goleveldb. Default 65536 (a few
 	// MB).
 	CacheEntries int
+	// DisableWriteRedirect keeps every write on the proxy path: the body
+	// streams through the master even when the client sent Expect:
+	// 100-continue (for deployments where clients cannot reach the
+	// volumes). By default such a write is answered 307 to a volume, which
+	// takes the body and coordinates the write (redirect_write.go).
+	DisableWriteRedirect bool
+	// RedirectedWriteTimeout is how long a redirected write may take from
+	// its 307 to its commit before the master gives up on it and deletes
+	// what its coordinator wrote. Default 1 hour.
+	RedirectedWriteTimeout time.Duration
 	// MaxConns caps the client connections open at once, and
 	// MaxConnsPerIP those from one client address (0: no cap). A client
 	// that opens connections without end cannot then take every file
@@ -168,6 +178,9 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	}
 	if c.MoveGrace <= 0 {
 		c.MoveGrace = 5 * time.Second
+	}
+	if c.RedirectedWriteTimeout <= 0 {
+		c.RedirectedWriteTimeout = time.Hour
 	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 1 << 16

@@ -110,6 +110,8 @@ type nodeMetrics struct {
 	durations [numMethods]*metrics.PrometheusHistogram
 	reqBytes  *metrics.Counter
 	respBytes *metrics.Counter
+	// redirected counts writes the master sent to a volume (307).
+	redirected *metrics.Counter
 }
 
 func newNodeMetrics(role string) *nodeMetrics {
@@ -120,8 +122,12 @@ func newNodeMetrics(role string) *nodeMetrics {
 	}
 	nm.reqBytes = nm.set.NewCounter(fmt.Sprintf(`kvdb_request_bytes_total{role=%q}`, role))
 	nm.respBytes = nm.set.NewCounter(fmt.Sprintf(`kvdb_response_bytes_total{role=%q}`, role))
+	nm.redirected = nm.set.NewCounter(fmt.Sprintf(`kvdb_redirected_writes_total{role=%q}`, role))
 	return nm
 }
+
+// redirectedWrite counts a write answered 307 (its body goes to a volume).
+func (nm *nodeMetrics) redirectedWrite() { nm.redirected.Inc() }
 
 // instrument wraps h so that every request is counted and timed. The
 // duration is the time in h: a response body sent by sendfile (a volume's

@@ -23,7 +23,8 @@ import (
 //
 // TICKET is the unpadded base64url encoding of
 //
-//	format(1) version(uvarint) size(varint, -1 unknown) expiry(varint unix s)
+//	format(1) version(uvarint) size(varint, -1 unknown) max(varint)
+//	expiry(varint unix s)
 //	nreplicas(uvarint) names... nspares(uvarint) names...
 //
 // each name as uvarint length + bytes. With a cluster secret, SIGNATURE is
@@ -33,6 +34,7 @@ import (
 type ticket struct {
 	Version  uint64
 	Size     int64 // the declared size, -1 for a chunked body
+	Max      int64 // the largest value the master takes
 	Expiry   int64 // unix seconds: the upload must start by then
 	Replicas []string
 	Spares   []string
@@ -58,6 +60,7 @@ func (t *ticket) appendBinary(dst []byte) []byte {
 	dst = append(dst, ticketFormat)
 	dst = binary.AppendUvarint(dst, t.Version)
 	dst = binary.AppendVarint(dst, t.Size)
+	dst = binary.AppendVarint(dst, t.Max)
 	dst = binary.AppendVarint(dst, t.Expiry)
 	for _, names := range [][]string{t.Replicas, t.Spares} {
 		dst = binary.AppendUvarint(dst, uint64(len(names)))
@@ -81,6 +84,10 @@ func parseTicketBinary(b []byte) (ticket, error) {
 	}
 	b = b[n:]
 	if t.Size, n = binary.Varint(b); n <= 0 || t.Size < -1 {
+		return t, errTicket
+	}
+	b = b[n:]
+	if t.Max, n = binary.Varint(b); n <= 0 || t.Max < 0 {
 		return t, errTicket
 	}
 	b = b[n:]

@@ -152,7 +152,10 @@ type Volume struct {
 	http     *httpServer
 	gossip   *membership
 	client   *fasthttp.Client
-	sec      *signer // nil without a cluster secret
+	vc       *volumeClient // client, speaking other volumes' internal API
+	// tickets are the write tickets this volume has taken (coordinate.go).
+	tickets usedTickets
+	sec     *signer // nil without a cluster secret
 	// metrics counts requests, blob writes and scrubs (metrics.go).
 	metrics *volumeMetrics
 
@@ -174,6 +177,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	}
 	cfg = cfg.withDefaults()
 	v := &Volume{cfg: cfg, stop: make(chan struct{}), metaKick: make(chan struct{}, 1), client: newClient(cfg.IdleTimeout), sec: newSigner(cfg.Secret)}
+	v.vc = &volumeClient{hc: v.client, sec: v.sec}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
@@ -190,7 +194,7 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	v.metrics = newVolumeMetrics()
 	// Listen now (gossip advertises the port), serve only once everything
 	// the handlers touch exists.
-	v.http, err = listenHTTP(cfg.Addr, v.metrics.instrument(v.handle), nil, cfg.IdleTimeout, httpLimits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}, v.log)
+	v.http, err = listenHTTP(cfg.Addr, v.metrics.instrument(v.handle), v.expectWrite, cfg.IdleTimeout, httpLimits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}, v.log)
 	if err != nil {
 		v.store.Close()
 		return nil, fmt.Errorf("volume: listen %s: %w", cfg.Addr, err)
@@ -395,8 +399,18 @@ func (v *Volume) handle(ctx *fasthttp.RequestCtx) {
 	v.serveBlob(ctx, path)
 }
 
-// handleInternal serves the master-facing API under /_kvdb/.
+// handleInternal serves the master-facing API under /_kvdb/, and the
+// client-facing write endpoint (a ticket, not a signature, admits those).
 func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
+	if k, ok := bytes.CutPrefix(rest, []byte("write")); ok {
+		key, err := ParseKey(nil, k)
+		if err != nil {
+			replyError(ctx, err)
+			return
+		}
+		v.coordinateWrite(ctx, key)
+		return
+	}
 	if !v.sec.allowInternal(ctx, rest) {
 		return
 	}

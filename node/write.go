@@ -118,10 +118,16 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	if err != nil {
 		return statusOf(err)
 	}
-	if _, st, _ := m.admitWrite(ctx, key, bodySize(&ctx.Request.Header)); st != 0 {
+	size := bodySize(&ctx.Request.Header)
+	plan, st, msg := m.admitWrite(ctx, key, size)
+	if st != 0 {
+		ctx.Response.SetBodyString(msg + "\n")
 		return st
 	}
-	return fasthttp.StatusContinue
+	if m.cfg.DisableWriteRedirect {
+		return fasthttp.StatusContinue
+	}
+	return m.redirectWrite(ctx, key, &plan, size)
 }
 
 // handleWrite stores a value: PUT creates or replaces, POST (or PUT with
