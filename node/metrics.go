@@ -215,6 +215,8 @@ func familyInfo(name string) (typ, help string, ok bool) {
 		return "counter", "Request body bytes received, as declared by Content-Length (chunked bodies count 0).", true
 	case "kvdb_response_bytes_total":
 		return "counter", "Response body bytes sent, as declared by Content-Length for streamed bodies.", true
+	case "kvdb_redirected_writes_total":
+		return "counter", "Writes the master answered 307 to a volume, which took the body and coordinated the write.", true
 	case "kvdb_blob_writes_total":
 		return "counter", "Blob versions written to this volume's store (writes from the master and copies pulled from other volumes).", true
 	case "kvdb_blob_write_bytes_total":

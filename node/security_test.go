@@ -146,12 +146,15 @@ func TestSecretVolumeRefusesUnsigned(t *testing.T) {
 	addr := vol.Addr()
 	good := c.master.sec
 	stranger := newSigner(otherSecret)
-	put := internalURL(addr, "blob/", []byte("planted"), 1)
+	// A fresh version: a signed write of a version older than a signature
+	// lives is refused as a replay.
+	fresh := uint64(time.Now().UnixNano())
+	put := internalURL(addr, "blob/", []byte("planted"), fresh)
 	past := time.Now().Add(-2 * clockSkew).Unix()
 	forOther := good.signURL("PUT", internalURL(other.Addr(), "blob/", []byte("planted"), 1))
 	forOther = "http://" + addr + forOther[len("http://"+other.Addr()):]
 	signedPut := good.signURL("PUT", put)
-	tamperedV := strings.Replace(signedPut, "?v=1&", "?v=2&", 1)
+	tamperedV := strings.Replace(signedPut, "?v="+formatVersion(fresh)+"&", "?v="+formatVersion(fresh+1)+"&", 1)
 
 	for _, tc := range []struct {
 		name, method, url, body string
