@@ -206,7 +206,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if vols != 3 {
 		t.Fatalf("cluster state lists %d volumes, want 3: %+v", vols, state.Members)
 	}
-	checkDOM(t, string(runBrowser(t, bin, "--dump-dom", url)), wants, nil)
+	dom := string(runBrowser(t, bin, "--dump-dom", url))
+	checkDOM(t, dom, wants, nil)
+	checkMembersTable(t, dom, state.Node.Name)
 	screenshot(t, bin, url, "status.png", "1280,900")
 }
 
@@ -217,9 +219,9 @@ const statusFixture = `{
   "node": {"name": "master-eu1", "role": "master", "addr": "10.0.0.1:3000", "state": "alive"},
   "replicas": 3,
   "members": [
-    {"name": "vol-b", "role": "volume", "addr": "10.0.0.3:3001", "gossip": "10.0.0.3:7947", "state": "suspect", "free": 85899345920, "total": 1099511627776, "keys": 48211, "load": 1.04, "draining": true},
-    {"name": "master-eu1", "role": "master", "addr": "10.0.0.1:3000", "gossip": "10.0.0.1:7946", "state": "alive", "free": 0, "total": 0},
-    {"name": "vol-a", "role": "volume", "addr": "10.0.0.2:3001", "gossip": "10.0.0.2:7947", "state": "alive", "free": 659706976665, "total": 1099511627776, "keys": 51876, "load": 0.97},
+    {"name": "vol-b", "role": "volume", "addr": "10.0.0.3:3001", "gossip": "10.0.0.3:7947", "state": "suspect", "free": 85899345920, "total": 1099511627776, "keys": 48211, "weight": 1, "partitions": 270, "load": 1.04, "draining": true},
+    {"name": "master-eu1", "role": "master", "addr": "10.0.0.1:3000", "gossip": "10.0.0.1:7946", "state": "alive", "free": 0, "total": 0, "keys": 0, "weight": 1},
+    {"name": "vol-a", "role": "volume", "addr": "10.0.0.2:3001", "gossip": "10.0.0.2:7947", "state": "alive", "free": 659706976665, "total": 1099511627776, "keys": 51876, "weight": 2, "partitions": 260, "load": 0.97},
     {"name": "<img src=x onerror=document.title='owned'>", "role": "volume", "addr": "<b>10.0.0.9</b>", "state": "alive", "free": 1073741824, "total": 2147483648, "keys": 12},
     {"name": "vol-c", "role": "volume", "addr": "10.0.0.4:3001", "state": "alive", "free": 1000000000000, "total": 1099511627776, "future_field": "ok"}
   ],
@@ -275,8 +277,10 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`<tr class="departed"><td class="name" title="vol-gone">vol-gone</td>`,
 		`<span class="badge warn">suspect</span>`,
 		`<span class="badge bad">dead</span>`,
-		`<th class="num">Keys</th>`, `<td class="num">51,876</td>`,
-		`<th class="num">Load</th>`, `<td class="num">1.04</td>`,
+		`>Keys</th>`, `<td class="num">51,876</td>`,
+		`>Load</th>`, `<td class="num">1.04</td>`,
+		// vol-a: weight 2, 260 partitions, load 0.97.
+		`<td class="num">2</td><td class="num">260</td><td class="num">0.97</td>`,
 		`<th class="num">Future field</th>`,
 		`<b>944 GiB</b> of 1.00 TiB · 92%`, // vol-b: 1 TiB less 80 GiB free
 		`<b>260</b> / 320`,
@@ -300,5 +304,40 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`owned</title>`,
 		`id="rebalance-panel" hidden`,
 	})
+	checkMembersTable(t, dom, "master-eu1")
 	screenshot(t, bin, url, "status-fixture.png", "1280,1200")
+}
+
+// checkMembersTable checks the members table of a rendered page: each
+// column once (issue 11: "Partitions" came twice, once from the ring and
+// once from the member's own field), and no keys, weight, partitions or
+// load in the master's row, whose gossip entry says keys 0 and weight 1.
+func checkMembersTable(t *testing.T, dom, master string) {
+	t.Helper()
+	head := regexp.MustCompile(`<tr id="members-head">(.*?)</tr>`).FindStringSubmatch(dom)
+	if head == nil {
+		t.Fatalf("no members table head in the DOM:\n%s", dom)
+	}
+	seen := map[string]int{}
+	for _, m := range regexp.MustCompile(`<th[^>]*>([^<]*)</th>`).FindAllStringSubmatch(head[1], -1) {
+		seen[m[1]]++
+	}
+	for _, col := range []string{"Name", "Role", "Address", "State", "Disk (used of total)", "Keys", "Weight", "Partitions", "Load"} {
+		if seen[col] != 1 {
+			t.Errorf("members table has %d %q columns, want 1 (head: %s)", seen[col], col, head[1])
+		}
+	}
+	for col, n := range seen {
+		if n > 1 {
+			t.Errorf("members table has %d %q columns", n, col)
+		}
+	}
+	row := regexp.MustCompile(`<tr><td class="name" title="` + regexp.QuoteMeta(master) + `">.*?</tr>`).FindString(dom)
+	if row == "" {
+		t.Fatalf("no row for the master %s in the DOM:\n%s", master, dom)
+	}
+	// Disk, then Keys, Weight, Partitions and Load: all empty.
+	if !strings.Contains(row, `<td><span class="muted">—</span></td><td class="num"></td><td class="num"></td><td class="num"></td><td class="num"></td>`) {
+		t.Errorf("master's row shows volume figures: %s", row)
+	}
 }
