@@ -195,6 +195,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		`id="master-name">` + state.Node.Name + `<`,
 		`<dt>Replicas per value</dt><dd>` + strconv.Itoa(state.Replicas) + `</dd>`,
 		`id="error" class="banner" role="alert" hidden=""`,
+		`id="master-addr">` + c.master.Addr() + `</span>`,
 	}
 	vols := 0
 	for _, m := range state.Members {
@@ -216,7 +217,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 // with: fields the master does not send yet (keys, load, rebalance),
 // departed members, repairs under way, and names that are markup.
 const statusFixture = `{
-  "node": {"name": "master-eu1", "role": "master", "addr": "10.0.0.1:3000", "state": "alive"},
+  "node": {"name": "master-eu1", "role": "master", "addr": "[::]:3000", "state": "alive"},
   "replicas": 3,
   "members": [
     {"name": "vol-b", "role": "volume", "addr": "10.0.0.3:3001", "gossip": "10.0.0.3:7947", "state": "suspect", "free": 85899345920, "total": 1099511627776, "keys": 48211, "weight": 1, "partitions": 270, "load": 1.04, "draining": true},
@@ -281,6 +282,9 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`>Load</th>`, `<td class="num">1.04</td>`,
 		// vol-a: weight 2, 260 partitions, load 0.97.
 		`<td class="num">2</td><td class="num">260</td><td class="num">0.97</td>`,
+		// The header shows the address the master advertises, not the
+		// one it listens on.
+		`id="master-addr" title="listens on [::]:3000">10.0.0.1:3000</span>`,
 		`<th class="num">Future field</th>`,
 		`<b>944 GiB</b> of 1.00 TiB · 92%`, // vol-b: 1 TiB less 80 GiB free
 		`<b>260</b> / 320`,
@@ -301,6 +305,7 @@ func TestStatusPageRendersFixture(t *testing.T) {
 	}, []string{
 		`<img`,
 		`<b>10.0.0.9`,
+		`>[::]:3000<`,
 		`owned</title>`,
 		`id="rebalance-panel" hidden`,
 	})
