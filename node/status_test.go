@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 func TestStatusPageServed(t *testing.T) {
@@ -241,6 +245,7 @@ const statusFixture = `{
   "pending_deletes": {"vol-a": 3, "vol-b": 12},
   "under_replicated": 1742,
   "repair_copies": 96,
+  "repair_starts_in": {"vol-old": 42.3, "vol-gone": 0},
   "rebalance": {"state": "moving", "misplaced": 5000, "moved_total": 9000, "bytes_total": 7340032000, "failed_total": 2,
     "moved": 1234, "bytes": 987654321, "total": 5000, "rate_limit": 134217728, "concurrency": 4, "draining": ["vol-b"],
     "started": "2026-03-01T10:00:00Z", "detail": {"pass": 3}}
@@ -297,6 +302,10 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`&lt;b&gt;10.0.0.9&lt;/b&gt;`,
 		`<dt>Pending deletes</dt><dd><span>15<span class="muted"> — vol-a 3, vol-b 12</span></span></dd>`,
 		`1,742`,
+		// Repair waits out the repair delay for vol-old (issue 11: the
+		// page said "repairing" while nothing was being copied).
+		`repair starts in 43 s`,
+		`<span class="badge warn" title="Repair waits for vol-old to come back before copying its replicas elsewhere.">waiting (repair in 43 s)</span><span class="muted"> vol-old gone</span>`,
 		// Rebalance in words (issue 11: "Moved", "Moved total", "Bytes"
 		// and "Total" left an operator guessing).
 		`<span class="badge warn">moving</span> the last pass found keys to move`,
@@ -316,6 +325,7 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`>[::]:3000<`,
 		`owned</title>`,
 		`id="rebalance-panel" hidden`,
+		`>repairing<`,
 		`<dt>Moved</dt>`, `<dt>Moved total</dt>`, `<dt>Bytes</dt>`, `<dt>Bytes total</dt>`, `<dt>Total</dt>`,
 		`<dt>Failed total</dt>`, `<dt>Misplaced</dt>`, `<dt>State</dt>`,
 	})
@@ -355,4 +365,52 @@ func checkMembersTable(t *testing.T, dom, master string) {
 	if !strings.Contains(row, `<td><span class="muted">—</span></td><td class="num"></td><td class="num"></td><td class="num"></td><td class="num"></td>`) {
 		t.Errorf("master's row shows volume figures: %s", row)
 	}
+}
+
+// TestStatusRepairWaiting loses a volume on a cluster whose repair delay
+// is a minute: until the delay is over nothing is copied, so the cluster
+// document says when repair starts (repair_starts_in) and the page shows
+// "waiting", not "repairing".
+func TestStatusRepairWaiting(t *testing.T) {
+	const delay = time.Minute
+	c := newTestClusterWith(t, 3, 2, func(c *testCluster) { c.mcfg.RepairDelay = delay })
+	for i := range 30 {
+		c.put(fmt.Sprintf("k%02d", i), "value")
+	}
+	gone := c.vcfgs[0].Name
+	c.killVolume(0)
+	start := time.Now()
+
+	var state client.ClusterInfo
+	waitFor(t, 15*time.Second, "the master to find "+gone+"'s keys under-replicated", func() bool {
+		state = c.master.clusterState()
+		_, ok := state.RepairStartsIn[gone]
+		return ok && state.UnderReplicated > 0
+	})
+	// The clock starts when a pass finds the volume gone, after the kill.
+	if in, least := state.RepairStartsIn[gone], (delay - time.Since(start)).Seconds(); in < least || in > delay.Seconds() {
+		t.Errorf("repair_starts_in[%s] = %v s, want between %.1f and %v", gone, in, least, delay.Seconds())
+	}
+	if len(state.RepairStartsIn) != 1 {
+		t.Errorf("repair_starts_in = %v, want only %s", state.RepairStartsIn, gone)
+	}
+	// The document the page reads has it too.
+	resp, err := c.client.Get("http://" + c.master.Addr() + "/" + ReservedPrefix + "cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		RepairStartsIn map[string]float64 `json:"repair_starts_in"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	if err != nil || doc.RepairStartsIn[gone] <= 0 {
+		t.Errorf("/_kvdb/cluster: repair_starts_in = %v (%v), want %s waiting", doc.RepairStartsIn, err, gone)
+	}
+
+	bin := browserOrSkip(t)
+	url := "http://" + c.master.Addr() + "/" + ReservedPrefix + "status"
+	dom := string(runBrowser(t, bin, "--dump-dom", url))
+	checkDOM(t, dom, []string{"waiting (repair in ", " s)</span>", gone + " gone", "repair starts in "}, []string{">repairing<"})
+	screenshot(t, bin, url, "status-repair-waiting.png", "1280,900")
 }

@@ -77,6 +77,13 @@ type ClusterInfo struct {
 	// Rebalance is the progress of moving values to where the ring places
 	// them.
 	Rebalance RebalanceInfo `json:"rebalance"`
+	// RepairStartsIn gives, for each volume that is gone but that records
+	// still name as a replica, the seconds until repair stops waiting for
+	// it to come back and copies its replicas elsewhere (the master's
+	// repair delay after the placement pass that found it gone). Its keys
+	// count in UnderReplicated meanwhile. A volume whose wait is over is
+	// not listed.
+	RepairStartsIn map[string]float64 `json:"repair_starts_in"`
 
 	// Raw is the answer as the master sent it (Client.Cluster fills it
 	// in; it is never marshalled).
