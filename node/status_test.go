@@ -414,3 +414,28 @@ func TestStatusRepairWaiting(t *testing.T) {
 	checkDOM(t, dom, []string{"waiting (repair in ", " s)</span>", gone + " gone", "repair starts in "}, []string{">repairing<"})
 	screenshot(t, bin, url, "status-repair-waiting.png", "1280,900")
 }
+
+// TestStatusVolumeFilesystems checks what the Disk used card relies on:
+// volumes whose directories share a filesystem gossip the same non-zero
+// filesystem identity, and a volume with a capacity of its own gossips
+// none (its free and total bytes are its own, not the filesystem's).
+func TestStatusVolumeFilesystems(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	c.addVolume(func(vc *VolumeConfig) { vc.Capacity = 1 << 30 })
+	c.waitVolumes(3)
+	fs := map[string]uint64{}
+	waitFor(t, 10*time.Second, "the volumes' filesystems in gossip", func() bool {
+		for _, m := range c.master.clusterState().Members {
+			if m.Role == RoleVolume {
+				fs[m.Name] = m.FS
+			}
+		}
+		return len(fs) == 3 && fs["vol1"] != 0 && fs["vol2"] != 0
+	})
+	if fs["vol1"] != fs["vol2"] {
+		t.Errorf("vol1 and vol2 share a filesystem but gossip fs %d and %d", fs["vol1"], fs["vol2"])
+	}
+	if fs["vol3"] != 0 {
+		t.Errorf("vol3 has a capacity of its own but gossips fs %d, want 0", fs["vol3"])
+	}
+}

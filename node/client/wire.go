@@ -51,6 +51,12 @@ type Member struct {
 	// master's cluster view.
 	Partitions int   `json:"partitions,omitempty"`
 	Load       int64 `json:"load,omitempty"`
+	// FS identifies the filesystem whose space a volume's Free and Total
+	// are, among those of its host (the device number of its data
+	// directory): volumes on one host with the same FS report the same
+	// space, to be counted once. 0 when they are the volume's own (it has
+	// a capacity) or it does not say.
+	FS uint64 `json:"fs,omitempty"`
 }
 
 // ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
