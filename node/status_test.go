@@ -219,6 +219,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	dom := string(runBrowser(t, bin, "--dump-dom", url))
 	checkDOM(t, dom, wants, nil)
 	checkMembersTable(t, dom, state.Node.Name)
+	// The volumes' directories are on one filesystem (the test's
+	// temporary directory), and the page counts it once.
+	checkDOM(t, dom, []string{"· 3 volumes on 1 filesystem</div>"}, nil)
 	screenshot(t, bin, url, "status.png", "1280,900")
 }
 
@@ -229,11 +232,11 @@ const statusFixture = `{
   "node": {"name": "master-eu1", "role": "master", "addr": "[::]:3000", "state": "alive"},
   "replicas": 3,
   "members": [
-    {"name": "vol-b", "role": "volume", "addr": "10.0.0.3:3001", "gossip": "10.0.0.3:7947", "state": "suspect", "free": 85899345920, "total": 1099511627776, "keys": 48211, "weight": 1, "partitions": 270, "load": 1.04, "draining": true},
+    {"name": "vol-b", "role": "volume", "addr": "10.0.0.3:3001", "gossip": "10.0.0.3:7947", "state": "suspect", "free": 85899345920, "total": 1099511627776, "fs": 2049, "keys": 48211, "weight": 1, "partitions": 270, "load": 1.04, "draining": true},
     {"name": "master-eu1", "role": "master", "addr": "10.0.0.1:3000", "gossip": "10.0.0.1:7946", "state": "alive", "free": 0, "total": 0, "keys": 0, "weight": 1},
-    {"name": "vol-a", "role": "volume", "addr": "10.0.0.2:3001", "gossip": "10.0.0.2:7947", "state": "alive", "free": 659706976665, "total": 1099511627776, "keys": 51876, "weight": 2, "partitions": 260, "load": 0.97},
+    {"name": "vol-a", "role": "volume", "addr": "10.0.0.2:3001", "gossip": "10.0.0.2:7947", "state": "alive", "free": 659706976665, "total": 1099511627776, "fs": 2049, "keys": 51876, "weight": 2, "partitions": 260, "load": 0.97},
     {"name": "<img src=x onerror=document.title='owned'>", "role": "volume", "addr": "<b>10.0.0.9</b>", "state": "alive", "free": 1073741824, "total": 2147483648, "keys": 12},
-    {"name": "vol-c", "role": "volume", "addr": "10.0.0.4:3001", "state": "alive", "free": 1000000000000, "total": 1099511627776, "future_field": "ok"}
+    {"name": "vol-c", "role": "volume", "addr": "10.0.0.2:3002", "state": "alive", "free": 660000000000, "total": 1099511627776, "fs": 2049, "future_field": "ok"}
   ],
   "departed": [
     {"name": "vol-old", "role": "volume", "addr": "10.0.0.5:3001", "state": "dead", "free": 5, "total": 10},
@@ -302,6 +305,14 @@ func TestStatusPageRendersFixture(t *testing.T) {
 		`&lt;b&gt;10.0.0.9&lt;/b&gt;`,
 		`<dt>Pending deletes</dt><dd><span>15<span class="muted"> — vol-a 3, vol-b 12</span></span></dd>`,
 		`1,742`,
+		// Disk used counts each filesystem once (issue 11: kvdb dev's
+		// three volumes on one disk made it look three times its size).
+		// vol-a and vol-c share one on 10.0.0.2 (the least free of the
+		// two counts); vol-b's on 10.0.0.3 has the same device number
+		// but is another host's; the last volume does not say.
+		`<div class="k">Disk used</div><div class="v">66%</div><div class="s">1.32 TiB of 2.00 TiB · 4 volumes on 3 filesystems</div>`,
+		`title="614 GiB free; filesystem shared with vol-c"`,
+		`title="615 GiB free; filesystem shared with vol-a"`,
 		// Repair waits out the repair delay for vol-old (issue 11: the
 		// page said "repairing" while nothing was being copied).
 		`repair starts in 43 s`,
