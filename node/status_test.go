@@ -220,8 +220,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	checkDOM(t, dom, wants, nil)
 	checkMembersTable(t, dom, state.Node.Name)
 	// The volumes' directories are on one filesystem (the test's
-	// temporary directory), and the page counts it once.
-	checkDOM(t, dom, []string{"· 3 volumes on 1 filesystem</div>"}, nil)
+	// temporary directory), and the page counts it once. (Two volumes if
+	// gossip, slowed down by the race detector, gives up on one.)
+	if !regexp.MustCompile(`· [23] volumes on 1 filesystem</div>`).MatchString(dom) {
+		t.Errorf("Disk used does not count the volumes' one filesystem once")
+	}
 	screenshot(t, bin, url, "status.png", "1280,900")
 }
 
@@ -402,8 +405,14 @@ func TestStatusRepairWaiting(t *testing.T) {
 	if in, least := state.RepairStartsIn[gone], (delay - time.Since(start)).Seconds(); in < least || in > delay.Seconds() {
 		t.Errorf("repair_starts_in[%s] = %v s, want between %.1f and %v", gone, in, least, delay.Seconds())
 	}
-	if len(state.RepairStartsIn) != 1 {
-		t.Errorf("repair_starts_in = %v, want only %s", state.RepairStartsIn, gone)
+	// Only gone volumes are waited for. (Under the race detector gossip
+	// may give up on another volume for a moment too: not only vol1.)
+	for name := range state.RepairStartsIn {
+		for _, m := range state.Members {
+			if m.Name == name {
+				t.Errorf("repair_starts_in lists %s, which is live: %v", name, state.RepairStartsIn)
+			}
+		}
 	}
 	// The document the page reads has it too.
 	resp, err := c.client.Get("http://" + c.master.Addr() + "/" + ReservedPrefix + "cluster")
@@ -422,7 +431,10 @@ func TestStatusRepairWaiting(t *testing.T) {
 	bin := browserOrSkip(t)
 	url := "http://" + c.master.Addr() + "/" + ReservedPrefix + "status"
 	dom := string(runBrowser(t, bin, "--dump-dom", url))
-	checkDOM(t, dom, []string{"waiting (repair in ", " s)</span>", gone + " gone", "repair starts in "}, []string{">repairing<"})
+	checkDOM(t, dom, []string{"waiting (repair in ", " s)</span>", "repair starts in "}, []string{">repairing<"})
+	if !regexp.MustCompile(`<span class="muted"> [^<]*\b` + gone + `\b[^<]* gone</span>`).MatchString(dom) {
+		t.Errorf("the page does not name %s as the volume repair waits for", gone)
+	}
 	screenshot(t, bin, url, "status-repair-waiting.png", "1280,900")
 }
 
