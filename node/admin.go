@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
+	"time"
 
 	"github.com/kvdb/kvdb/node/client"
 	"github.com/valyala/fasthttp"
@@ -59,11 +61,22 @@ func (m *Master) clusterState() client.ClusterInfo {
 		},
 		Merging:        []string{},
 		PendingDeletes: map[string]int{},
+		RepairStartsIn: map[string]float64{},
 	}
 	c.UnderReplicated, c.RepairCopies = m.repairStatus()
 	c.Rebalance = m.rebalanceStatus()
 	loads := *m.loads.Load()
+	now := time.Now()
 	m.repairMu.Lock()
+	for name, since := range m.repair.missingSince {
+		// A volume back in the view is forgotten at the next pass.
+		if _, live := view.vols[name]; live {
+			continue
+		}
+		if left := m.cfg.RepairDelay - now.Sub(since); left > 0 {
+			c.RepairStartsIn[name] = math.Ceil(left.Seconds()*10) / 10
+		}
+	}
 	for i, mem := range c.Members {
 		// The index's count (values whose record names the volume) rather
 		// than the volume's own, which includes versions awaiting deletion.

@@ -106,6 +106,10 @@ type nodeMeta struct {
 	Weight int `json:"w,omitempty"`
 	// Draining asks the master to move every value off this volume.
 	Draining bool `json:"d,omitempty"`
+	// FS identifies the filesystem whose space Free and Total are, among
+	// this host's (store.Stats.FS): volumes sharing one report the same
+	// space. 0 when they are the volume's own (a capacity).
+	FS uint64 `json:"fs,omitempty"`
 }
 
 const metaFormat = 1
@@ -416,6 +420,7 @@ func (m *membership) upsert(node *memberlist.Node, event string) {
 	}
 	mem.Role, mem.HTTP, mem.Free, mem.Total = meta.Role, meta.HTTP, meta.Free, meta.Total
 	mem.Keys, mem.Weight, mem.Draining = meta.Keys, max(meta.Weight, 1), meta.Draining
+	mem.FS = meta.FS
 	m.mu.Lock()
 	_, known := m.members[mem.Name]
 	m.members[mem.Name] = mem

@@ -285,7 +285,7 @@ func (v *Volume) meta() nodeMeta {
 	if w == 0 {
 		w = int(min(max((st.Total+1<<39)>>40, 1), ring.MaxWeight))
 	}
-	return nodeMeta{Role: RoleVolume, HTTP: v.httpAddr, Free: st.Free, Total: st.Total, Keys: st.Keys, Weight: w, Draining: v.draining.Load()}
+	return nodeMeta{Role: RoleVolume, HTTP: v.httpAddr, Free: st.Free, Total: st.Total, Keys: st.Keys, Weight: w, Draining: v.draining.Load(), FS: st.FS}
 }
 
 // metaLoop re-publishes free space when it has moved noticeably, and the

@@ -51,6 +51,17 @@ func fsSpace(path string) (free, total int64, err error) {
 	return int64(st.Bavail) * bs, int64(st.Blocks) * bs, nil
 }
 
+// fsID identifies the filesystem holding path among those mounted on this
+// host: its device number, which every directory of one mount shares. 0
+// when it cannot be read.
+func fsID(path string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return uint64(st.Dev) // its type differs between architectures
+}
+
 // noSpace wraps err with ErrNoSpace if the filesystem is full or a quota is
 // exhausted, keeping err in the chain.
 func noSpace(err error) error {

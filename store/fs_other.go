@@ -21,6 +21,8 @@ func fsSpace(string) (free, total int64, err error) {
 	return 0, 0, errors.New("statfs: not supported on this platform")
 }
 
+func fsID(string) uint64 { return 0 }
+
 func noSpace(err error) error {
 	if err != nil && !errors.Is(err, ErrNoSpace) && errors.Is(err, syscall.ENOSPC) {
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)

@@ -109,6 +109,12 @@ type Stats struct {
 	Free int64
 	// Total is Capacity when set, else the filesystem's size.
 	Total int64
+	// FS identifies the filesystem whose space Free and Total are, among
+	// those of this host (its device number), so that stores sharing one
+	// filesystem can be told apart from stores on their own: 0 when
+	// Capacity is set (Free and Total are then the store's own) or the
+	// platform does not say.
+	FS uint64
 }
 
 const (
@@ -604,13 +610,14 @@ func after(ik []byte) []byte {
 }
 
 // Stats returns the volume's usage. Keys and Bytes are kept as counters;
-// Free and Total come from the filesystem (statfs) and Capacity.
+// Free, Total and FS come from the filesystem (statfs, stat) and Capacity.
 func (s *Store) Stats() Stats {
 	st := Stats{Keys: s.keys.Load(), Bytes: s.bytes.Load()}
 	free, total, err := fsSpace(s.dir)
 	if err == nil {
 		st.Free = max(free-s.cfg.Reserve, 0)
 		st.Total = total
+		st.FS = fsID(s.dir)
 	}
 	if c := s.cfg.Capacity; c > 0 {
 		room := max(c-st.Bytes, 0)
@@ -618,6 +625,7 @@ func (s *Store) Stats() Stats {
 			st.Free = room
 		}
 		st.Total = c
+		st.FS = 0
 	}
 	return st
 }

@@ -51,6 +51,12 @@ type Member struct {
 	// master's cluster view.
 	Partitions int   `json:"partitions,omitempty"`
 	Load       int64 `json:"load,omitempty"`
+	// FS identifies the filesystem whose space a volume's Free and Total
+	// are, among those of its host (the device number of its data
+	// directory): volumes on one host with the same FS report the same
+	// space, to be counted once. 0 when they are the volume's own (it has
+	// a capacity) or it does not say.
+	FS uint64 `json:"fs,omitempty"`
 }
 
 // ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
@@ -77,6 +83,13 @@ type ClusterInfo struct {
 	// Rebalance is the progress of moving values to where the ring places
 	// them.
 	Rebalance RebalanceInfo `json:"rebalance"`
+	// RepairStartsIn gives, for each volume that is gone but that records
+	// still name as a replica, the seconds until repair stops waiting for
+	// it to come back and copies its replicas elsewhere (the master's
+	// repair delay after the placement pass that found it gone). Its keys
+	// count in UnderReplicated meanwhile. A volume whose wait is over is
+	// not listed.
+	RepairStartsIn map[string]float64 `json:"repair_starts_in"`
 
 	// Raw is the answer as the master sent it (Client.Cluster fills it
 	// in; it is never marshalled).
