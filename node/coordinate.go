@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,6 +122,11 @@ func (v *Volume) coordinateWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	lim := &limitedBody{r: body, max: t.Max}
 	members := v.volumeMembers()
+	for _, name := range append(slices.Clone(t.Replicas), t.Spares...) {
+		if addr, ok := t.addr(name); ok && addr != "" && name != v.name {
+			members[name] = Member{Name: name, Role: RoleVolume, HTTP: addr}
+		}
+	}
 	r := replicator{
 		log: v.log,
 		put: func(name string, body io.Reader) putResult {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,9 @@ func (m *Master) redirectWrite(ctx *fasthttp.RequestCtx, key []byte, plan *write
 		return statusOf(err)
 	}
 	t := ticket{Version: version, Size: size, Max: m.cfg.MaxValueSize, Expiry: wi.Expiry, Replicas: wi.Replicas, Spares: wi.Spares}
+	for _, name := range append(slices.Clone(wi.Replicas), wi.Spares...) {
+		t.Addrs = append(t.Addrs, plan.view.vols[name].HTTP)
+	}
 	loc := make([]byte, 0, 128+3*len(key))
 	loc = append(loc, "http://"...)
 	loc = append(loc, first.HTTP...)
@@ -158,6 +162,11 @@ func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 	if err != nil || !found {
 		mu.Unlock()
 		if err == nil {
+			// Abandoned (timed out, or the master restarted since its
+			// 307) or committed already: what the coordinator wrote is
+			// garbage, unless it is the current version (which the
+			// garbage collector never deletes).
+			m.abandonWrite(m.view.Load(), key, ver, tried)
 			err = withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used, abandoned or unknown (was the master restarted?)"))
 		}
 		replyError(ctx, err)

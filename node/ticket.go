@@ -27,7 +27,8 @@ import (
 //	expiry(varint unix s)
 //	nreplicas(uvarint) names... nspares(uvarint) names...
 //
-// each name as uvarint length + bytes. With a cluster secret, SIGNATURE is
+// each name as uvarint length + bytes followed by its HTTP address the same
+// way. With a cluster secret, SIGNATURE is
 // the base64url HMAC-SHA256, under the signing key, of
 // "kvdb ticket v1" 0x00 KEY 0x00 TICKET-BYTES: a ticket cannot be altered
 // or moved to another key.
@@ -38,6 +39,19 @@ type ticket struct {
 	Expiry   int64 // unix seconds: the upload must start by then
 	Replicas []string
 	Spares   []string
+	// Addrs are the HTTP addresses of Replicas then Spares, in order: the
+	// coordinator need not have heard of a volume by gossip yet.
+	Addrs []string
+}
+
+// addr returns the HTTP address the ticket gives volume name.
+func (t *ticket) addr(name string) (string, bool) {
+	for i, n := range append(t.Replicas[:len(t.Replicas):len(t.Replicas)], t.Spares...) {
+		if n == name && i < len(t.Addrs) {
+			return t.Addrs[i], true
+		}
+	}
+	return "", false
 }
 
 const (
@@ -62,11 +76,19 @@ func (t *ticket) appendBinary(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, t.Size)
 	dst = binary.AppendVarint(dst, t.Max)
 	dst = binary.AppendVarint(dst, t.Expiry)
+	i := 0
 	for _, names := range [][]string{t.Replicas, t.Spares} {
 		dst = binary.AppendUvarint(dst, uint64(len(names)))
 		for _, n := range names {
 			dst = binary.AppendUvarint(dst, uint64(len(n)))
 			dst = append(dst, n...)
+			addr := ""
+			if i < len(t.Addrs) {
+				addr = t.Addrs[i]
+			}
+			i++
+			dst = binary.AppendUvarint(dst, uint64(len(addr)))
+			dst = append(dst, addr...)
 		}
 	}
 	return dst
@@ -112,6 +134,12 @@ func parseTicketBinary(b []byte) (ticket, error) {
 				return t, errTicket
 			}
 			*dst = append(*dst, name)
+			b = b[n+int(l):]
+			l, n = binary.Uvarint(b)
+			if n <= 0 || l > 256 || l > uint64(len(b)-n) {
+				return t, errTicket
+			}
+			t.Addrs = append(t.Addrs, string(b[n:n+int(l)]))
 			b = b[n+int(l):]
 		}
 		total += len(*dst)
