@@ -53,6 +53,12 @@ type ClientConfig struct {
 	MaxRedirects int
 	// UserAgent is sent with every request. Default "kvdb-client".
 	UserAgent string
+	// ExpectThreshold is the body size from which Put sends Expect:
+	// 100-continue: the master then answers before the body is sent,
+	// refusing the write or redirecting it to a volume (307), so the value
+	// goes straight to the volumes. Bodies of unknown size always do.
+	// Default 1 MiB; -1: never.
+	ExpectThreshold int64
 	// Token is the API key sent to the master as "Authorization: Bearer
 	// TOKEN", when the master requires one. It is not sent on to the
 	// volume a read is redirected to (the master signs the redirect).
@@ -78,6 +84,9 @@ func (c ClientConfig) withDefaults() ClientConfig {
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = "kvdb-client"
+	}
+	if c.ExpectThreshold == 0 {
+		c.ExpectThreshold = 1 << 20
 	}
 	return c
 }
@@ -110,6 +119,9 @@ type Client struct {
 	cfg  ClientConfig
 	base string // cfg.URL, no trailing '/'
 	hc   *fasthttp.Client
+	// std sends the writes that carry Expect: 100-continue (fasthttp's
+	// client does not wait for the interim answer; net/http does).
+	std *http.Client
 }
 
 // NewClient returns a client for the master at cfg.URL. It does not
@@ -131,9 +143,28 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		// idle deadline forward instead.
 		return &idleConn{Conn: conn, idle: idle}, nil
 	}
+	std := &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conn, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &idleConn{Conn: conn, idle: idle}, nil
+			},
+			ExpectContinueTimeout: idle,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       10 * time.Second,
+			DisableCompression:    true,
+			WriteBufferSize:       64 << 10,
+		},
+		// A 307 is followed by hand: the body is sent once, to the volume.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return &Client{
 		cfg:  cfg,
 		base: cfg.URL,
+		std:  std,
 		hc: &fasthttp.Client{
 			Name:                cfg.UserAgent,
 			Dial:                dial,
@@ -153,6 +184,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Client must not be used afterwards.
 func (c *Client) Close() error {
 	c.hc.CloseIdleConnections()
+	c.std.CloseIdleConnections()
 	return nil
 }
 
@@ -247,6 +279,13 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			return PutResult{}, fmt.Errorf("put %q: check for an existing value: %w", key, err)
 		}
 	}
+	if size < 0 {
+		size = -1
+	}
+	body := &putBody{ctx: ctx, r: r, size: size, h: xxhash.New()}
+	if c.cfg.ExpectThreshold >= 0 && (size < 0 || size >= c.cfg.ExpectThreshold) {
+		return c.putExpect(ctx, key, body, opts)
+	}
 	req := c.newRequest(fasthttp.MethodPut, c.keyURL(key))
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -255,10 +294,6 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if opts.CreateOnly {
 		req.Header.Set("If-None-Match", "*")
 	}
-	if size < 0 {
-		size = -1
-	}
-	body := &putBody{ctx: ctx, r: r, size: size, h: xxhash.New()}
 	req.SetBodyStream(body, int(size))
 	err := c.hc.Do(req, resp)
 	defer resp.CloseBodyStream()
@@ -286,6 +321,62 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			key, ErrChecksum, body.n, body.h.Sum64(), res.ETag)
 	}
 	return res, nil
+}
+
+// putExpect sends a write with Expect: 100-continue. The master answers
+// before the body is sent: with its refusal, with 100 Continue (the body
+// then goes to the master), or with 307 to the volume that takes the body
+// and coordinates the write; the body is then sent there, once.
+func (c *Client) putExpect(ctx context.Context, key string, body *putBody, opts PutOptions) (PutResult, error) {
+	target := c.keyURL(key)
+	for hop := 0; ; hop++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, io.NopCloser(body))
+		if err != nil {
+			return PutResult{}, fmt.Errorf("put %q: %w", key, err)
+		}
+		req.ContentLength = body.size
+		if body.size == 0 {
+			req.Body = http.NoBody
+		}
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("User-Agent", c.cfg.UserAgent)
+		if hop == 0 {
+			if c.cfg.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+			}
+			if opts.CreateOnly {
+				req.Header.Set("If-None-Match", "*")
+			}
+		}
+		resp, err := c.std.Do(req)
+		if err != nil {
+			if body.err != nil {
+				return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
+			}
+			return PutResult{}, fmt.Errorf("put %q: %w", key, err)
+		}
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode == http.StatusTemporaryRedirect && loc != "" && hop < c.cfg.MaxRedirects && body.n == 0 {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			if target, err = resolveURL(target, loc); err != nil {
+				return PutResult{}, fmt.Errorf("put %q: redirect: %w", key, err)
+			}
+			continue
+		}
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+			return PutResult{}, statusErrorOf(resp.StatusCode, msg, "put", key)
+		}
+		res := PutResult{ETag: resp.Header.Get("ETag"), Created: resp.StatusCode == http.StatusCreated, Size: body.n}
+		if sum, ok := parseETag(res.ETag); ok && sum != body.h.Sum64() {
+			return res, fmt.Errorf("put %q: %w: sent %d bytes with checksum %016x, the server stored ETag %s",
+				key, ErrChecksum, body.n, body.h.Sum64(), res.ETag)
+		}
+		return res, nil
+	}
 }
 
 // putBody is a write's body: it stops at size, fails on a short reader or
@@ -742,11 +833,16 @@ func (c *Client) keyURL(key string) string {
 func statusError(resp *fasthttp.Response, op, key string) *StatusError {
 	var buf [512]byte
 	n, _ := io.ReadFull(bodyOf(resp), buf[:])
-	line := buf[:n]
+	return statusErrorOf(resp.StatusCode(), buf[:n], op, key)
+}
+
+// statusErrorOf is the error for an answer with status and body.
+func statusErrorOf(status int, body []byte, op, key string) *StatusError {
+	line := body
 	if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
 		line = line[:i]
 	}
-	return &StatusError{Op: op, Key: key, Status: resp.StatusCode(), Reason: string(bytes.TrimSpace(line))}
+	return &StatusError{Op: op, Key: key, Status: status, Reason: string(bytes.TrimSpace(line))}
 }
 
 // bodyOf returns resp's body as a reader, streamed or not.
