@@ -2,10 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -164,3 +166,27 @@ func isRedirect(status int) bool {
 }
 
 var errNoLocation = errors.New("redirect without Location")
+
+// newStdClient returns the net/http client for PUTs with Expect:
+// 100-continue (fasthttp's client does not wait for the interim answer).
+// Redirects come back to the worker, which sends the body on, once.
+func newStdClient(concurrency int, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &idleConn{Conn: c, timeout: timeout}, nil
+			},
+			ExpectContinueTimeout: timeout,
+			MaxIdleConnsPerHost:   2*concurrency + 2,
+			DisableCompression:    true,
+			WriteBufferSize:       64 << 10,
+			ReadBufferSize:        64 << 10,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}

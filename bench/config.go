@@ -71,6 +71,11 @@ type Config struct {
 	// same value, a DELETE answered 404), as a client that retries writes
 	// blindly hides them. 0, the default, tries every op once.
 	Retries int
+	// Expect is the value size from which a PUT carries Expect:
+	// 100-continue: a kvdb master then answers 307 before the body is sent
+	// and the body goes straight to a volume (any server may answer 100
+	// Continue and take it itself). Default 1 MiB; negative: never.
+	Expect int64
 }
 
 // Backoff before retries: first wait, growth factor, longest wait.
@@ -109,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 60 * time.Second
+	}
+	if c.Expect == 0 {
+		c.Expect = 1 << 20
 	}
 	return c
 }

@@ -76,6 +76,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res := Result{Config: Summarize(cfg)}
 	client := newClient(cfg.Concurrency, cfg.Timeout)
 	defer client.CloseIdleConnections()
+	std := newStdClient(cfg.Concurrency, cfg.Timeout)
+	defer std.CloseIdleConnections()
 	prog := &progress{w: cfg.Progress}
 	mix := cfg.Ops
 
@@ -91,6 +93,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	ws := make([]*worker, n)
 	for i := range ws {
 		ws[i] = newWorker(ctx, &cfg, client, prog, i, cfg.URL, cfg.Prefix)
+		ws[i].std = std
 	}
 	defer func() {
 		for _, w := range ws {

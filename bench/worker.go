@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +26,7 @@ const chunkSize = 256 << 10
 type worker struct {
 	cfg    *Config
 	client *fasthttp.Client
+	std    *http.Client // PUTs with Expect (see Config.Expect)
 	prog   *progress
 	ctx    context.Context
 	id     int
@@ -204,6 +207,9 @@ func (w *worker) send() error {
 }
 
 func (w *worker) put(key string, v value) (int64, error) {
+	if w.std != nil && w.cfg.Expect >= 0 && v.size >= w.cfg.Expect {
+		return w.putExpect(key, v)
+	}
 	req, resp := w.req, w.resp
 	req.Reset()
 	req.Header.SetMethod(fasthttp.MethodPut)
@@ -220,6 +226,41 @@ func (w *worker) put(key string, v value) (int64, error) {
 	}
 	w.drain()
 	return v.size, nil
+}
+
+// putExpect sends a PUT with Expect: 100-continue and, when the server
+// answers 307 before the body, sends the body to the Location instead.
+func (w *worker) putExpect(key string, v value) (int64, error) {
+	target := string(w.url(key))
+	w.body.reset(w.ctx, v, w.gbuf)
+	for hop := 0; ; hop++ {
+		req, err := http.NewRequestWithContext(w.ctx, http.MethodPut, target, io.NopCloser(&w.body))
+		if err != nil {
+			return 0, err
+		}
+		req.ContentLength = v.size
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := w.std.Do(req)
+		if err != nil {
+			return 0, transportErr{err}
+		}
+		loc := resp.Header.Get("Location")
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTemporaryRedirect && loc != "" && hop < 3 {
+			target = resolveLocation(target, loc)
+			continue
+		}
+		if resp.StatusCode/100 != 2 {
+			line := msg
+			if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
+				line = line[:i]
+			}
+			return 0, &statusErr{code: resp.StatusCode, line: string(bytes.TrimSpace(line))}
+		}
+		return v.size, nil
+	}
 }
 
 func (w *worker) delete(key string) error {

@@ -87,6 +87,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "idle timeout: a request fails when no byte moves for this long")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed GET or HEAD up to `N` times (transport error, cut body, 5xx, 404 on a key bench wrote), backing off 100ms, 300ms, 900ms... up to 2s; PUT and DELETE are never retried")
+	fs.Int64Var(&cfg.Expect, "expect", 1<<20, "PUTs of values of at least `BYTES` send Expect: 100-continue (a kvdb master then redirects the body to a volume); -1: never")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout instead of a table")
 	baseline := fs.Bool("baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
 	baselineOnly := fs.Bool("baseline-only", false, "run only the baseline (no server needed)")
