@@ -6,8 +6,12 @@ FUZZTIME ?= 30s
 
 all: build
 
+# kvdb --version names the commit it was built from whenever git can read
+# this checkout (a machine's GOFLAGS may say -buildvcs=false).
+BUILDVCS := $(shell git status --porcelain >/dev/null 2>&1 && echo true || echo false)
+
 build:
-	$(GO) build -o kvdb ./cmd/kvdb
+	$(GO) build -buildvcs=$(BUILDVCS) -o kvdb ./cmd/kvdb
 
 # One master and 3 volumes on this machine, data under ./data (Ctrl-C stops).
 run: build

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -235,8 +239,8 @@ func helpOf(t *testing.T, cmd string) string {
 }
 
 // TestHelpDefaults: --help prints sizes as README writes them, the
-// defaults come from the node presets, and the environment rule cannot be
-// misread.
+// defaults come from the node presets, the environment rule cannot be
+// misread, and every client command states its exit statuses.
 func TestHelpDefaults(t *testing.T) {
 	for cmd, wants := range map[string][]string{
 		"master": {"-max-size SIZE", "(default 5GiB)", "(default 128MiB)", "(default 1m0s)", "-replicas N", "(default 2)",
@@ -257,8 +261,17 @@ func TestHelpDefaults(t *testing.T) {
 			}
 		}
 	}
+	for _, cmd := range []string{"put", "get", "rm", "ls", "stat", "cluster", "drain", "verify"} {
+		help := helpOf(t, cmd)
+		if !strings.Contains(help, "Exit status: 0 ") || strings.Count(strings.SplitN(help, "\n", 4)[2], " ") < 3 {
+			t.Errorf("kvdb %s --help has no description or exit statuses:\n%s", cmd, help)
+		}
+	}
+	if help := helpOf(t, "drain"); !strings.Contains(help, "--cancel undoes it") || !strings.Contains(help, "1 any error") {
+		t.Errorf("kvdb drain --help:\n%s", help)
+	}
 	code, top, _ := kvdb(t, "--help")
-	if code != 0 || !strings.Contains(top, "--name as KVDB_NAME") || !strings.Contains(top, "--max-size as\nKVDB_MAX_SIZE") {
+	if code != 0 || !strings.Contains(top, "--name as KVDB_NAME") || !strings.Contains(top, "--max-size as\nKVDB_MAX_SIZE") || !strings.Contains(top, "kvdb version") {
 		t.Errorf("kvdb --help: exit %d:\n%s", code, top)
 	}
 }
@@ -314,6 +327,112 @@ func TestFlagDefaultsArePresets(t *testing.T) {
 	}
 	if d.master.Replicas != 2 || d.master.MaxConns != node.DefaultMaxConns || d.addr != "127.0.0.1:3000" {
 		t.Errorf("dev defaults: replicas %d, max conns %d, addr %q", d.master.Replicas, d.master.MaxConns, d.addr)
+	}
+}
+
+// TestVersion: kvdb version and kvdb --version print the module version
+// and the Go version on one line, and name the commit when the build was
+// stamped with it.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out, errOut := kvdb(t, args...)
+		if code != 0 || !strings.HasPrefix(out, "kvdb ") || !strings.Contains(out, runtime.Version()) || strings.Count(out, "\n") != 1 {
+			t.Errorf("kvdb %s: exit %d, stdout %q, stderr %q", args[0], code, out, errOut)
+		}
+	}
+	if code, _, _ := kvdb(t, "version", "extra"); code != 2 {
+		t.Errorf("kvdb version extra: exit %d, want 2", code)
+	}
+	bi := &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/kvdb/kvdb", Version: "v1.2.3"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-12-01T10:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
+	if got, want := versionLine(bi), "kvdb v1.2.3 (0123abcd, modified, 2026-12-01T10:00:00Z) go1.99.1 "+runtime.GOOS+"/"+runtime.GOARCH; got != want {
+		t.Errorf("versionLine = %q, want %q", got, want)
+	}
+	bi.Settings = nil
+	if got, want := versionLine(bi), "kvdb v1.2.3 go1.99.1 "+runtime.GOOS+"/"+runtime.GOARCH; got != want {
+		t.Errorf("versionLine without VCS = %q, want %q", got, want)
+	}
+
+	// The real binary. TestMain's build is stamped with the revision only
+	// where Go finds the repository (a .git directory, not a worktree's
+	// .git file) and GOFLAGS allows it; make build asks for it.
+	out, err := exec.Command(kvdbBin, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "kvdb ") {
+		t.Fatalf("kvdb --version: %q, %v", out, err)
+	}
+	stamp := regexp.MustCompile(`\(([0-9a-f]{40})[,)]`).FindStringSubmatch(string(out))
+	if stamp == nil {
+		t.Logf("this build carries no VCS stamp: %s", out)
+		return
+	}
+	if head, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil && strings.TrimSpace(string(head)) != stamp[1] {
+		t.Errorf("kvdb --version = %q, want it to name revision %s", out, head)
+	}
+}
+
+// TestUnknownEnvWarning: a KVDB_ variable nothing reads is named on stderr
+// at start, with the likely intended one; known ones (flags, the client's,
+// the tests') are not.
+func TestUnknownEnvWarning(t *testing.T) {
+	var b strings.Builder
+	warnUnknownEnv(&b, "master", []string{"PATH=/bin", "KVDB_REPLICA=3", "KVDB_REPLICAS=2", "KVDB_URL=x", "KVDB_TOKEN=y",
+		"KVDB_SECRET_FILE=f", "KVDB_NAME=n", "KVDB_SCRUB_RATE=1", "KVDB_CONCURRENCY=4", "KVDB_MAX_CONNS_PER_IP=0",
+		"KVDB_TEST_LOG=1", "KVDB_LINZ_SEED=1", "KVDB_STORE_TEST_KILLED_DIR=d", "KVDB_REPLICA=3"})
+	if got, want := b.String(), "kvdb master: warning: environment variable KVDB_REPLICA is set, but no kvdb setting has that name: it is ignored (did you mean KVDB_REPLICAS?)\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+
+	t.Setenv("KVDB_REPLCIAS", "3")
+	t.Setenv("KVDB_WHATEVER", "1")
+	code, _, errOut := kvdb(t, "master", "--log-level", "loud", "--dir", t.TempDir())
+	if code == 0 || !strings.Contains(errOut, "KVDB_REPLCIAS is set") || !strings.Contains(errOut, "did you mean KVDB_REPLICAS?") ||
+		!strings.Contains(errOut, "KVDB_WHATEVER is set") {
+		t.Errorf("kvdb master: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = kvdb(t, "stat", "--url", "http://127.0.0.1:1", "k")
+	if code != 1 || !strings.Contains(errOut, "kvdb stat: warning: environment variable KVDB_REPLCIAS") {
+		t.Errorf("kvdb stat: exit %d, stderr %q", code, errOut)
+	}
+	if _, out, errOut := kvdb(t, "version"); strings.Contains(out+errOut, "warning") {
+		t.Errorf("kvdb version warned: %q", errOut)
+	}
+}
+
+// TestKnownEnvCoversRepo: every KVDB_ variable the code, tests and README
+// mention is one kvdb reads (so none of them sets off the warning), but for
+// the few that name no variable on purpose.
+func TestKnownEnvCoversRepo(t *testing.T) {
+	notVariables := map[string]bool{
+		"KVDB_FOO_BAR": true, "KVDB_FLAG_NAME": true, // the rule, in comments
+		"KVDB_O":       true,                                               // a client flag that must not come from the environment
+		"KVDB_REPLICA": true, "KVDB_REPLCIAS": true, "KVDB_WHATEVER": true, // typos, in tests
+	}
+	known := knownEnv()
+	re := regexp.MustCompile(`KVDB_[A-Z0-9_]*[A-Z0-9]`)
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "data" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, ".md") && !strings.HasSuffix(path, ".sh") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, name := range re.FindAllString(string(b), -1) {
+			if !known[name] && !notVariables[name] {
+				t.Errorf("%s mentions %s, which kvdb does not know: add it to knownEnv", path, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -39,6 +39,7 @@ Usage:
   kvdb cluster                members and replication state
   kvdb drain VOLUME           move every value off a volume before removing it
   kvdb verify [--repair]      check every volume against the index (and fix it)
+  kvdb version                version, VCS revision and Go version (also --version)
   kvdb help COMMAND           flags of a command
 
 The flags of master, volume, dev and bench can also come from the
@@ -46,7 +47,8 @@ environment: KVDB_ then the flag's name in capitals, - as _ (--max-size as
 KVDB_MAX_SIZE, --name as KVDB_NAME); a flag on the command line wins. PORT
 sets the HTTP port of master, volume and dev. The client commands read only
 KVDB_URL (the master, default http://localhost:3000) and KVDB_TOKEN, and
-exit 0 on success, 1 on error, 2 when the key does not exist.
+exit 0 on success, 1 on error, 2 when the key does not exist. A KVDB_
+variable that no command reads (a typo) is named in a warning at start.
 `
 
 func main() {
@@ -67,6 +69,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"cluster": runCluster,
 	"drain":   runDrain,
 	"verify":  runVerify,
+	"version": runVersion,
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -82,11 +85,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		cmd, rest = rest[0], []string{"--help"}
+	case "-version", "--version":
+		cmd = "version"
 	}
 	runCmd, ok := commands[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
+	}
+	if cmd != "version" {
+		warnUnknownEnv(stderr, cmd, os.Environ())
 	}
 	err := runCmd(rest, stdout, stderr)
 	switch {
