@@ -13,7 +13,8 @@ BUILDVCS := $(shell git status --porcelain >/dev/null 2>&1 && echo true || echo 
 build:
 	$(GO) build -buildvcs=$(BUILDVCS) -o kvdb ./cmd/kvdb
 
-# One master and 3 volumes on this machine, data under ./data (Ctrl-C stops).
+# One master and 3 volumes on 127.0.0.1, data under ./data. It holds the
+# terminal until Ctrl-C: run make test in another one.
 run: build
 	./kvdb dev
 

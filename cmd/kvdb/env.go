@@ -21,18 +21,15 @@ func knownEnv() map[string]bool {
 		"KVDB_LINZ_DURATION": true, "KVDB_LINZ_OPS": true, "KVDB_LINZ_SEED": true,
 		"KVDB_LINZ_CLIENTS": true, "KVDB_LINZ_VOLUME_404": true,
 	}
-	for _, fs := range []*flag.FlagSet{
-		first(masterFlags(io.Discard)),
-		first(volumeFlags(io.Discard)),
-		first(devFlags(io.Discard)),
-		first(benchFlags(io.Discard)),
-	} {
+	master, _ := masterFlags(io.Discard)
+	volume, _ := volumeFlags(io.Discard)
+	dev, _ := devFlags(io.Discard)
+	bench, _ := benchFlags(io.Discard)
+	for _, fs := range []*flag.FlagSet{master, volume, dev, bench} {
 		fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
 	}
 	return known
 }
-
-func first[A, B any](a A, _ B) A { return a }
 
 // warnUnknownEnv writes a warning to w for each KVDB_ variable in environ
 // (os.Environ's form) that nothing reads: most likely a typo, such as

@@ -55,21 +55,37 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// commands maps each subcommand to what runs it.
-var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
-	"master":  func(a []string, _, e io.Writer) error { return runMaster(a, e) },
-	"volume":  func(a []string, _, e io.Writer) error { return runVolume(a, e) },
-	"dev":     func(a []string, _, e io.Writer) error { return runDev(a, e) },
-	"bench":   runBench,
-	"put":     func(a []string, _, e io.Writer) error { return runPut(a, e) },
-	"get":     runGet,
-	"rm":      func(a []string, _, e io.Writer) error { return runRm(a, e) },
-	"ls":      runLs,
-	"stat":    runStat,
-	"cluster": runCluster,
-	"drain":   runDrain,
-	"verify":  runVerify,
-	"version": runVersion,
+// command returns what runs subcommand name, or nil.
+func command(name string) func(args []string, stdout, stderr io.Writer) error {
+	switch name {
+	case "master":
+		return func(a []string, _, e io.Writer) error { return runMaster(a, e) }
+	case "volume":
+		return func(a []string, _, e io.Writer) error { return runVolume(a, e) }
+	case "dev":
+		return func(a []string, _, e io.Writer) error { return runDev(a, e) }
+	case "bench":
+		return runBench
+	case "put":
+		return func(a []string, _, e io.Writer) error { return runPut(a, e) }
+	case "get":
+		return runGet
+	case "rm":
+		return func(a []string, _, e io.Writer) error { return runRm(a, e) }
+	case "ls":
+		return runLs
+	case "stat":
+		return runStat
+	case "cluster":
+		return runCluster
+	case "drain":
+		return runDrain
+	case "verify":
+		return runVerify
+	case "version":
+		return runVersion
+	}
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -88,8 +104,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-version", "--version":
 		cmd = "version"
 	}
-	runCmd, ok := commands[cmd]
-	if !ok {
+	runCmd := command(cmd)
+	if runCmd == nil {
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
