@@ -6,10 +6,15 @@ FUZZTIME ?= 30s
 
 all: build
 
-build:
-	$(GO) build -o kvdb ./cmd/kvdb
+# kvdb --version names the commit it was built from whenever git can read
+# this checkout (a machine's GOFLAGS may say -buildvcs=false).
+BUILDVCS := $(shell git status --porcelain >/dev/null 2>&1 && echo true || echo false)
 
-# One master and 3 volumes on this machine, data under ./data (Ctrl-C stops).
+build:
+	$(GO) build -buildvcs=$(BUILDVCS) -o kvdb ./cmd/kvdb
+
+# One master and 3 volumes on 127.0.0.1, data under ./data. It holds the
+# terminal until Ctrl-C: run make test in another one.
 run: build
 	./kvdb dev
 

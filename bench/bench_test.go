@@ -569,6 +569,25 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+func TestFormatSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   int64
+		want string
+	}{
+		{0, "0"}, {1000, "1000"}, {1 << 10, "1KiB"}, {1536 << 10, "1536KiB"},
+		{128 << 20, "128MiB"}, {50 << 20, "50MiB"}, {5 << 30, "5GiB"}, {2 << 40, "2TiB"},
+		{1<<30 + 1, "1073741825"},
+	} {
+		got := FormatSize(tt.in)
+		if got != tt.want {
+			t.Errorf("FormatSize(%d) = %q, want %q", tt.in, got, tt.want)
+		}
+		if back, err := ParseSize(got); err != nil || back != tt.in {
+			t.Errorf("ParseSize(FormatSize(%d)) = %d, %v", tt.in, back, err)
+		}
+	}
+}
+
 func TestParseMix(t *testing.T) {
 	tests := []struct {
 		in      string

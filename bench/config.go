@@ -175,9 +175,9 @@ type SizeRange struct{ Min, Max int64 }
 // String formats r as ParseSizeRange reads it.
 func (r SizeRange) String() string {
 	if r.Min == r.Max {
-		return formatSize(r.Min)
+		return FormatSize(r.Min)
 	}
-	return formatSize(r.Min) + "-" + formatSize(r.Max)
+	return FormatSize(r.Min) + "-" + FormatSize(r.Max)
 }
 
 // ParseSizeRange reads a size ("1MiB", "4096") or a range ("1KiB-16MiB"),
@@ -238,11 +238,14 @@ func ParseSize(v string) (int64, error) {
 	return n * mult, nil
 }
 
-func formatSize(n int64) string {
+// FormatSize writes n bytes in the largest binary unit that divides it
+// exactly ("5GiB", "128MiB", "1536KiB", "1000"), so that ParseSize reads
+// back the same number.
+func FormatSize(n int64) string {
 	for _, u := range []struct {
 		suffix string
 		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
 		if n >= u.mult && n%u.mult == 0 {
 			return strconv.FormatInt(n/u.mult, 10) + u.suffix
 		}

@@ -50,16 +50,24 @@ type GossipConfig struct {
 	// matter.
 	Join []string
 	// Cluster names the cluster; it is memberlist's label, so nodes of
-	// another cluster on the same network are ignored. Default "kvdb".
+	// another cluster on the same network are ignored. Default "kvdb"
+	// (also when empty).
 	Cluster string
-	// Profile picks the failure-detection timings: ProfileLAN (default),
-	// ProfileLocal or ProfileTest.
+	// Profile picks the failure-detection timings: ProfileLAN (default,
+	// also when empty), ProfileLocal or ProfileTest.
 	Profile string
 	// Secret, when set (16, 24 or 32 bytes), encrypts and authenticates all
 	// gossip with AES-GCM, and gossip without it is refused. The roles set
 	// it themselves, derived from their cluster secret (MasterConfig.Secret,
 	// VolumeConfig.Secret); set it directly only to run gossip alone.
 	Secret []byte
+}
+
+// DefaultGossipConfig returns the gossip defaults: cluster "kvdb", the LAN
+// timings, no secret, nothing to join, and Bind and Advertise empty, so
+// that they follow the node's HTTP address (see Bind).
+func DefaultGossipConfig() GossipConfig {
+	return GossipConfig{Cluster: "kvdb", Profile: ProfileLAN}
 }
 
 // Validate reports whether the configuration can be used.

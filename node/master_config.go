@@ -9,20 +9,38 @@ import (
 	"github.com/kvdb/kvdb/ring"
 )
 
+// Unlimited, as a rate (MasterConfig.RebalanceRate, VolumeConfig.ScrubRate),
+// means no cap. Any negative rate means the same.
+const Unlimited int64 = -1
+
+// Never, as an interval (VolumeConfig.ScrubInterval), turns the periodic job
+// off. Any negative interval means the same.
+const Never time.Duration = -1
+
 // MasterConfig configures the master.
+//
+// Start from DefaultMasterConfig, which fills every field with its default,
+// and change what differs. A field left zero in a config built from scratch
+// takes the same default when the master starts (so MasterConfig{Dir: d} is
+// a working config, as in tests), except where a field says otherwise. "No
+// cap" and "never" are the explicit values Unlimited and Never, not zero.
 type MasterConfig struct {
 	// Name is the master's name in gossip. Default "master".
 	Name string
 	// Addr is the HTTP listen address for clients. Default ":3000".
 	Addr string
-	// Dir holds the key index. Default "./data/master" is set by cmd.
+	// Dir holds the key index. DefaultMasterConfig sets "./data/master"
+	// (what kvdb master uses without DIR); a config built from scratch must
+	// name one.
 	Dir string
-	// Replicas is how many distinct volumes hold each value. Default 2.
+	// Replicas is how many distinct volumes hold each value, 1 to 16.
+	// Default 2 (zero in a config built from scratch means 2).
 	Replicas int
 	// MaxValueSize is the largest value accepted, in bytes (413 above it).
 	// Default 5 GiB.
 	MaxValueSize int64
-	// Gossip says how to join the cluster; volumes join the master.
+	// Gossip says how to join the cluster; volumes join the master. Default
+	// DefaultGossipConfig().
 	Gossip GossipConfig
 	// Secret is the cluster secret, the same on every node, at least
 	// MinSecretLen bytes. When set, gossip is encrypted and authenticated
@@ -37,6 +55,7 @@ type MasterConfig struct {
 	// accepts (see apikeys.go); /_kvdb/live and /_kvdb/ready stay open.
 	APIKeys []APIKey
 	// Ring tunes placement. Its Partitions must never change for a cluster.
+	// Default ring.DefaultConfig().
 	Ring ring.Config
 	// Rebuild discards the index at start and rebuilds it from the volumes'
 	// own indexes as they join (it also happens by itself when the index
@@ -61,8 +80,8 @@ type MasterConfig struct {
 	// flapping volume does not set off a storm of copies. Default 30 s.
 	RebalanceDelay time.Duration
 	// RebalanceRate caps the bytes per second that rebalancing and draining
-	// copy between volumes (repair of lost replicas is not capped). 0 means
-	// the default, 128 MiB/s; negative means no cap.
+	// copy between volumes (repair of lost replicas is not capped).
+	// Default 128 MiB/s; Unlimited means no cap.
 	RebalanceRate int64
 	// RebalanceConcurrency is how many keys are moved at once. Default 4.
 	RebalanceConcurrency int
@@ -91,9 +110,12 @@ type MasterConfig struct {
 	// what its coordinator wrote. Default 1 hour.
 	RedirectedWriteTimeout time.Duration
 	// MaxConns caps the client connections open at once, and
-	// MaxConnsPerIP those from one client address (0: no cap). A client
-	// that opens connections without end cannot then take every file
-	// descriptor.
+	// MaxConnsPerIP those from one client address; 0 means no cap (a
+	// config built from scratch has none). A client that opens connections
+	// without end cannot then take every file descriptor. A connection over
+	// MaxConns is answered 503 and closed, one over MaxConnsPerIP 429.
+	// DefaultMasterConfig sets MaxConns to DefaultMaxConns and leaves
+	// MaxConnsPerIP 0: clients behind one proxy or NAT share an address.
 	MaxConns      int
 	MaxConnsPerIP int
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/. Off by
@@ -121,11 +143,15 @@ func (c MasterConfig) Validate() error {
 	if c.Name != "" && !nameRE.MatchString(c.Name) {
 		return fmt.Errorf("master: name %q: want 1-63 of [A-Za-z0-9._-]", c.Name)
 	}
-	if c.Replicas < 0 || c.Replicas > 16 {
-		return fmt.Errorf("master: replicas %d: want 1 to 16", c.Replicas)
+	// Zero is a config built from scratch, which takes the default.
+	if c.Replicas < 0 || c.Replicas > MaxReplicas {
+		return fmt.Errorf("master: replicas %d: want 1 to %d", c.Replicas, MaxReplicas)
 	}
 	if c.MaxValueSize < 0 {
 		return errors.New("master: max value size must not be negative")
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
+		return errors.New("master: connection caps must not be negative (0: no cap)")
 	}
 	if err := c.Ring.Validate(); err != nil {
 		return fmt.Errorf("master: %w", err)
@@ -139,60 +165,102 @@ func (c MasterConfig) Validate() error {
 	return c.Gossip.Validate()
 }
 
+// MaxReplicas is the largest MasterConfig.Replicas.
+const MaxReplicas = 16
+
+// DefaultMaxConns is the connection cap of DefaultMasterConfig and
+// DefaultVolumeConfig: far above what a blob store's clients keep open
+// (each connection moves large values, so a few hundred saturate a
+// disk), and far below the file descriptors a node may open.
+const DefaultMaxConns = 10000
+
+// DefaultMasterConfig returns the master's defaults, every field filled:
+// what kvdb master runs with when no flag says otherwise.
+func DefaultMasterConfig() MasterConfig {
+	return MasterConfig{
+		Name:                   "master",
+		Addr:                   ":3000",
+		Dir:                    "./data/master",
+		Replicas:               2,
+		MaxValueSize:           5 << 30,
+		Gossip:                 DefaultGossipConfig(),
+		RedirectTTL:            DefaultRedirectTTL,
+		Ring:                   ring.DefaultConfig(),
+		IdleTimeout:            60 * time.Second,
+		GCInterval:             5 * time.Second,
+		RepairDelay:            time.Minute,
+		RepairInterval:         10 * time.Second,
+		RebalanceDelay:         30 * time.Second,
+		RebalanceRate:          128 << 20,
+		RebalanceConcurrency:   4,
+		MoveGrace:              5 * time.Second,
+		ProbeInterval:          250 * time.Millisecond,
+		CacheEntries:           1 << 16,
+		RedirectedWriteTimeout: time.Hour,
+		MaxConns:               DefaultMaxConns,
+		MaxConnsPerIP:          0,
+		Logger:                 slog.New(slog.DiscardHandler),
+	}
+}
+
+// withDefaults fills the fields a config built from scratch left zero
+// with DefaultMasterConfig's values (Dir and the connection caps stay as
+// they are), then derives the gossip bind address and key.
 func (c MasterConfig) withDefaults() MasterConfig {
+	d := DefaultMasterConfig()
 	if c.Name == "" {
-		c.Name = "master"
+		c.Name = d.Name
 	}
 	if c.Addr == "" {
-		c.Addr = ":3000"
+		c.Addr = d.Addr
 	}
 	if c.Replicas == 0 {
-		c.Replicas = 2
+		c.Replicas = d.Replicas
 	}
 	if c.MaxValueSize == 0 {
-		c.MaxValueSize = 5 << 30
+		c.MaxValueSize = d.MaxValueSize
 	}
 	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 60 * time.Second
+		c.IdleTimeout = d.IdleTimeout
 	}
 	if c.GCInterval <= 0 {
-		c.GCInterval = 5 * time.Second
+		c.GCInterval = d.GCInterval
 	}
 	if c.RepairDelay <= 0 {
-		c.RepairDelay = time.Minute
+		c.RepairDelay = d.RepairDelay
 	}
 	if c.RepairInterval <= 0 {
-		c.RepairInterval = 10 * time.Second
+		c.RepairInterval = d.RepairInterval
 	}
 	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = 250 * time.Millisecond
+		c.ProbeInterval = d.ProbeInterval
 	}
 	if c.RebalanceDelay <= 0 {
-		c.RebalanceDelay = 30 * time.Second
+		c.RebalanceDelay = d.RebalanceDelay
 	}
 	if c.RebalanceRate == 0 {
-		c.RebalanceRate = 128 << 20
+		c.RebalanceRate = d.RebalanceRate
 	}
 	if c.RebalanceConcurrency <= 0 {
-		c.RebalanceConcurrency = 4
+		c.RebalanceConcurrency = d.RebalanceConcurrency
 	}
 	if c.MoveGrace <= 0 {
-		c.MoveGrace = 5 * time.Second
+		c.MoveGrace = d.MoveGrace
 	}
 	if c.RedirectedWriteTimeout <= 0 {
 		c.RedirectedWriteTimeout = time.Hour
 	}
 	if c.CacheEntries <= 0 {
-		c.CacheEntries = 1 << 16
+		c.CacheEntries = d.CacheEntries
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = d.Logger
 	}
 	if c.Gossip.Bind == "" {
 		c.Gossip.Bind = defaultGossipBind(c.Addr)
 	}
 	if c.RedirectTTL <= 0 {
-		c.RedirectTTL = DefaultRedirectTTL
+		c.RedirectTTL = d.RedirectTTL
 	}
 	if len(c.Secret) > 0 {
 		c.Gossip.Secret = gossipKey(c.Secret)

@@ -26,6 +26,10 @@ import (
 )
 
 // VolumeConfig configures a volume server.
+//
+// Start from DefaultVolumeConfig and change what differs; as with
+// MasterConfig, a field left zero in a config built from scratch takes the
+// same default (but for the connection caps).
 type VolumeConfig struct {
 	// Name is the volume's stable identity in the cluster; the master records
 	// key locations by name, so a volume may change address and keep its
@@ -37,8 +41,10 @@ type VolumeConfig struct {
 	// listen host if it is specific, else the gossip advertise host.
 	Advertise string
 	// Dir is the data directory (blobs and the volume's index).
+	// DefaultVolumeConfig sets "./data/volume"; a config built from scratch
+	// must name one.
 	Dir string
-	// Gossip says how to join the cluster.
+	// Gossip says how to join the cluster. Default DefaultGossipConfig().
 	Gossip GossipConfig
 	// Secret is the cluster secret (see MasterConfig.Secret): when set,
 	// gossip is encrypted with a key derived from it, and the volume serves
@@ -62,17 +68,21 @@ type VolumeConfig struct {
 	// is read again and checked against its checksum; a corrupt copy is
 	// quarantined (never served again) and the master makes a new one from
 	// a healthy replica (see scrub.go). An interrupted pass resumes after a
-	// restart. Default 24 h; negative disables scrubbing.
+	// restart. Default 24 h; Never disables scrubbing.
 	ScrubInterval time.Duration
 	// ScrubRate caps the bytes per second a scrub pass reads, so that it
 	// leaves the disk to clients: a pass over D bytes takes D/ScrubRate
-	// (1 TB at 50 MiB/s: about 5.3 hours). Default 50 MiB/s; negative
+	// (1 TB at 50 MiB/s: about 5.3 hours). Default 50 MiB/s; Unlimited
 	// means no cap.
 	ScrubRate int64
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/ (off by default).
 	Pprof bool
 	// MaxConns and MaxConnsPerIP cap the connections open at once, in
-	// all and from one address (0: no cap).
+	// all and from one address; 0 means no cap (a config built from
+	// scratch has none). Over the caps, 503 or 429 and the connection
+	// closed. DefaultVolumeConfig sets MaxConns to DefaultMaxConns and
+	// leaves MaxConnsPerIP 0: the master's many connections come from one
+	// address, and so do the clients behind one proxy.
 	MaxConns      int
 	MaxConnsPerIP int
 	// Logger receives the volume's logs. Default: discard.
@@ -95,30 +105,56 @@ func (c VolumeConfig) Validate() error {
 	if c.Weight < 0 || c.Weight > ring.MaxWeight {
 		return fmt.Errorf("volume: weight %d: want 0 to %d", c.Weight, ring.MaxWeight)
 	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
+		return errors.New("volume: connection caps must not be negative (0: no cap)")
+	}
 	if err := validateSecret("volume", c.Secret, c.Gossip.Secret); err != nil {
 		return err
 	}
 	return c.Gossip.Validate()
 }
 
+// DefaultVolumeConfig returns a volume's defaults, every field filled:
+// what kvdb volume runs with when no flag says otherwise. Name, Advertise
+// and Weight stay empty on purpose: each is derived at start (the name
+// saved in Dir, the listen or gossip host, one share per TiB).
+func DefaultVolumeConfig() VolumeConfig {
+	return VolumeConfig{
+		Addr:          ":3001",
+		Dir:           "./data/volume",
+		Gossip:        DefaultGossipConfig(),
+		IdleTimeout:   60 * time.Second,
+		MetaInterval:  2 * time.Second,
+		ScrubInterval: 24 * time.Hour,
+		ScrubRate:     50 << 20,
+		MaxConns:      DefaultMaxConns,
+		MaxConnsPerIP: 0,
+		Logger:        slog.New(slog.DiscardHandler),
+	}
+}
+
+// withDefaults fills the fields a config built from scratch left zero
+// with DefaultVolumeConfig's values (Dir and the connection caps stay as
+// they are), then derives the gossip bind address and key.
 func (c VolumeConfig) withDefaults() VolumeConfig {
+	d := DefaultVolumeConfig()
 	if c.Addr == "" {
-		c.Addr = ":3001"
+		c.Addr = d.Addr
 	}
 	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 60 * time.Second
+		c.IdleTimeout = d.IdleTimeout
 	}
 	if c.MetaInterval <= 0 {
-		c.MetaInterval = 2 * time.Second
+		c.MetaInterval = d.MetaInterval
 	}
 	if c.ScrubInterval == 0 {
-		c.ScrubInterval = 24 * time.Hour
+		c.ScrubInterval = d.ScrubInterval
 	}
 	if c.ScrubRate == 0 {
-		c.ScrubRate = 50 << 20
+		c.ScrubRate = d.ScrubRate
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = d.Logger
 	}
 	if c.Gossip.Bind == "" {
 		c.Gossip.Bind = defaultGossipBind(c.Addr)

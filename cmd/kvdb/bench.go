@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -68,19 +69,27 @@ func (f *mixFlag) Set(v string) error {
 	return nil
 }
 
-// runBench binds the bench flags to bench.Config and runs it.
-func runBench(args []string, stdout, stderr io.Writer) error {
+// benchOpts is what kvdb bench's flags set.
+type benchOpts struct {
+	cfg                                          bench.Config
+	size                                         sizeRangeFlag
+	ops                                          mixFlag
+	asJSON, baseline, baselineOnly, showProgress bool
+	baselineDir                                  string
+}
+
+// benchFlags declares kvdb bench's flags, bound to a bench.Config.
+func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	fs := newFlagSet("bench", benchSynopsis, stderr)
-	var cfg bench.Config
+	o := &benchOpts{size: sizeRangeFlag{bench.SizeRange{Min: 1 << 20, Max: 1 << 20}}, baselineDir: "./data/bench-baseline"}
+	_ = o.ops.Set("put,get,delete")
+	cfg := &o.cfg
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:3000", "base URL of the server")
-	size := sizeRangeFlag{bench.SizeRange{Min: 1 << 20, Max: 1 << 20}}
-	fs.Var(&size, "size", "value `SIZE` from 1KiB to 1GiB, or a range MIN-MAX drawn uniformly per key (e.g. 1KiB-16MiB)")
+	fs.Var(&o.size, "size", "value `SIZE` from 1KiB to 1GiB, or a range MIN-MAX drawn uniformly per key (e.g. 1KiB-16MiB)")
 	fs.IntVar(&cfg.Count, "count", 0, "operations to run (a sequence is rounded up to whole cycles); 0: run for --duration")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to run when --count is 0")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "parallel workers")
-	ops := mixFlag{}
-	_ = ops.Set("put,get,delete")
-	fs.Var(&ops, "ops", "operation `MIX`: put, get, head, a sequence (put,get,delete) or mixed:70get/20put/10delete")
+	fs.Var(&o.ops, "ops", "operation `MIX`: put, get, head, a sequence (put,get,delete) or mixed:70get/20put/10delete")
 	fs.StringVar(&cfg.Prefix, "prefix", "", `key prefix (default "bench/<6 random hex digits>/")`)
 	fs.BoolVar(&cfg.Verify, "verify", false, "GET checks every byte against what was PUT")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the value generator")
@@ -88,11 +97,18 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed GET or HEAD up to `N` times (transport error, cut body, 5xx, 404 on a key bench wrote), backing off 100ms, 300ms, 900ms... up to 2s; PUT and DELETE are never retried")
 	fs.Int64Var(&cfg.Expect, "expect", 1<<20, "PUTs of values of at least `BYTES` send Expect: 100-continue (a kvdb master then redirects the body to a volume); -1: never")
-	asJSON := fs.Bool("json", false, "print the report as JSON on stdout instead of a table")
-	baseline := fs.Bool("baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
-	baselineOnly := fs.Bool("baseline-only", false, "run only the baseline (no server needed)")
-	baselineDir := fs.String("baseline-dir", "./data/bench-baseline", "directory for the baseline's files, on the disk the server writes to; created and removed again")
-	showProgress := fs.Bool("progress", false, "show progress on stderr even when it is not a terminal (it is shown on a terminal anyway)")
+	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON on stdout instead of a table")
+	fs.BoolVar(&o.baseline, "baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
+	fs.BoolVar(&o.baselineOnly, "baseline-only", false, "run only the baseline (no server needed)")
+	fs.StringVar(&o.baselineDir, "baseline-dir", o.baselineDir, "directory for the baseline's files, on the disk the server writes to; created and removed again")
+	fs.BoolVar(&o.showProgress, "progress", false, "show progress on stderr even when it is not a terminal (it is shown on a terminal anyway)")
+	return fs, o
+}
+
+// runBench binds the bench flags to bench.Config and runs it.
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs, o := benchFlags(stderr)
+	cfg := &o.cfg
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -100,16 +116,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "kvdb bench: unexpected arguments %q\n", fs.Args())
 		return errUsage
 	}
-	cfg.Size, cfg.Ops = size.r, ops.m
-	if *showProgress || isTerminal(stderr) {
+	cfg.Size, cfg.Ops = o.size.r, o.ops.m
+	if o.showProgress || isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
 	validate := cfg.Validate
-	if *baselineOnly {
+	if o.baselineOnly {
 		cfg.URL = ""
 		validate = func() error {
 			// Everything but the URL, which the baseline does not use.
-			c := cfg
+			c := *cfg
 			c.URL = "http://127.0.0.1"
 			return c.Validate()
 		}
@@ -129,24 +145,24 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 	var res bench.Result
 	var runErr error
-	if *baselineOnly {
-		res.Config = bench.Summarize(cfg)
+	if o.baselineOnly {
+		res.Config = bench.Summarize(*cfg)
 		res.Config.Ops, res.Config.Prefix = "", ""
 	} else {
-		res, runErr = bench.Run(ctx, cfg)
+		res, runErr = bench.Run(ctx, *cfg)
 		if runErr != nil && !errors.Is(runErr, context.Canceled) {
 			return runErr
 		}
 	}
-	if (*baseline || *baselineOnly) && ctx.Err() == nil {
-		rows, err := bench.RunBaseline(ctx, cfg, *baselineDir)
+	if (o.baseline || o.baselineOnly) && ctx.Err() == nil {
+		rows, err := bench.RunBaseline(ctx, *cfg, o.baselineDir)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
 		res.Baseline = rows
 	}
 
-	if *asJSON {
+	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(res); err != nil {

@@ -12,30 +12,43 @@ import (
 	"github.com/kvdb/kvdb/node/client"
 )
 
+const drainSynopsis = `drain [flags] VOLUME
+
+Asks the master to move every value off VOLUME (its name, or its HTTP
+address HOST:PORT) to the other volumes, as SIGTERM on a volume does, and
+then follows the drain, printing the keys left, until the volume holds no
+key: it can then be stopped without any key dropping below its replica
+count. While draining, the volume takes no new values. The drain is
+recorded in the master's index: it goes on without this command (Ctrl-C
+stops following it, not the drain) and survives a master restart.
+--cancel undoes it: the volume takes new values and its share again.
+
+Exit status: 0 the volume is drained (with --cancel or --wait=false: the
+master took the request); 1 any error, a bad flag or argument and a volume
+the master does not know included. Errors are one line on stderr.`
+
 // runDrain asks the master to move every value off a volume (or to stop
 // doing so) and, with --wait, follows the drain until the volume holds no
 // key.
 func runDrain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("drain", "drain [flags] VOLUME   (a volume's name or HTTP address)", stderr)
-	master := fs.String("url", "http://localhost:3000", "the master's URL")
-	token := fs.String("token", "", "API key, when the master requires one")
+	fs := newClientFlagSet("drain", drainSynopsis, stderr)
+	var cf clientFlags
+	cf.register(fs)
 	cancel := fs.Bool("cancel", false, "stop draining the volume: it takes new values and its share again")
 	wait := fs.Bool("wait", true, "follow the drain until the volume holds no key")
 	every := fs.Duration("interval", time.Second, "how often --wait polls the master")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := clientArgs(fs, args, 1, 1)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "kvdb drain: name one volume")
-		return errUsage
-	}
-	u := strings.TrimRight(*master, "/") + "/_kvdb/drain/" + url.PathEscape(fs.Arg(0))
+	master, token := urlAndToken(fs, cf.url, cf.token)
+	u := strings.TrimRight(master, "/") + "/_kvdb/drain/" + url.PathEscape(pos[0])
 	method := http.MethodPost
 	if *cancel {
 		method = http.MethodDelete
 	}
-	hc := &http.Client{Timeout: 30 * time.Second}
-	st, err := drainCall(hc, method, u, *token)
+	hc := &http.Client{Timeout: cf.timeout}
+	st, err := drainCall(hc, method, u, token)
 	if err != nil {
 		return err
 	}
@@ -54,7 +67,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 			last = line
 		}
 		time.Sleep(*every)
-		if st, err = drainCall(hc, http.MethodGet, u, *token); err != nil {
+		if st, err = drainCall(hc, http.MethodGet, u, token); err != nil {
 			return err
 		}
 	}

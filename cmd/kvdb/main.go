@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,7 +29,7 @@ const usage = `kvdb — a distributed store for large values
 Usage:
   kvdb master [flags] [DIR]   the master: client API and key index
   kvdb volume [flags] [DIR]   a volume server: holds the bytes, joins by gossip
-  kvdb dev [flags]            one master and 3 volumes on this machine
+  kvdb dev [flags]            one master and 3 volumes on this machine (127.0.0.1)
   kvdb bench --url URL [...]  load generator for any server speaking the API
   kvdb put KEY [FILE|-]       store a value (from FILE or stdin)
   kvdb get KEY [-o FILE]      fetch a value (to stdout or FILE)
@@ -37,16 +39,53 @@ Usage:
   kvdb cluster                members and replication state
   kvdb drain VOLUME           move every value off a volume before removing it
   kvdb verify [--repair]      check every volume against the index (and fix it)
+  kvdb version                version, VCS revision and Go version (also --version)
   kvdb help COMMAND           flags of a command
 
-Every flag can also be set by the environment: --foo-bar as KVDB_FOO_BAR;
-PORT sets the HTTP port of master and volume. The client commands take the
-master from --url or KVDB_URL (default http://localhost:3000) and exit 0 on
-success, 1 on error, 2 when the key does not exist.
+The flags of master, volume, dev and bench can also come from the
+environment: KVDB_ then the flag's name in capitals, - as _ (--max-size as
+KVDB_MAX_SIZE, --name as KVDB_NAME); a flag on the command line wins. PORT
+sets the HTTP port of master, volume and dev. The client commands read only
+KVDB_URL (the master, default http://localhost:3000) and KVDB_TOKEN, and
+exit 0 on success, 1 on error, 2 when the key does not exist. A KVDB_
+variable that no command reads (a typo) is named in a warning at start.
 `
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// command returns what runs subcommand name, or nil.
+func command(name string) func(args []string, stdout, stderr io.Writer) error {
+	switch name {
+	case "master":
+		return func(a []string, _, e io.Writer) error { return runMaster(a, e) }
+	case "volume":
+		return func(a []string, _, e io.Writer) error { return runVolume(a, e) }
+	case "dev":
+		return func(a []string, _, e io.Writer) error { return runDev(a, e) }
+	case "bench":
+		return runBench
+	case "put":
+		return func(a []string, _, e io.Writer) error { return runPut(a, e) }
+	case "get":
+		return runGet
+	case "rm":
+		return func(a []string, _, e io.Writer) error { return runRm(a, e) }
+	case "ls":
+		return runLs
+	case "stat":
+		return runStat
+	case "cluster":
+		return runCluster
+	case "drain":
+		return runDrain
+	case "verify":
+		return runVerify
+	case "version":
+		return runVersion
+	}
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -55,43 +94,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
-	if cmd == "help" || cmd == "-h" || cmd == "--help" {
+	switch cmd {
+	case "help", "-h", "-help", "--help":
 		if len(rest) == 0 {
 			fmt.Fprint(stdout, usage)
 			return 0
 		}
 		cmd, rest = rest[0], []string{"--help"}
+	case "-version", "--version":
+		cmd = "version"
 	}
-	var err error
-	switch cmd {
-	case "master":
-		err = runMaster(rest, stderr)
-	case "volume":
-		err = runVolume(rest, stderr)
-	case "dev":
-		err = runDev(rest, stderr)
-	case "bench":
-		err = runBench(rest, stdout, stderr)
-	case "put":
-		err = runPut(rest, stderr)
-	case "get":
-		err = runGet(rest, stdout, stderr)
-	case "rm":
-		err = runRm(rest, stderr)
-	case "ls":
-		err = runLs(rest, stdout, stderr)
-	case "stat":
-		err = runStat(rest, stdout, stderr)
-	case "cluster":
-		err = runCluster(rest, stdout, stderr)
-	case "drain":
-		err = runDrain(rest, stdout, stderr)
-	case "verify":
-		err = runVerify(rest, stdout, stderr)
-	default:
+	runCmd := command(cmd)
+	if runCmd == nil {
 		fmt.Fprintf(stderr, "kvdb: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+	if cmd != "version" {
+		warnUnknownEnv(stderr, cmd, os.Environ())
+	}
+	err := runCmd(rest, stdout, stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
@@ -109,34 +130,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("usage")
 
-// common holds the flags every server role takes.
-type common struct {
-	addr, advertise, gossip, gossipAdvertise, join, dir, cluster, profile, name string
-	logFormat, logLevel                                                         string
-	pprof                                                                       bool
-	secret, secretFile                                                          string
+// serverFlags holds the flags every server role takes that are no field of
+// its Config; the others bind to the Config's fields (see roleFields).
+type serverFlags struct {
+	advertise, join     string
+	logFormat, logLevel string
+	secret, secretFile  string
 }
 
-func (c *common) register(fs *flag.FlagSet, defAddr string) {
-	fs.StringVar(&c.addr, "addr", defAddr, "HTTP listen address HOST:PORT")
-	fs.StringVar(&c.advertise, "advertise", "", "HOST[:PORT] other nodes and redirected clients use for this node (default: the listen host, or the first private IP)")
-	fs.StringVar(&c.gossip, "gossip", "", "gossip (memberlist) bind address HOST:PORT, UDP and TCP (default: the HTTP host, HTTP port + 1000)")
-	fs.StringVar(&c.gossipAdvertise, "gossip-advertise", "", "HOST[:PORT] other nodes use to gossip with this one (default: --advertise host)")
-	fs.StringVar(&c.join, "join", "", "gossip address(es) of any existing member, comma-separated")
-	fs.StringVar(&c.dir, "dir", "", "data directory (or give it as the last argument)")
-	fs.StringVar(&c.cluster, "cluster", "kvdb", "cluster name; nodes of another cluster are ignored")
-	fs.StringVar(&c.profile, "gossip-profile", node.ProfileLAN, "failure-detection timings: lan (~6 s to notice a death), local, test (~1 s, loopback only)")
-	fs.StringVar(&c.name, "name", "", "node name, stable across restarts (volume default: saved in DIR/NAME, else random)")
+// roleFields points at the fields of a role's Config that the flags every
+// server role takes set. The flags' defaults are what the fields hold: the
+// preset's (node.DefaultMasterConfig, node.DefaultVolumeConfig).
+type roleFields struct {
+	name, addr, dir         *string
+	gossip                  *node.GossipConfig
+	pprof                   *bool
+	maxConns, maxConnsPerIP *int
+}
+
+func (c *serverFlags) register(fs *flag.FlagSet, f roleFields, nameUsage string) {
+	fs.StringVar(f.addr, "addr", *f.addr, "HTTP listen address `HOST:PORT` (HOST empty: every interface)")
+	fs.StringVar(&c.advertise, "advertise", "", "`HOST[:PORT]` other nodes and redirected clients use for this node (default: the listen host, or the first private IP); set it on every multi-machine node")
+	fs.StringVar(&f.gossip.Bind, "gossip", f.gossip.Bind, "gossip (memberlist) bind address `HOST:PORT`, UDP and TCP (default: the HTTP host, HTTP port + 1000)")
+	fs.StringVar(&f.gossip.Advertise, "gossip-advertise", f.gossip.Advertise, "`HOST[:PORT]` other nodes use to gossip with this one (default: the --advertise host)")
+	fs.StringVar(&c.join, "join", "", "gossip address(es) `HOST:PORT` of any existing member, comma-separated")
+	fs.StringVar(f.dir, "dir", *f.dir, "data directory `DIR` (or give it as the last argument)")
+	fs.StringVar(&f.gossip.Cluster, "cluster", f.gossip.Cluster, "cluster `NAME`; nodes of another cluster are ignored")
+	fs.StringVar(&f.gossip.Profile, "gossip-profile", f.gossip.Profile, "failure-detection timings: lan (~6 s to notice a death), local, test (~1 s, loopback only)")
+	fs.StringVar(f.name, "name", *f.name, nameUsage)
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.BoolVar(&c.pprof, "pprof", false, "serve Go profiles under /_kvdb/debug/pprof/")
+	fs.BoolVar(f.pprof, "pprof", *f.pprof, "serve Go profiles under /_kvdb/debug/pprof/")
+	registerConnCaps(fs, f.maxConns, f.maxConnsPerIP)
 	registerSecret(fs, &c.secret, &c.secretFile)
+}
+
+// registerConnCaps adds --max-conns and --max-conns-per-ip to fs.
+func registerConnCaps(fs *flag.FlagSet, maxConns, perIP *int) {
+	fs.Var(intFlag(maxConns, 0, math.MaxInt32), "max-conns", "at most `N` HTTP connections open at once (0: no cap); one more is answered 503 and closed")
+	fs.Var(intFlag(perIP, 0, math.MaxInt32), "max-conns-per-ip", "at most `N` HTTP connections open at once from one client address (0: no cap); one more is answered 429 and closed. Clients behind one proxy or NAT share an address, and so do the master's connections to a volume")
 }
 
 // registerSecret adds --secret and --secret-file to fs.
 func registerSecret(fs *flag.FlagSet, secret, file *string) {
 	fs.StringVar(secret, "secret", "", fmt.Sprintf("cluster secret, the same on every node, at least %d bytes: encrypts gossip and signs requests to volumes and read redirects (prefer KVDB_SECRET or --secret-file: command lines are visible to other users)", node.MinSecretLen))
-	fs.StringVar(file, "secret-file", "", "file holding the cluster secret (surrounding whitespace ignored)")
+	fs.StringVar(file, "secret-file", "", "`FILE` holding the cluster secret (surrounding whitespace ignored)")
 }
 
 // clusterSecret takes the secret from --secret or --secret-file.
@@ -162,8 +200,9 @@ func apiKeys(path string) ([]node.APIKey, error) {
 	return node.LoadAPIKeys(path)
 }
 
-func (c *common) gossipConfig() node.GossipConfig {
-	g := node.GossipConfig{Bind: c.gossip, Cluster: c.cluster, Profile: c.profile, Advertise: c.gossipAdvertise}
+// finishGossip completes g from the flags that are no field of it: the
+// addresses to join, and the gossip advertise host taken from --advertise.
+func (c *serverFlags) finishGossip(g *node.GossipConfig) {
 	if g.Advertise == "" && c.advertise != "" {
 		g.Advertise = hostOnly(c.advertise)
 	}
@@ -172,7 +211,6 @@ func (c *common) gossipConfig() node.GossipConfig {
 			g.Join = append(g.Join, a)
 		}
 	}
-	return g
 }
 
 func hostOnly(hostport string) string {
@@ -197,8 +235,15 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
+// envName is the environment variable that sets flag name: --max-size is
+// KVDB_MAX_SIZE.
+func envName(flagName string) string {
+	return "KVDB_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
 // parseFlags parses args, then fills every flag not given on the command
-// line from the environment (KVDB_FLAG_NAME; PORT for the HTTP port).
+// line from the environment (envName; PORT for the HTTP port). A flag set
+// either way counts as given (flag.FlagSet.Visit).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	// Flags may come after the positional DIR too: parse, set a positional
 	// aside, parse the rest, until nothing is left.
@@ -226,9 +271,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if set[f.Name] || err != nil {
 			return
 		}
-		env := "KVDB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
-			if e := f.Value.Set(v); e != nil {
+			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", env, v, e)
 			}
 		}
@@ -236,132 +281,192 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	if port, ok := os.LookupEnv("PORT"); ok && !set["addr"] && os.Getenv("KVDB_ADDR") == "" {
+	if port, ok := os.LookupEnv("PORT"); ok && !given(fs, "addr") {
 		if _, e := strconv.Atoi(port); e != nil {
 			return fmt.Errorf("PORT=%q is not a port number", port)
 		}
 		if f := fs.Lookup("addr"); f != nil {
-			_ = f.Value.Set(hostOnly(f.Value.String()) + ":" + port)
+			_ = fs.Set("addr", hostOnly(f.Value.String())+":"+port)
 		}
 	}
 	return nil
 }
 
-// dataDir takes --dir, else the one positional argument, else def.
-func dataDir(fs *flag.FlagSet, dir, def string) (string, error) {
+// given reports whether the flag was set, on the command line or by the
+// environment.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+// dataDir takes the one positional argument, if any, as the data
+// directory dir; --dir names it too, so both must agree.
+func dataDir(fs *flag.FlagSet, dir *string) error {
 	switch fs.NArg() {
 	case 0:
 	case 1:
-		if dir != "" && dir != fs.Arg(0) {
-			return "", fmt.Errorf("both --dir %q and DIR %q given", dir, fs.Arg(0))
+		if given(fs, "dir") && *dir != fs.Arg(0) {
+			return fmt.Errorf("both --dir %q and DIR %q given", *dir, fs.Arg(0))
 		}
-		dir = fs.Arg(0)
+		*dir = fs.Arg(0)
 	default:
-		return "", fmt.Errorf("unexpected arguments %q", fs.Args()[1:])
+		return fmt.Errorf("unexpected arguments %q", fs.Args()[1:])
 	}
-	if dir == "" {
-		dir = def
-	}
-	return dir, nil
+	return nil
 }
 
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvdb %s\n\nFlags (each also from the environment as KVDB_NAME):\n", synopsis)
+		fmt.Fprintf(stderr, "Usage: kvdb %s\n\nFlags. Each can also come from the environment: %s.\n", synopsis, envExample(fs))
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
+// envExample shows how one of fs's flags is set by the environment, e.g.
+// "--log-level as KVDB_LOG_LEVEL": a flag with a dash in its name, so the
+// rule for dashes shows too.
+func envExample(fs *flag.FlagSet) string {
+	var name string
+	fs.VisitAll(func(f *flag.Flag) {
+		if name == "" || !strings.Contains(name, "-") && strings.Contains(f.Name, "-") {
+			name = f.Name
+		}
+	})
+	return fmt.Sprintf("--%s as\n%s, and so on (the command line wins)", name, envName(name))
+}
+
+const masterSynopsis = `master [flags] [DIR]
+
+The master: the client API, and the key index in goleveldb under DIR
+(default ./data/master). Volumes join it by gossip (kvdb volume --join).
+SIGTERM or SIGINT lets requests finish, leaves gossip and closes the index.`
+
+// masterOpts is what kvdb master's flags set.
+type masterOpts struct {
+	cfg      node.MasterConfig
+	srv      serverFlags
+	keysFile string
+}
+
+// masterFlags declares kvdb master's flags, bound to a node.MasterConfig
+// that starts as node.DefaultMasterConfig.
+func masterFlags(stderr io.Writer) (*flag.FlagSet, *masterOpts) {
+	fs := newFlagSet("master", masterSynopsis, stderr)
+	o := &masterOpts{cfg: node.DefaultMasterConfig()}
+	c := &o.cfg
+	o.srv.register(fs, roleFields{&c.Name, &c.Addr, &c.Dir, &c.Gossip, &c.Pprof, &c.MaxConns, &c.MaxConnsPerIP}, "node `NAME` in gossip, stable across restarts")
+	fs.Var(intFlag(&c.Replicas, 1, node.MaxReplicas), "replicas", fmt.Sprintf("how many distinct volumes hold each value, `N` from 1 to %d", node.MaxReplicas))
+	fs.Var((*sizeFlag)(&c.MaxValueSize), "max-size", "largest value accepted (413 above it), a `SIZE` such as 5GiB or 500MB")
+	fs.DurationVar(&c.RepairDelay, "repair-delay", c.RepairDelay, "how long a volume must be gone before the keys it held are copied elsewhere")
+	fs.BoolVar(&c.Rebuild, "rebuild", c.Rebuild, "discard the key index and rebuild it from the volumes' indexes as they join")
+	fs.DurationVar(&c.RebalanceDelay, "rebalance-delay", c.RebalanceDelay, "how long membership must stay unchanged before keys move to their new volumes")
+	fs.Var((*rateFlag)(&c.RebalanceRate), "rebalance-rate", "bytes per second rebalancing and draining may copy, a `SIZE` such as 200MiB (0: no cap)")
+	fs.Var(intFlag(&c.RebalanceConcurrency, 1, math.MaxInt32), "rebalance-concurrency", "how many keys rebalancing moves at once, `N` from 1")
+	fs.StringVar(&o.keysFile, "api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
+	fs.DurationVar(&c.RedirectTTL, "redirect-ttl", c.RedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
+	registerWriteRedirect(fs, c)
+	return fs, o
+}
+
+// registerWriteRedirect adds --write-redirect and --redirected-write-timeout.
+func registerWriteRedirect(fs *flag.FlagSet, c *node.MasterConfig) {
+	fs.BoolFunc("write-redirect", "answer a write that carries Expect: 100-continue with 307 to a volume, which takes the body and coordinates the write, so the master carries no value bytes (default true; false: every write streams through the master, for clients that cannot reach the volumes)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		c.DisableWriteRedirect = !on
+		return err
+	})
+	fs.DurationVar(&c.RedirectedWriteTimeout, "redirected-write-timeout", c.RedirectedWriteTimeout, "how long a redirected write may take from the 307 to its commit before what its volume wrote is deleted")
+}
+
 func runMaster(args []string, stderr io.Writer) error {
-	fs := newFlagSet("master", "master [flags] [DIR]", stderr)
-	var c common
-	c.register(fs, ":3000")
-	replicas := fs.Int("replicas", 2, "how many distinct volumes hold each value")
-	maxSize := sizeFlag(5 << 30)
-	fs.Var(&maxSize, "max-size", "largest value accepted (413 above it), e.g. 5GiB")
-	repairDelay := fs.Duration("repair-delay", time.Minute, "how long a volume must be gone before the keys it held are copied elsewhere")
-	rebuild := fs.Bool("rebuild", false, "discard the key index and rebuild it from the volumes' indexes as they join")
-	rebalanceDelay := fs.Duration("rebalance-delay", 30*time.Second, "how long membership must stay unchanged before keys move to their new volumes")
-	rebalanceRate := sizeFlag(128 << 20)
-	fs.Var(&rebalanceRate, "rebalance-rate", "bytes per second rebalancing and draining may copy, e.g. 200MiB (0: no cap)")
-	rebalanceConc := fs.Int("rebalance-concurrency", 4, "how many keys rebalancing moves at once")
-	keysFile := fs.String("api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
-	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
+	fs, o := masterFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	dir, err := dataDir(fs, c.dir, "./data/master")
+	cfg := o.cfg
+	if err := dataDir(fs, &cfg.Dir); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Secret, err = clusterSecret(o.srv.secret, o.srv.secretFile); err != nil {
+		return err
+	}
+	if cfg.APIKeys, err = apiKeys(o.keysFile); err != nil {
+		return err
+	}
+	if cfg.Logger, err = newLogger(stderr, o.srv.logFormat, o.srv.logLevel); err != nil {
+		return err
+	}
+	o.srv.finishGossip(&cfg.Gossip)
+	m, err := node.NewMaster(cfg)
 	if err != nil {
 		return err
 	}
-	secret, err := clusterSecret(c.secret, c.secretFile)
-	if err != nil {
-		return err
-	}
-	keys, err := apiKeys(*keysFile)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, c.logFormat, c.logLevel)
-	if err != nil {
-		return err
-	}
-	m, err := node.NewMaster(node.MasterConfig{
-		Name: c.name, Addr: c.addr, Dir: dir, Replicas: *replicas, MaxValueSize: int64(maxSize),
-		Gossip: c.gossipConfig(), Rebuild: *rebuild, RepairDelay: *repairDelay, Pprof: c.pprof, Logger: log,
-		RebalanceDelay: *rebalanceDelay, RebalanceRate: rateOrUnlimited(int64(rebalanceRate)), RebalanceConcurrency: *rebalanceConc,
-		Secret: secret, APIKeys: keys, RedirectTTL: *redirectTTL,
-	})
-	if err != nil {
-		return err
-	}
-	waitForSignal(log)
+	waitForSignal(cfg.Logger)
 	return m.Close()
 }
 
+const volumeSynopsis = `volume [flags] [DIR]
+
+A volume server: holds values under DIR (default ./data/volume) and serves
+them; joins the cluster by gossip (--join, the master's gossip address).
+SIGTERM first drains it (its values move to other volumes, up to
+--drain-timeout), then leaves; SIGINT leaves at once.`
+
+// volumeOpts is what kvdb volume's flags set.
+type volumeOpts struct {
+	cfg          node.VolumeConfig
+	srv          serverFlags
+	drainTimeout time.Duration
+}
+
+// volumeFlags declares kvdb volume's flags, bound to a node.VolumeConfig
+// that starts as node.DefaultVolumeConfig.
+func volumeFlags(stderr io.Writer) (*flag.FlagSet, *volumeOpts) {
+	fs := newFlagSet("volume", volumeSynopsis, stderr)
+	o := &volumeOpts{cfg: node.DefaultVolumeConfig(), drainTimeout: 5 * time.Minute}
+	c := &o.cfg
+	o.srv.register(fs, roleFields{&c.Name, &c.Addr, &c.Dir, &c.Gossip, &c.Pprof, &c.MaxConns, &c.MaxConnsPerIP}, "node `NAME`, stable across restarts (default: the one saved in DIR/NAME, else a new random one)")
+	fs.Var((*sizeFlag)(&c.Capacity), "capacity", "most bytes this volume may hold, a `SIZE` such as 500GiB (0: the disk's size)")
+	fs.Var((*sizeFlag)(&c.Reserve), "reserve", "disk space writes must leave free, a `SIZE` such as 1GiB")
+	fs.IntVar(&c.Weight, "weight", c.Weight, "share of the keys relative to other volumes (0: one per TiB of capacity, at least 1)")
+	fs.Var((*intervalFlag)(&c.ScrubInterval), "scrub-interval", "how often a scrub pass re-reads every value to find bit rot, a `DURATION` (0: never)")
+	fs.Var((*rateFlag)(&c.ScrubRate), "scrub-rate", "bytes per second a scrub pass may read, a `SIZE` such as 50MiB (0: no cap)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
+	return fs, o
+}
+
 func runVolume(args []string, stderr io.Writer) error {
-	fs := newFlagSet("volume", "volume [flags] [DIR]", stderr)
-	var c common
-	c.register(fs, ":3001")
-	capacity := sizeFlag(0)
-	fs.Var(&capacity, "capacity", "most bytes this volume may hold, e.g. 500GiB (0: the disk's size)")
-	reserve := sizeFlag(0)
-	fs.Var(&reserve, "reserve", "disk space writes must leave free, e.g. 1GiB")
-	weight := fs.Int("weight", 0, "share of the keys relative to other volumes (0: one per TiB of capacity, at least 1)")
-	scrubInterval := fs.Duration("scrub-interval", 24*time.Hour, "how often a scrub pass re-reads every value to find bit rot (0: never)")
-	scrubRate := sizeFlag(50 << 20)
-	fs.Var(&scrubRate, "scrub-rate", "bytes per second a scrub pass may read, e.g. 50MiB (0: no cap)")
-	drainTimeout := fs.Duration("drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
+	fs, o := volumeFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	dir, err := dataDir(fs, c.dir, "./data/volume")
+	cfg := o.cfg
+	if err := dataDir(fs, &cfg.Dir); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Secret, err = clusterSecret(o.srv.secret, o.srv.secretFile); err != nil {
+		return err
+	}
+	if cfg.Logger, err = newLogger(stderr, o.srv.logFormat, o.srv.logLevel); err != nil {
+		return err
+	}
+	cfg.Advertise = o.srv.advertise
+	o.srv.finishGossip(&cfg.Gossip)
+	v, err := node.NewVolume(cfg)
 	if err != nil {
 		return err
 	}
-	secret, err := clusterSecret(c.secret, c.secretFile)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, c.logFormat, c.logLevel)
-	if err != nil {
-		return err
-	}
-	v, err := node.NewVolume(node.VolumeConfig{
-		Name: c.name, Addr: c.addr, Advertise: c.advertise, Dir: dir, Gossip: c.gossipConfig(),
-		Capacity: int64(capacity), Reserve: int64(reserve), Weight: *weight, Pprof: c.pprof, Logger: log,
-		Secret: secret, ScrubInterval: intervalOrNever(*scrubInterval), ScrubRate: rateOrUnlimited(int64(scrubRate)),
-	})
-	if err != nil {
-		return err
-	}
-	if sig := waitForSignal(log); sig == syscall.SIGTERM && *drainTimeout > 0 {
+	log := cfg.Logger
+	if sig := waitForSignal(log); sig == syscall.SIGTERM && o.drainTimeout > 0 {
 		// A graceful leave: hand every value to other volumes first, so no
 		// key drops below its replica count. A second signal cuts it short.
-		ctx, cancel := context.WithTimeout(context.Background(), *drainTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 		stop := make(chan os.Signal, 1)
 		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 		go func() {
@@ -379,49 +484,89 @@ func runVolume(args []string, stderr io.Writer) error {
 	return v.Close()
 }
 
+const devSynopsis = `dev [flags]
+
+One master and --volumes volumes in this process, on this machine: what
+make run starts. Everything listens on 127.0.0.1 unless --addr names
+another host: the master on --addr (PORT sets its port), the volumes on
+the next ports of the same host, gossip on 127.0.0.1 (or the --addr host
+when it is a specific address) at PORT+1000 and up. Without a secret and
+API keys anyone who reaches these ports can read and write: keep the
+default host, or set --secret-file and --api-keys-file.`
+
+// devOpts is what kvdb dev's flags set.
+type devOpts struct {
+	master              node.MasterConfig // the master's; caps go to the volumes too
+	addr, dir           string
+	volumes             int
+	logFormat, logLevel string
+	secret, secretFile  string
+	keysFile            string
+}
+
+// devFlags declares kvdb dev's flags; the master's settings start as
+// node.DefaultMasterConfig.
+func devFlags(stderr io.Writer) (*flag.FlagSet, *devOpts) {
+	fs := newFlagSet("dev", devSynopsis, stderr)
+	o := &devOpts{master: node.DefaultMasterConfig(), addr: "127.0.0.1:3000", dir: "./data", volumes: 3}
+	fs.StringVar(&o.addr, "addr", o.addr, "master HTTP address `HOST:PORT`; the volumes take the next ports on HOST (HOST empty or 0.0.0.0: every interface, reachable by anyone on the network)")
+	fs.StringVar(&o.dir, "dir", o.dir, "data directory (master/, vol1/, ... below it)")
+	fs.Var(intFlag(&o.volumes, 1, 100), "volumes", "how many volumes to start, `N` from 1 to 100")
+	fs.Var(intFlag(&o.master.Replicas, 1, node.MaxReplicas), "replicas", fmt.Sprintf("how many distinct volumes hold each value, `N` from 1 to %d (at most --volumes)", node.MaxReplicas))
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	registerSecret(fs, &o.secret, &o.secretFile)
+	fs.StringVar(&o.keysFile, "api-keys-file", "", `client API keys for the master, one "TOKEN rw" or "TOKEN ro" a line`)
+	fs.DurationVar(&o.master.RedirectTTL, "redirect-ttl", o.master.RedirectTTL, "with a secret: how long a signed read redirect stays valid")
+	registerConnCaps(fs, &o.master.MaxConns, &o.master.MaxConnsPerIP)
+	registerWriteRedirect(fs, &o.master)
+	return fs, o
+}
+
 // runDev starts one master and several volumes in this process, on this
 // machine: what `make run` starts.
 func runDev(args []string, stderr io.Writer) error {
-	fs := newFlagSet("dev", "dev [flags]", stderr)
-	addr := fs.String("addr", ":3000", "master HTTP address; volumes take the next ports")
-	dir := fs.String("dir", "./data", "data directory (master/ and vol1/... below it)")
-	volumes := fs.Int("volumes", 3, "how many volumes to start")
-	replicas := fs.Int("replicas", 2, "how many distinct volumes hold each value")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level")
-	var secretFlag, secretFile string
-	registerSecret(fs, &secretFlag, &secretFile)
-	keysFile := fs.String("api-keys-file", "", `client API keys for the master, one "TOKEN rw" or "TOKEN ro" a line`)
-	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid")
+	fs, o := devFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	secret, err := clusterSecret(secretFlag, secretFile)
+	if o.master.Replicas > o.volumes {
+		return fmt.Errorf("--replicas %d: more than the %d volumes", o.master.Replicas, o.volumes)
+	}
+	secret, err := clusterSecret(o.secret, o.secretFile)
 	if err != nil {
 		return err
 	}
-	keys, err := apiKeys(*keysFile)
+	keys, err := apiKeys(o.keysFile)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
 	}
-	host := hostOnly(*addr)
-	port, err := strconv.Atoi((*addr)[len(host)+1:])
+	host, portStr, err := net.SplitHostPort(o.addr)
 	if err != nil {
-		return fmt.Errorf("--addr %q: %w", *addr, err)
+		return fmt.Errorf("--addr %q: %w", o.addr, err)
 	}
-	loop := "127.0.0.1"
-	m, err := node.NewMaster(node.MasterConfig{
-		Addr: *addr, Dir: filepath.Join(*dir, "master"), Replicas: *replicas, Logger: log,
-		Secret: secret, APIKeys: keys, RedirectTTL: *redirectTTL,
-		Gossip: node.GossipConfig{Bind: fmt.Sprintf("%s:%d", loop, port+1000), Profile: node.ProfileLocal},
-	})
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port+1000+o.volumes > 65535 {
+		return fmt.Errorf("--addr %q: want a port from 1 to %d", o.addr, 65535-1000-o.volumes)
+	}
+	// Gossip never leaves this process's nodes: it stays on loopback unless
+	// --addr names a specific address.
+	gossipHost := "127.0.0.1"
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		gossipHost = host
+	}
+	at := func(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }
+	mc := o.master
+	mc.Addr, mc.Dir, mc.Logger, mc.Secret, mc.APIKeys = o.addr, filepath.Join(o.dir, "master"), log, secret, keys
+	mc.Gossip.Bind, mc.Gossip.Profile = at(gossipHost, port+1000), node.ProfileLocal
+	m, err := node.NewMaster(mc)
 	if err != nil {
 		return err
 	}
@@ -432,22 +577,23 @@ func runDev(args []string, stderr io.Writer) error {
 		}
 		_ = m.Close()
 	}
-	for i := 1; i <= *volumes; i++ {
-		v, err := node.NewVolume(node.VolumeConfig{
-			Name: fmt.Sprintf("vol%d", i), Addr: fmt.Sprintf("%s:%d", loop, port+i),
-			Dir: filepath.Join(*dir, fmt.Sprintf("vol%d", i)), Logger: log, Secret: secret,
-			Gossip: node.GossipConfig{
-				Bind: fmt.Sprintf("%s:%d", loop, port+1000+i), Profile: node.ProfileLocal,
-				Join: []string{m.GossipAddr()},
-			},
-		})
+	for i := 1; i <= o.volumes; i++ {
+		vc := node.DefaultVolumeConfig()
+		vc.Name, vc.Addr, vc.Dir = fmt.Sprintf("vol%d", i), at(host, port+i), filepath.Join(o.dir, fmt.Sprintf("vol%d", i))
+		vc.Logger, vc.Secret, vc.MaxConns, vc.MaxConnsPerIP = log, secret, mc.MaxConns, mc.MaxConnsPerIP
+		vc.Gossip.Bind, vc.Gossip.Profile, vc.Gossip.Join = at(gossipHost, port+1000+i), node.ProfileLocal, []string{m.GossipAddr()}
+		v, err := node.NewVolume(vc)
 		if err != nil {
 			closeAll()
 			return err
 		}
 		vols = append(vols, v)
 	}
-	log.Info("dev cluster running", "master", "http://localhost"+(*addr)[len(host):], "volumes", *volumes, "replicas", *replicas, "dir", *dir)
+	shown := host
+	if ip := net.ParseIP(host); host == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		shown = "localhost"
+	}
+	log.Info("dev cluster running", "master", "http://"+at(shown, port), "volumes", o.volumes, "replicas", mc.Replicas, "dir", o.dir)
 	waitForSignal(log)
 	closeAll()
 	return nil
@@ -466,20 +612,4 @@ func waitForSignal(log *slog.Logger) os.Signal {
 		os.Exit(1)
 	}()
 	return s
-}
-
-// intervalOrNever maps a flag's 0 (never) to the config's negative.
-func intervalOrNever(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
-}
-
-// rateOrUnlimited maps a flag's 0 (no cap) to the config's negative.
-func rateOrUnlimited(r int64) int64 {
-	if r == 0 {
-		return -1
-	}
-	return r
 }

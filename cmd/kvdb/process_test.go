@@ -56,7 +56,13 @@ type proc struct {
 // message startMsg, which carries the addresses it bound.
 func startProc(t *testing.T, startMsg string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(kvdbBin, append(args, "--log-format", "json")...)
+	return startCmd(t, exec.Command(kvdbBin, append(args, "--log-format", "json")...), startMsg, args...)
+}
+
+// startCmd is startProc for a command the caller built (its environment, a
+// wrapper); args only name it in messages.
+func startCmd(t *testing.T, cmd *exec.Cmd, startMsg string, args ...string) *proc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
