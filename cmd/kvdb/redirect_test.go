@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,8 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -113,10 +114,32 @@ func TestPutStdinRedirected(t *testing.T) {
 	cmd.Stdin = &pattern{size: size}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("kvdb put from stdin: %v: %s", err, stderr.String())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	clientRSS := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	// The client's peak RSS, from /proc while it runs: wait4's ru_maxrss
+	// would count the test process's own size, inherited across the fork
+	// before exec.
+	var clientRSS int64
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("kvdb put from stdin: %v: %s", err, stderr.String())
+			}
+			break wait
+		case <-tick.C:
+			if hwm := statusKB(status, "VmHWM:"); hwm > clientRSS {
+				clientRSS = hwm
+			}
+		}
+	}
 	if metric(t, master, `kvdb_redirected_writes_total{role="master"}`) <= redirectedBefore {
 		t.Error("the write was not redirected to a volume")
 	}
@@ -138,4 +161,23 @@ func TestPutStdinRedirected(t *testing.T) {
 			t.Errorf("%s: peak RSS %d MiB after a %d MiB value, want under %d MiB", p.cmd.Args[1], hwm>>20, size>>20, limit>>20)
 		}
 	}
+}
+
+// statusKB reads a "Name:   N kB" line of a /proc status file, in bytes (0
+// when the process is gone).
+func statusKB(path, name string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
