@@ -59,9 +59,26 @@ baseline() { # name, then bench flags
 row() { jq -r --arg op "$2" "[.ops[]?, .baseline[]?] | map(select(.op == \$op)) | first | .$3 // 0" "$OUT/$1.json"; }
 hwm() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime, clock ticks
+mbytes() { curl -fs "$URL/_kvdb/metrics" | awk '/^kvdb_request_bytes_total\{role="master"\}/ {print $2}'; }
+# measured NAME FLAGS...: a bench run with the master's CPU seconds and the
+# request bytes it received during it.
+measured() {
+	local name=$1 c0 b0
+	c0=$(cpu "$master")
+	b0=$(mbytes)
+	bench "$@"
+	echo "$(($(cpu "$master") - c0)) $(awk -v a="$(mbytes)" -v b="$b0" 'BEGIN {printf "%.0f", a - b}')" >"$OUT/$name.master"
+}
+mcpu() { awk '{printf "%.2f", $1 / 100}' "$OUT/$1.master"; }
+mbin() { awk '{printf "%.1f", $2 / 1048576}' "$OUT/$1.master"; }
+
+measured put1g_proxy --size 1GiB --count 2 --concurrency 1 --ops put --expect -1
+measured put1g_redir --size 1GiB --count 2 --concurrency 1 --ops put
+measured put1m_proxy --size 1MiB --count 1600 --concurrency 16 --ops put --expect -1
 bench get1g --size 1GiB --count 3 --concurrency 1 --ops get
 baseline base1g --size 1GiB --count 2 --concurrency 1
-bench put1m --size 1MiB --count 1600 --concurrency 16 --ops put
+measured put1m --size 1MiB --count 1600 --concurrency 16 --ops put
 bench get1m --size 1MiB --count 3200 --concurrency 16 --ops get
 baseline base1m --size 1MiB --count 800 --concurrency 16
 bench tiny --size 1KiB --duration 10s --concurrency 16 --ops put,get,delete
@@ -72,7 +89,9 @@ if command -v wrk >/dev/null; then
 	redirect=$(wrk -t2 -c64 -d10s "$URL/perf-hot" | awk '/Requests\/sec/ {printf "%.0f", $2}')
 fi
 
-put1g=$(row get1g "put (setup)" mb_per_sec)
+put1g=$(row put1g_redir put mb_per_sec)
+put1gp=$(row put1g_proxy put mb_per_sec)
+put1mp=$(row put1m_proxy put mb_per_sec)
 get1g=$(row get1g get mb_per_sec)
 put1m=$(row put1m put mb_per_sec)
 get1m=$(row get1m get mb_per_sec)
@@ -92,10 +111,16 @@ cat <<EOF
 | --- | --- | --- | --- | --- |
 | GET 1 GiB (redirect followed, sendfile) | $(mb "$get1g") | sendfile server $(mb "$s1g") | $(ratio "$get1g" "$s1g") | ≥ 90 % |
 | GET 1 MiB, concurrency 16 | $(mb "$get1m") | sendfile server $(mb "$s1m") | $(ratio "$get1m" "$s1m") | ≥ 80 % |
-| PUT 1 GiB, replicas 2 | $(mb "$put1g") | write+fsync $(mb "$w1g") ÷ 2 replicas = $(mb "$(awk -v w="$w1g" 'BEGIN {print w / 2}')") | $(ratio "$put1g" "$(awk -v w="$w1g" 'BEGIN {print w / 2}')") | ≥ 60 % |
-| PUT 1 MiB, concurrency 16, replicas 2 | $(mb "$put1m") | write+fsync $(mb "$w1m") | | ≥ 500 MB/s |
+| PUT 1 GiB, replicas 2, redirected to a volume | $(mb "$put1g") | write+fsync $(mb "$w1g") ÷ 2 replicas = $(mb "$(awk -v w="$w1g" 'BEGIN {print w / 2}')") | $(ratio "$put1g" "$(awk -v w="$w1g" 'BEGIN {print w / 2}')") | ≥ 75 % |
+| PUT 1 GiB, replicas 2, through the master (--expect -1) | $(mb "$put1gp") | | $(ratio "$put1gp" "$(awk -v w="$w1g" 'BEGIN {print w / 2}')") | |
+| PUT 1 MiB, concurrency 16, replicas 2, redirected | $(mb "$put1m") | write+fsync $(mb "$w1m") | | ≥ 500 MB/s |
+| PUT 1 MiB, concurrency 16, replicas 2, through the master | $(mb "$put1mp") | | | |
 | put→get→delete of 1 KiB, 16 workers | $(printf "%.0f" "$tiny") cycles/s | | | ≥ 3,000/s |
 | redirect of an existing key (wrk -t2 -c64) | ${redirect:-n/a} req/s | | | ≥ 70,000/s |
+
+The master's CPU seconds and the request bytes it received, per phase:
+2 GiB redirected $(mcpu put1g_redir) s, $(mbin put1g_redir) MiB; 2 GiB through it $(mcpu put1g_proxy) s, $(mbin put1g_proxy) MiB;
+1600 × 1 MiB redirected $(mcpu put1m) s, $(mbin put1m) MiB; through it $(mcpu put1m_proxy) s, $(mbin put1m_proxy) MiB.
 
 Peak RSS (VmHWM) over the whole run: master $(hwm "$master") MB, volumes ${vh% } MB.
 Reports: $OUT/*.json

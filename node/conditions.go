@@ -120,3 +120,16 @@ func etagListMatches(list, tag []byte, strong bool) bool {
 	}
 	return false
 }
+
+// appendLastModified appends the Last-Modified date of a value modified at
+// mtime. A response must not say its value was modified after the Date it
+// carries (RFC 9110, 8.8.2.1), and fasthttp's Date is refreshed once a
+// second (a handler cannot set its own), so it may be up to a second old:
+// a value modified within the last second says one second ago. Preconditions
+// compare with the true time.
+func appendLastModified(dst []byte, mtime time.Time) []byte {
+	if limit := time.Now().Add(-time.Second); mtime.After(limit) {
+		mtime = limit
+	}
+	return fasthttp.AppendHTTPDate(dst, mtime)
+}

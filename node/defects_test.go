@@ -240,3 +240,30 @@ func TestMasterDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestDateNotBeforeLastModified: a value read right after it was written is
+// never dated before its own Last-Modified (fasthttp's Date is refreshed
+// once a second).
+func TestDateNotBeforeLastModified(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	for i := range 20 {
+		key := fmt.Sprintf("date/%d", i)
+		c.put(key, "v")
+		for _, u := range []string{c.url(key), c.redirectOf(key)} {
+			resp, err := http.Head(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			date, err1 := http.ParseTime(resp.Header.Get("Date"))
+			lm, err2 := http.ParseTime(resp.Header.Get("Last-Modified"))
+			if err1 != nil || err2 != nil {
+				t.Fatalf("HEAD %s: Date %q, Last-Modified %q", u, resp.Header.Get("Date"), resp.Header.Get("Last-Modified"))
+			}
+			if date.Before(lm) {
+				t.Fatalf("HEAD %s: Date %v is before Last-Modified %v", u, date, lm)
+			}
+		}
+		time.Sleep(37 * time.Millisecond) // land at different points of a second
+	}
+}

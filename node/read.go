@@ -75,7 +75,7 @@ func (m *Master) readPreconditionFailed(ctx *fasthttp.RequestCtx, rec *Record) b
 	}
 	h := &ctx.Response.Header
 	h.SetBytesV("ETag", tag)
-	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(b[len(tag):len(tag)], rec.ModTime))
+	h.SetBytesV("Last-Modified", appendLastModified(b[len(tag):len(tag)], rec.ModTime))
 	if st == fasthttp.StatusNotModified {
 		ctx.SetStatusCode(st)
 		return true
@@ -217,7 +217,7 @@ func headRecord(ctx *fasthttp.RequestCtx, rec *Record) {
 	h := &ctx.Response.Header
 	var b [64]byte
 	h.SetBytesV("ETag", appendETag(b[:0], rec.Checksum))
-	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(b[:0], rec.ModTime))
+	h.SetBytesV("Last-Modified", appendLastModified(b[:0], rec.ModTime))
 	h.SetContentType("application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
 	ctx.Response.SkipBody = true

@@ -567,7 +567,7 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	// The version is the master's write time: every replica, and the
 	// master's HEAD, report the same Last-Modified.
 	mtime := versionTime(meta.Version)
-	h.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(hb[len(tag):len(tag)], mtime))
+	h.SetBytesV("Last-Modified", appendLastModified(hb[len(tag):len(tag)], mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
 	if cond, any := readConditions(&ctx.Request.Header); any {
