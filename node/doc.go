@@ -27,11 +27,17 @@
 // The master:
 //
 //	master.go         the Master type, start and stop, the cluster view, request routing
-//	master_config.go  MasterConfig, its defaults and validation
+//	master_config.go  MasterConfig, its presets, defaults and validation
 //	read.go           GET (302 to the least-loaded live replica), HEAD and ?list
-//	write.go          PUT and POST: admission, replication to volumes, commit
+//	write.go          PUT and POST: admission, and the write through the master (proxy path)
+//	redirect_write.go the redirected write path: 307 with a ticket, and the volume's commit
+//	ticket.go         write tickets: format and signature
+//	replicate.go      the fan-out of a body to N volumes and replacement of failed ones (both roles)
+//	version.go        the version counter and its persisted ceiling
 //	delete.go         DELETE
-//	volclient.go      the master→volume wire protocol: blob, pull and delete requests
+//	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests
+//	peers.go          the volumes the master saw last, re-dialled at start
+//	master_disk.go    a full disk under the catalog: 507, not ready, reopen when there is room
 //	gc.go             deleting queued blob versions from volumes
 //	merge.go          merging a volume's own index into the master's (rebuilds)
 //	admin.go          /_kvdb/live, ready, cluster (JSON) and the admin routing
@@ -50,14 +56,18 @@
 // The volume:
 //
 //	volume.go         the Volume type, start and stop, blob reads (sendfile, Range) and writes
+//	coordinate.go     a redirected write: the body from the client, to every replica, commit
 //	scrub.go          background scrubbing for bit rot, quarantine, orphan listing
 //
 // # Internal endpoints
 //
 // Every node serves /_kvdb/live, /_kvdb/ready, /_kvdb/cluster and
 // /_kvdb/metrics (and /_kvdb/debug/pprof/ with Pprof). The master also
-// serves /_kvdb/status, /_kvdb/drain/VOLUME, /_kvdb/verify and
-// /_kvdb/lost/KEY?v=VER (a volume's report of a lost or corrupt copy).
+// serves /_kvdb/status, /_kvdb/drain/VOLUME, /_kvdb/verify,
+// /_kvdb/lost/KEY?v=VER (a volume's report of a lost or corrupt copy), and to
+// the volume coordinating a redirected write POST /_kvdb/intent/KEY?v=&vol=
+// (a spare is about to get a copy) and POST /_kvdb/commit/KEY?v=&size=&sum=
+// &r=&tried=[&abort=1].
 // A volume serves, to the master only (signed when the cluster has a secret):
 //
 //	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
@@ -70,7 +80,9 @@
 //	GET    /_kvdb/orphans               blob files the volume's index lacks
 //
 // Clients read a value from a volume at GET /KEY?v=VER (signed and expiring
-// with a secret), the URL of the master's 302.
+// with a secret), the URL of the master's 302, and send the body of a
+// redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
+// the master's 307 (ticket.go).
 //
 // # The master's catalog
 //

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -340,49 +337,6 @@ func (m *Master) lockKey(key []byte) *sync.Mutex {
 	return mu
 }
 
-// versionLease is how far ahead of the versions handed out the persisted
-// ceiling is moved: one synced write per lease, and after a restart versions
-// (and so Last-Modified dates) may be this far ahead of the clock.
-const versionLease = uint64(time.Second)
-
-// nextVersion returns a version larger than any handed out or merged
-// before: the wall clock in nanoseconds when it is ahead, else the last
-// version plus one. Newer writes get larger versions, which is what lets a
-// rebuild pick the newest copy of a key; the counter is seeded from the
-// index at start, so a clock stepped back (or a new master host) cannot
-// hand out a version below one already stored.
-func (m *Master) nextVersion() (uint64, error) {
-	m.verMu.Lock()
-	defer m.verMu.Unlock()
-	v := max(uint64(m.cfg.clock().UnixNano()), m.lastVersion+1)
-	if v >= m.verCeiling {
-		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
-			return 0, err
-		}
-		m.verCeiling = v + versionLease
-	}
-	m.lastVersion = v
-	return v, nil
-}
-
-// observeVersion raises the version counter past v, a version that came
-// from elsewhere (a volume's index being merged).
-func (m *Master) observeVersion(v uint64) error {
-	m.verMu.Lock()
-	defer m.verMu.Unlock()
-	if v <= m.lastVersion {
-		return nil
-	}
-	if v >= m.verCeiling {
-		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
-			return err
-		}
-		m.verCeiling = v + versionLease
-	}
-	m.lastVersion = v
-	return nil
-}
-
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
 	// Volumes report lost copies without an API key; see verify.go. And
@@ -454,86 +408,4 @@ func truncate(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
-}
-
-// peersFile, in the master's directory, lists the gossip addresses of the
-// volumes it saw last, one a line.
-const peersFile = "peers"
-
-// savePeers remembers the gossip addresses of vols for the next start.
-func (m *Master) savePeers(vols map[string]Member) {
-	if len(vols) == 0 {
-		return // keep the last list: a master alone wants it most
-	}
-	var b strings.Builder
-	for _, addr := range slices.Sorted(maps.Keys(gossipAddrs(vols))) {
-		b.WriteString(addr)
-		b.WriteByte('\n')
-	}
-	path := filepath.Join(m.cfg.Dir, peersFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err == nil {
-		err = os.Rename(tmp, path)
-		if err != nil {
-			m.log.Warn("saving the volumes' addresses", "err", err)
-		}
-	}
-}
-
-func gossipAddrs(vols map[string]Member) map[string]bool {
-	out := make(map[string]bool, len(vols))
-	for _, v := range vols {
-		if v.Gossip != "" {
-			out[v.Gossip] = true
-		}
-	}
-	return out
-}
-
-// loadPeers reads the addresses savePeers wrote (none if there is no file).
-func loadPeers(dir string) []string {
-	b, err := os.ReadFile(filepath.Join(dir, peersFile))
-	if err != nil {
-		return nil
-	}
-	return strings.Fields(string(b))
-}
-
-// appendNew appends the items of add that list lacks.
-func appendNew(list []string, add ...string) []string {
-	for _, a := range add {
-		if !slices.Contains(list, a) {
-			list = append(list, a)
-		}
-	}
-	return list
-}
-
-// catalogMinFree is the free space the master's disk must have again before
-// a full catalog is reopened for writes.
-const catalogMinFree = 16 << 20
-
-// catalogLoop watches for the catalog running out of disk: it logs it, and
-// reopens the catalog once there is room again (writes are answered 507,
-// and the master reports not ready, meanwhile).
-func (m *Master) catalogLoop() {
-	defer m.wg.Done()
-	wasFull := false
-	runEvery(m.stop, time.Second, nil, func() {
-		if !m.cat.isFull() {
-			return
-		}
-		if !wasFull {
-			wasFull = true
-			m.log.Error("the master's disk is full: writes and deletes are refused (507) until space is freed", "dir", m.cfg.Dir)
-		}
-		ok, err := m.cat.reopen(catalogMinFree)
-		switch {
-		case err != nil:
-			m.log.Error("reopening the catalog after the disk was full", "err", err)
-		case ok:
-			wasFull = false
-			m.log.Info("the master's disk has room again: writes are accepted")
-		}
-	})
 }
