@@ -2,7 +2,7 @@ package node
 
 import (
 	"bytes"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/kvdb/kvdb/node/client"
 )
 
 // The redirected write path, on the master's side. A PUT or POST that
@@ -211,44 +209,22 @@ func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 			return
 		}
 	}
+	mu.Unlock()
 	rec := Record{Version: ver, Size: size, Checksum: sum, ModTime: versionTime(ver), Replicas: replicas}
 	plan := wi.plan()
-	var old Record
-	found, err = m.cat.get(key, &old)
-	if err == nil {
-		if st, msg := plan.refusal(found, &old); st != 0 {
-			err = withStatus(st, errors.New(msg))
+	replaced, err := m.commitWrite(key, &rec, tried, &plan, func() error {
+		// Another commit of this ticket may have won the lock meanwhile.
+		if _, found, err := m.cat.getTicket(ver, key); err != nil || !found {
+			return cmp.Or(err, withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used")))
 		}
-	}
-	switch {
-	case err != nil:
-	case found && old.Version > ver:
-		err = errSuperseded
-	case found:
-		m.holdGarbage(old.Replicas, key, old.Version)
-		if err = m.cat.commit(key, &rec, tried, &old); err != nil {
-			m.releaseGarbage(old.Replicas, key, old.Version)
-		}
-	default:
-		err = m.cat.commit(key, &rec, tried, nil)
-	}
+		return nil
+	})
 	if err != nil {
-		m.cache.forget(key)
-		abandon(statusOf(err), err.Error())
+		m.abandonWrite(m.view.Load(), key, ver, append(tried, wi.Replicas...))
+		replyError(ctx, err)
 		return
 	}
-	m.cache.set(key, &rec)
-	mu.Unlock()
-	if found {
-		m.kickGC()
-	}
-	status := fasthttp.StatusCreated
-	if found {
-		status = fasthttp.StatusOK
-	}
-	ctx.Response.Header.Set("ETag", rec.ETag())
-	b, _ := json.Marshal(client.WriteReply{ETag: rec.ETag(), Key: string(key), Size: rec.Size})
-	replyJSON(ctx, status, b)
+	replyWritten(ctx, key, &rec, replaced)
 }
 
 // splitNames splits a comma-separated list of volume names, dropping any

@@ -169,12 +169,32 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	for _, r := range ok {
 		rec.Replicas = append(rec.Replicas, r.vol)
 	}
-	// The write takes effect here, under the key lock, or not at all:
-	// POST (and If-None-Match: *) must still find the key absent, and a
-	// write that a later one has overtaken (its version is older than the
-	// one now stored) is refused rather than acknowledged, since
-	// acknowledging it would claim an effect it cannot have.
+	replaced, err := m.commitWrite(key, &rec, tried, &plan, nil)
+	if err != nil {
+		m.abandonWrite(view, key, version, tried)
+		replyError(ctx, err)
+		return
+	}
+	replyWritten(ctx, key, &rec, replaced)
+}
+
+// commitWrite makes rec (written to the volumes in tried) the key's value.
+// The write takes effect here, under the key lock, or not at all: POST,
+// If-None-Match and If-Match are checked again against the key's state now,
+// and a write that a later one has overtaken (its version is older than the
+// one now stored) is refused rather than acknowledged, since acknowledging
+// it would claim an effect it cannot have. check, if not nil, runs first
+// under the lock (a redirected write's ticket must still be there). It
+// reports whether a value was replaced. On error nothing changed; the
+// caller abandons the write.
+func (m *Master) commitWrite(key []byte, rec *Record, tried []string, plan *writePlan, check func() error) (replaced bool, err error) {
 	mu := m.lockKey(key)
+	defer mu.Unlock()
+	if check != nil {
+		if err := check(); err != nil {
+			return false, err
+		}
+	}
 	var old Record
 	found, err := m.cat.get(key, &old)
 	if err == nil {
@@ -184,34 +204,34 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	switch {
 	case err != nil:
-	case found && old.Version > version:
+	case found && old.Version > rec.Version:
 		err = errSuperseded
 	case found:
 		// Readers redirected to the old version a moment ago still find
 		// it for MoveGrace (held before its deletion is queued).
 		m.holdGarbage(old.Replicas, key, old.Version)
-		if err = m.cat.commit(key, &rec, tried, &old); err != nil {
+		if err = m.cat.commit(key, rec, tried, &old); err != nil {
 			m.releaseGarbage(old.Replicas, key, old.Version)
 		}
 	default:
-		err = m.cat.commit(key, &rec, tried, nil)
+		err = m.cat.commit(key, rec, tried, nil)
 	}
-	if err == nil {
-		m.cache.set(key, &rec)
-	} else {
-		m.cache.forget(key)
-	}
-	mu.Unlock()
 	if err != nil {
-		m.abandonWrite(view, key, version, tried)
-		replyError(ctx, err)
-		return
+		m.cache.forget(key)
+		return false, err
 	}
+	m.cache.set(key, rec)
 	if found {
 		m.kickGC()
 	}
+	return found, nil
+}
+
+// replyWritten answers a committed write: 201 for a new key, 200 for a
+// replaced value, with the ETag and the write reply.
+func replyWritten(ctx *fasthttp.RequestCtx, key []byte, rec *Record, replaced bool) {
 	status := fasthttp.StatusCreated
-	if found {
+	if replaced {
 		status = fasthttp.StatusOK
 	}
 	ctx.Response.Header.Set("ETag", rec.ETag())
