@@ -210,7 +210,10 @@ func memberlistConfig(profile string) *memberlist.Config {
 		c := memberlist.DefaultLocalConfig()
 		c.ProbeInterval = 250 * time.Millisecond
 		c.ProbeTimeout = 200 * time.Millisecond
-		c.SuspicionMult = 3
+		// A node paused for most of a second by a loaded machine (tests
+		// run with -race, packages in parallel, on 2 cores) must not be
+		// declared dead: about 1.5 s of suspicion before that.
+		c.SuspicionMult = 6
 		c.GossipInterval = 20 * time.Millisecond
 		c.PushPullInterval = time.Second
 		c.GossipToTheDeadTime = 2 * time.Second
