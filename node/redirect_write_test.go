@@ -253,18 +253,10 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	return int(n), nil
 }
 
-// TestRedirectedWriteReplicaDies: the second replica dies while the value
-// streams to it. The coordinator replaces it with a spare, copying from
-// its own copy, and the write succeeds on two live replicas.
-func TestRedirectedWriteReplicaDies(t *testing.T) {
-	c := newTestCluster(t, 4, 2)
-	const size = 8 << 20
-	loc := c.ticketURL(t, "PUT", "rd/k", size)
-	u, _ := url.Parse(loc)
-	tk, err := c.master.sec.parseTicket([]byte("rd/k"), []byte(u.Query().Get("t")), nil, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+// startSlowPut sends size bytes to loc, pausing after 2 MiB until the
+// returned body is released; the status (0: no answer) arrives on done.
+// It returns once the pause is reached.
+func startSlowPut(loc string, size int64) (*slowBody, <-chan int) {
 	body := &slowBody{size: size, pauseAt: 2 << 20, reached: make(chan struct{}), release: make(chan struct{})}
 	done := make(chan int, 1)
 	go func() {
@@ -279,6 +271,29 @@ func TestRedirectedWriteReplicaDies(t *testing.T) {
 		done <- resp.StatusCode
 	}()
 	<-body.reached
+	return body, done
+}
+
+// ticketOf decodes the ticket of a 307's Location for key.
+func (c *testCluster) ticketOf(t *testing.T, key, loc string) ticket {
+	t.Helper()
+	u, _ := url.Parse(loc)
+	tk, err := c.master.sec.parseTicket([]byte(key), []byte(u.Query().Get("t")), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+// TestRedirectedWriteReplicaDies: the second replica dies while the value
+// streams to it. The coordinator replaces it with a spare, copying from
+// its own copy, and the write succeeds on two live replicas.
+func TestRedirectedWriteReplicaDies(t *testing.T) {
+	c := newTestCluster(t, 4, 2)
+	const size = 8 << 20
+	loc := c.ticketURL(t, "PUT", "rd/k", size)
+	tk := c.ticketOf(t, "rd/k", loc)
+	body, done := startSlowPut(loc, size)
 	c.killVolume(c.volumeIndex(tk.Replicas[1]))
 	close(body.release)
 	if st := <-done; st != 201 {
@@ -300,25 +315,8 @@ func TestRedirectedWriteCoordinatorDies(t *testing.T) {
 	c := newTestClusterWith(t, 3, 2, func(c *testCluster) { c.mcfg.RedirectedWriteTimeout = time.Second })
 	const size = 8 << 20
 	loc := c.ticketURL(t, "PUT", "cd/k", size)
-	u, _ := url.Parse(loc)
-	tk, err := c.master.sec.parseTicket([]byte("cd/k"), []byte(u.Query().Get("t")), nil, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := &slowBody{size: size, pauseAt: 2 << 20, reached: make(chan struct{}), release: make(chan struct{})}
-	done := make(chan int, 1)
-	go func() {
-		req, _ := http.NewRequest("PUT", loc, body)
-		req.ContentLength = size
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- 0
-			return
-		}
-		resp.Body.Close()
-		done <- resp.StatusCode
-	}()
-	<-body.reached
+	tk := c.ticketOf(t, "cd/k", loc)
+	body, done := startSlowPut(loc, size)
 	c.killVolume(c.volumeIndex(tk.Replicas[0]))
 	close(body.release)
 	if st := <-done; st >= 200 && st < 300 {
