@@ -28,6 +28,8 @@ import (
 //	v VOL                       -> empty: VOL's own index has been merged
 //	d VOL                       -> empty: VOL is being drained by an operator
 //	h                           -> VER(8): no version at or above it was handed out
+//	b BUCKET                    -> bucket record of the S3 face (bucket.go)
+//	m KEY                       -> S3 metadata of one version of KEY (objmeta.go)
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -38,6 +40,8 @@ const (
 	pfxKnown   = 'v'
 	pfxDrain   = 'd'
 	pfxCeiling = 'h'
+	pfxBucket  = 'b'
+	pfxObjMeta = 'm'
 )
 
 var errIndexClosed = errors.New("node: index closed")
