@@ -290,6 +290,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	rebalanceConc := fs.Int("rebalance-concurrency", 4, "how many keys rebalancing moves at once")
 	keysFile := fs.String("api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
 	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
+	s3f := registerS3(fs, "")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -318,7 +319,13 @@ func runMaster(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopS3, err := s3f.start(localMaster(m.Addr()), log)
+	if err != nil {
+		_ = m.Close()
+		return err
+	}
 	waitForSignal(log)
+	stopS3()
 	return m.Close()
 }
 
@@ -335,6 +342,7 @@ func runVolume(args []string, stderr io.Writer) error {
 	scrubRate := sizeFlag(50 << 20)
 	fs.Var(&scrubRate, "scrub-rate", "bytes per second a scrub pass may read, e.g. 50MiB (0: no cap)")
 	drainTimeout := fs.Duration("drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
+	s3f := registerS3(fs, "")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -358,6 +366,12 @@ func runVolume(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopS3, err := s3f.start(volumeMaster(v), log)
+	if err != nil {
+		_ = v.Close()
+		return err
+	}
+	defer stopS3()
 	if sig := waitForSignal(log); sig == syscall.SIGTERM && *drainTimeout > 0 {
 		// A graceful leave: hand every value to other volumes first, so no
 		// key drops below its replica count. A second signal cuts it short.
@@ -393,6 +407,7 @@ func runDev(args []string, stderr io.Writer) error {
 	registerSecret(fs, &secretFlag, &secretFile)
 	keysFile := fs.String("api-keys-file", "", `client API keys for the master, one "TOKEN rw" or "TOKEN ro" a line`)
 	redirectTTL := fs.Duration("redirect-ttl", node.DefaultRedirectTTL, "with a secret: how long a signed read redirect stays valid")
+	s3f := registerS3(fs, "127.0.0.1:9000")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -447,8 +462,14 @@ func runDev(args []string, stderr io.Writer) error {
 		}
 		vols = append(vols, v)
 	}
+	stopS3, err := s3f.start(localMaster(m.Addr()), log)
+	if err != nil {
+		closeAll()
+		return err
+	}
 	log.Info("dev cluster running", "master", "http://localhost"+(*addr)[len(host):], "volumes", *volumes, "replicas", *replicas, "dir", *dir)
 	waitForSignal(log)
+	stopS3()
 	closeAll()
 	return nil
 }
