@@ -36,6 +36,7 @@ type Server struct {
 	idPrefix  string
 	seq       atomic.Uint64
 	closeOnce sync.Once
+	closing   atomic.Bool
 }
 
 // New validates cfg, listens on cfg.Addr and starts serving.
@@ -83,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(s.ln); err != nil {
+		if err := s.srv.Serve(s.ln); err != nil && !s.closing.Load() {
 			s.log.Error("s3 server stopped", "err", err)
 		}
 	}()
@@ -104,7 +105,11 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		s.closing.Store(true)
 		_ = s.srv.ShutdownWithContext(ctx)
+		// Also when Serve had not started yet (fasthttp's Shutdown then
+		// leaves it to run on): it finds the listener closed.
+		_ = s.ln.Listener.Close()
 		s.ln.closeAll()
 		<-s.done
 		s.client.CloseIdleConnections()
