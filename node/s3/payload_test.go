@@ -1,15 +1,18 @@
 package s3
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -287,5 +290,29 @@ func TestOpenGateway(t *testing.T) {
 	}
 	if got := e.nativeValue(t, "open/k"); string(got) != "v" {
 		t.Fatalf("stored %q", got)
+	}
+}
+
+// TestExpectContinueRefused: an upload with Expect: 100-continue and a bad
+// signature gets the S3 error before it sends its body.
+func TestExpectContinueRefused(t *testing.T) {
+	e := newEnv(t, true)
+	conn, err := net.Dial("tcp", e.endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /bkt/key HTTP/1.1\r\nHost: %s\r\nContent-Length: 1073741824\r\nExpect: 100-continue\r\n"+
+		"X-Amz-Date: %s\r\nX-Amz-Content-Sha256: UNSIGNED-PAYLOAD\r\n"+
+		"Authorization: AWS4-HMAC-SHA256 Credential=%s/%s/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=%s\r\n\r\n",
+		e.endpoint, time.Now().UTC().Format(amzDateFmt), testID, time.Now().UTC().Format("20060102"), strings.Repeat("0", 64))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "<Code>SignatureDoesNotMatch</Code>") {
+		t.Fatalf("got %d %s, want 403 SignatureDoesNotMatch before the body", resp.StatusCode, b)
 	}
 }
