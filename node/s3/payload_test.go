@@ -258,6 +258,15 @@ func TestPresignedURLs(t *testing.T) {
 	if st, body := doRaw(t, v2); st != 200 || body != "presigned body" {
 		t.Fatalf("V2 presigned GET: %d %q", st, body)
 	}
+	// And a V2 Authorization header.
+	req, _ = http.NewRequest("GET", "http://"+e.endpoint+"/pre/up.txt", nil)
+	if st, body := doRaw(t, signer.SignV2(*req, testID, testSecret, false)); st != 200 || body != "presigned body" {
+		t.Fatalf("V2 signed GET: %d %q", st, body)
+	}
+	req, _ = http.NewRequest("GET", "http://"+e.endpoint+"/pre/up.txt", nil)
+	if st, body := doRaw(t, signer.SignV2(*req, testID, "wrong-secret-0123456789", false)); st != 403 {
+		t.Fatalf("V2 signed GET with a wrong secret: %d %q", st, body)
+	}
 	v2.URL.RawQuery = strings.Replace(v2.URL.RawQuery, "Expires=", "Expires=1", 1)
 	if st, body := doRaw(t, v2); st != 403 {
 		t.Fatalf("tampered V2 URL: %d %s", st, body)
