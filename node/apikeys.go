@@ -44,6 +44,9 @@ type APIKey struct {
 	// ReadOnly limits the key to GET and HEAD: reads, listings and the
 	// admin pages. A read-write key may also PUT, POST and DELETE.
 	ReadOnly bool
+	// S3, when set, makes this an S3 credential (s3keys.go); Token is then
+	// S3Token of it.
+	S3 *S3Credential
 }
 
 // ParseAPIKeys reads an API keys file: one key a line, "TOKEN rw" or
@@ -62,6 +65,14 @@ func ParseAPIKeys(r io.Reader) ([]APIKey, error) {
 		}
 		f := strings.Fields(line)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if f[0] == "s3" {
+			k, err := parseS3KeyLine(f)
+			if err != nil {
+				return nil, fmt.Errorf("api keys line %d: %w", n, err)
+			}
+			keys = append(keys, k)
 			continue
 		}
 		if len(f) != 2 {

@@ -30,6 +30,8 @@ import (
 //	d VOL                       -> empty: VOL is being drained by an operator
 //	h                           -> VER(8): no version at or above it was handed out
 //	w VER(8) KEY                -> JSON writeIntent: a redirected write's ticket, until its commit
+//	b BUCKET                    -> bucket record of the S3 face (bucket.go)
+//	m KEY                       -> S3 metadata of one version of KEY (objmeta.go)
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -41,6 +43,8 @@ const (
 	pfxDrain   = 'd'
 	pfxCeiling = 'h'
 	pfxTicket  = 'w'
+	pfxBucket  = 'b'
+	pfxObjMeta = 'm'
 )
 
 var errIndexClosed = errors.New("node: index closed")

@@ -52,6 +52,9 @@
 //	verify.go         kvdb verify: master index against each volume's, and lost-copy reports
 //	catalog.go        the master's catalog in goleveldb (see its layout below)
 //	reccache.go       the in-memory cache of hot Records
+//	bucket.go         the S3 gateway's endpoints (/_kvdb/s3/): buckets
+//	objmeta.go        the S3 gateway's endpoints: object metadata, detailed listing
+//	s3keys.go         S3 credentials in the API keys file, and their master tokens
 //
 // The volume:
 //
@@ -67,7 +70,19 @@
 // /_kvdb/lost/KEY?v=VER (a volume's report of a lost or corrupt copy), and to
 // the volume coordinating a redirected write POST /_kvdb/intent/KEY?v=&vol=
 // (a spare is about to get a copy) and POST /_kvdb/commit/KEY?v=&size=&sum=
-// &r=&tried=[&abort=1].
+// &r=&tried=[&abort=1],
+// and the endpoints of the S3 gateway (package node/s3), authorized like the
+// client API:
+//
+//	GET    /_kvdb/s3/buckets                  every bucket (client.BucketList)
+//	PUT    /_kvdb/s3/bucket/NAME              create (409 if it exists)
+//	GET    /_kvdb/s3/bucket/NAME              the bucket (404 if absent); HEAD too
+//	DELETE /_kvdb/s3/bucket/NAME              delete when empty (409 BucketNotEmpty)
+//	GET    /_kvdb/s3/object/BUCKET/KEY        size, ETag, S3 metadata (?locate: a volume URL)
+//	PUT    /_kvdb/s3/object/BUCKET/KEY        record S3 metadata (If-Match: the kvdb ETag)
+//	DELETE /_kvdb/s3/object/BUCKET/KEY        delete the value and its metadata
+//	GET    /_kvdb/s3/list/BUCKET?prefix=&delimiter=&after=&limit=   detailed listing
+//
 // A volume serves, to the master only (signed when the cluster has a secret):
 //
 //	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
@@ -94,6 +109,8 @@
 //	p VER(8) VOL 0x00 KEY       -> empty: a write in progress (an intent)
 //	v VOL                       -> empty: VOL's own index has been merged
 //	d VOL                       -> empty: VOL is being drained by an operator
+//	b BUCKET                    -> a bucket of the S3 face: its creation time
+//	m KEY                       -> S3 metadata (MD5, Content-Type, x-amz-meta-*) of one version of KEY
 //
 // The master's catalog, a volume's own index (package store) and the
 // client's listing (GET /PREFIX?list) are three things; only the volume's

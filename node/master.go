@@ -349,6 +349,10 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if rest, ok := bytes.CutPrefix(path, []byte("/"+ReservedPrefix)); ok {
+		if s3, ok := bytes.CutPrefix(rest, []byte("s3/")); ok {
+			m.handleS3(ctx, s3) // bucket.go: the S3 gateway's endpoints
+			return
+		}
 		if vol, ok := bytes.CutPrefix(rest, []byte("drain/")); ok {
 			m.handleDrain(ctx, string(vol))
 			return

@@ -350,6 +350,7 @@ type masterOpts struct {
 	cfg      node.MasterConfig
 	srv      serverFlags
 	keysFile string
+	s3       *s3Flags
 }
 
 // masterFlags declares kvdb master's flags, bound to a node.MasterConfig
@@ -369,6 +370,7 @@ func masterFlags(stderr io.Writer) (*flag.FlagSet, *masterOpts) {
 	fs.StringVar(&o.keysFile, "api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
 	fs.DurationVar(&c.RedirectTTL, "redirect-ttl", c.RedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
 	registerWriteRedirect(fs, c)
+	o.s3 = registerS3(fs, "")
 	return fs, o
 }
 
@@ -406,7 +408,13 @@ func runMaster(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopS3, err := o.s3.start(localMaster(m.Addr()), cfg.Logger)
+	if err != nil {
+		_ = m.Close()
+		return err
+	}
 	waitForSignal(cfg.Logger)
+	stopS3()
 	return m.Close()
 }
 
@@ -422,6 +430,7 @@ type volumeOpts struct {
 	cfg          node.VolumeConfig
 	srv          serverFlags
 	drainTimeout time.Duration
+	s3           *s3Flags
 }
 
 // volumeFlags declares kvdb volume's flags, bound to a node.VolumeConfig
@@ -437,6 +446,7 @@ func volumeFlags(stderr io.Writer) (*flag.FlagSet, *volumeOpts) {
 	fs.Var((*intervalFlag)(&c.ScrubInterval), "scrub-interval", "how often a scrub pass re-reads every value to find bit rot, a `DURATION` (0: never)")
 	fs.Var((*rateFlag)(&c.ScrubRate), "scrub-rate", "bytes per second a scrub pass may read, a `SIZE` such as 50MiB (0: no cap)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "on SIGTERM, how long to wait for the master to move this volume's values away before leaving (0: leave at once)")
+	o.s3 = registerS3(fs, "")
 	return fs, o
 }
 
@@ -463,6 +473,12 @@ func runVolume(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := cfg.Logger
+	stopS3, err := o.s3.start(volumeMaster(v), log)
+	if err != nil {
+		_ = v.Close()
+		return err
+	}
+	defer stopS3()
 	if sig := waitForSignal(log); sig == syscall.SIGTERM && o.drainTimeout > 0 {
 		// A graceful leave: hand every value to other volumes first, so no
 		// key drops below its replica count. A second signal cuts it short.
@@ -502,6 +518,7 @@ type devOpts struct {
 	logFormat, logLevel string
 	secret, secretFile  string
 	keysFile            string
+	s3                  *s3Flags
 }
 
 // devFlags declares kvdb dev's flags; the master's settings start as
@@ -520,6 +537,7 @@ func devFlags(stderr io.Writer) (*flag.FlagSet, *devOpts) {
 	fs.DurationVar(&o.master.RedirectTTL, "redirect-ttl", o.master.RedirectTTL, "with a secret: how long a signed read redirect stays valid")
 	registerConnCaps(fs, &o.master.MaxConns, &o.master.MaxConnsPerIP)
 	registerWriteRedirect(fs, &o.master)
+	o.s3 = registerS3(fs, "127.0.0.1:9000")
 	return fs, o
 }
 
@@ -593,8 +611,14 @@ func runDev(args []string, stderr io.Writer) error {
 	if ip := net.ParseIP(host); host == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
 		shown = "localhost"
 	}
-	log.Info("dev cluster running", "master", "http://"+at(shown, port), "volumes", o.volumes, "replicas", mc.Replicas, "dir", o.dir)
+	stopS3, err := o.s3.start(localMaster(m.Addr()), log)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	log.Info("dev cluster running", "master", "http://"+at(shown, port), "volumes", o.volumes, "replicas", mc.Replicas, "dir", o.dir, "s3", o.s3.addr)
 	waitForSignal(log)
+	stopS3()
 	closeAll()
 	return nil
 }

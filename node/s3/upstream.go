@@ -1,0 +1,368 @@
+package s3
+
+// The gateway's side as a client of kvdb: the master's native API and
+// /_kvdb/s3/ endpoints, and the volumes the master redirects reads to.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
+)
+
+func newClient(idle time.Duration) *fasthttp.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &fasthttp.Client{
+		Name:                   "kvdb-s3",
+		MaxConnsPerHost:        1024,
+		MaxIdleConnDuration:    30 * time.Second,
+		ReadBufferSize:         64 << 10,
+		WriteBufferSize:        64 << 10,
+		DisablePathNormalizing: true,
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &idleConn{Conn: c, idle: idle}, nil
+		},
+	}
+}
+
+// escapedKey is a kvdb key as a URL path (with its leading '/').
+func escapedKey(key string) string {
+	return "/" + string(node.AppendEscapedKey(nil, []byte(key)))
+}
+
+// masterAddr resolves the master's address.
+func (s *Server) masterAddr() (string, *apiError) {
+	addr, err := s.cfg.Master()
+	if err != nil || addr == "" {
+		s.log.Warn("no master to talk to", "err", err)
+		return "", errUnavailable
+	}
+	return addr, nil
+}
+
+// newMasterRequest prepares a request to the master for id (the caller
+// releases it).
+func (s *Server) newMasterRequest(id *identity, method, pathAndQuery string) (*fasthttp.Request, *apiError) {
+	addr, aerr := s.masterAddr()
+	if aerr != nil {
+		return nil, aerr
+	}
+	req := fasthttp.AcquireRequest()
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://" + addr + pathAndQuery)
+	if t := id.token(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
+	return req, nil
+}
+
+// masterJSON sends a small request to the master and decodes its JSON
+// answer into out (if not nil). body may be nil.
+func (s *Server) masterJSON(id *identity, method, pathAndQuery string, body []byte, out any, hdr ...string) *apiError {
+	req, aerr := s.newMasterRequest(id, method, pathAndQuery)
+	if aerr != nil {
+		return aerr
+	}
+	defer fasthttp.ReleaseRequest(req)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBodyRaw(body)
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := s.client.DoTimeout(req, resp, time.Minute); err != nil {
+		s.log.Warn("master request failed", "method", method, "path", pathAndQuery, "err", err)
+		return errUnavailable
+	}
+	if st := resp.StatusCode(); st < 200 || st > 299 {
+		return s.masterError(resp)
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp.Body(), out); err != nil {
+			s.log.Error("master answer", "path", pathAndQuery, "err", err)
+			return errInternal
+		}
+	}
+	return nil
+}
+
+// masterError maps an error answer of the master to an S3 error.
+func (s *Server) masterError(resp *fasthttp.Response) *apiError {
+	st := resp.StatusCode()
+	var e client.S3Error
+	if strings.HasPrefix(string(resp.Header.ContentType()), "application/json") && json.Unmarshal(resp.Body(), &e) == nil && e.Code != "" {
+		switch e.Code {
+		case "NoSuchBucket":
+			return errNoSuchBucket
+		case "NoSuchKey":
+			return errNoSuchKey
+		case "BucketAlreadyOwnedByYou":
+			return errBucketExists
+		case "BucketNotEmpty":
+			return errBucketNotEmpty
+		case "InvalidBucketName":
+			return errBucketName
+		case "PreconditionFailed":
+			return errPrecondition
+		}
+		return newError(st, e.Code, e.Message)
+	}
+	msg := strings.TrimSpace(string(resp.Body()))
+	switch st {
+	case fasthttp.StatusBadRequest:
+		return newError(st, "InvalidRequest", msg)
+	case fasthttp.StatusUnauthorized, fasthttp.StatusForbidden:
+		return errAccessDenied
+	case fasthttp.StatusNotFound:
+		return errNoSuchKey
+	case fasthttp.StatusConflict:
+		return newError(st, "OperationAborted", msg)
+	case fasthttp.StatusPreconditionFailed:
+		return errPrecondition
+	case fasthttp.StatusRequestEntityTooLarge:
+		return errTooLarge
+	case fasthttp.StatusServiceUnavailable:
+		return newError(st, "ServiceUnavailable", msg)
+	case fasthttp.StatusInsufficientStorage:
+		return errInsufficientSpace
+	}
+	s.log.Warn("master error", "status", st, "body", msg)
+	return errInternal
+}
+
+// objectInfo asks the master about an object (key is "BUCKET/KEY"); with
+// locate, where its bytes can be read.
+func (s *Server) objectInfo(id *identity, key string, locate bool) (client.ObjectInfo, *apiError) {
+	var info client.ObjectInfo
+	p := "/_kvdb/s3/object" + escapedKey(key)
+	if locate {
+		p += "?locate"
+	}
+	aerr := s.masterJSON(id, "GET", p, nil, &info)
+	return info, aerr
+}
+
+// storeValue streams a value into PUT /KEY on the master and returns the
+// kvdb ETag. size is the body's length (-1: unknown, sent chunked). body
+// is a checking reader (a *body or *valueStream): if its checks fail it
+// errors before its last byte, the master never receives the whole value
+// and commits nothing, and storeValue returns that failure. hdr are extra
+// headers (If-None-Match, If-Match).
+func (s *Server) storeValue(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+	req, aerr := s.newMasterRequest(id, "PUT", escapedKey(key))
+	if aerr != nil {
+		return "", aerr
+	}
+	defer fasthttp.ReleaseRequest(req)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	if size == 0 {
+		// Checked before anything is sent: an empty body that fails its
+		// checks must not be stored either.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			if f := failure(); f != nil {
+				return "", f
+			}
+			return "", errIncompleteBody
+		}
+		req.Header.SetContentLength(0)
+	} else {
+		req.SetBodyStream(r, int(size))
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	err := s.client.Do(req, resp)
+	if f := failure(); f != nil {
+		return "", f
+	}
+	if err != nil {
+		s.log.Warn("storing a value through the master failed", "key", key, "err", err)
+		return "", errUnavailable
+	}
+	if st := resp.StatusCode(); st != fasthttp.StatusOK && st != fasthttp.StatusCreated {
+		return "", s.masterError(resp)
+	}
+	return string(resp.Header.Peek("ETag")), nil
+}
+
+// recordMeta records an object's S3 metadata for the version whose kvdb
+// ETag is tag. It reports the object as the master now describes it.
+func (s *Server) recordMeta(id *identity, key, tag string, meta *client.ObjectMeta) (client.ObjectInfo, *apiError) {
+	b, _ := json.Marshal(meta)
+	var info client.ObjectInfo
+	aerr := s.masterJSON(id, "PUT", "/_kvdb/s3/object"+escapedKey(key), b, &info, "If-Match", tag)
+	if aerr != nil && aerr != errPrecondition {
+		s.log.Warn("recording S3 metadata failed; the object's ETag falls back to kvdb's", "key", key, "err", aerr)
+	}
+	return info, aerr
+}
+
+// maxHops bounds the redirects a read follows (a volume that lost its copy
+// sends the reader back to the master, which sends it to another volume).
+const maxHops = 4
+
+// openValue starts reading length bytes of an object's value from offset
+// start (partial: a Range read) at the volume the master named.
+func (s *Server) openValue(id *identity, info *client.ObjectInfo, start, length int64, partial bool, observe func([]byte) error) (*valueStream, *apiError) {
+	masterAddr, aerr := s.masterAddr()
+	if aerr != nil {
+		return nil, aerr
+	}
+	loc := info.Location
+	if loc == "" {
+		return nil, errUnavailable
+	}
+	for hop := 0; hop < maxHops; hop++ {
+		req := fasthttp.AcquireRequest()
+		req.SetRequestURI(loc)
+		if partial {
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, start+length-1))
+		}
+		if string(req.URI().Host()) == masterAddr && id.token() != "" {
+			// Sent back to the master: it wants the key.
+			req.Header.Set("Authorization", "Bearer "+id.token())
+		}
+		resp := fasthttp.AcquireResponse()
+		resp.StreamBody = true
+		err := s.client.Do(req, resp)
+		fasthttp.ReleaseRequest(req)
+		if err != nil {
+			fasthttp.ReleaseResponse(resp)
+			s.log.Warn("reading a value from a volume failed", "url", loc, "err", err)
+			return nil, errUnavailable
+		}
+		st := resp.StatusCode()
+		switch {
+		case st == fasthttp.StatusFound || st == fasthttp.StatusTemporaryRedirect:
+			loc = string(resp.Header.Peek("Location"))
+			_ = resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			if loc == "" {
+				return nil, errUnavailable
+			}
+			continue
+		case st == fasthttp.StatusOK && !partial, st == fasthttp.StatusPartialContent && partial:
+		default:
+			aerr := s.masterError(readSmall(resp))
+			_ = resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			if st == fasthttp.StatusNotFound {
+				// The version went away between the master's answer and
+				// the read: the key was overwritten or deleted meanwhile.
+				aerr = errNoSuchKey
+			}
+			return nil, aerr
+		}
+		if tag := string(resp.Header.Peek("ETag")); tag != info.ETag {
+			_ = resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			return nil, errorf(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the object changed while it was being read; retry")
+		}
+		v := &valueStream{resp: resp, length: length, observe: observe}
+		if !partial {
+			v.h = xxhash.New()
+			v.want = info.ETag
+		}
+		v.guard = newGuard(resp.BodyStream(), v.see, v.check)
+		return v, nil
+	}
+	return nil, errUnavailable
+}
+
+// readSmall reads at most 4 KiB of a streamed error answer into its body,
+// for masterError.
+func readSmall(resp *fasthttp.Response) *fasthttp.Response {
+	if r := resp.BodyStream(); r != nil {
+		b, _ := io.ReadAll(io.LimitReader(r, 4<<10))
+		resp.SetBodyRaw(b)
+	}
+	return resp
+}
+
+// valueStream is a value being read from a volume. A whole value is
+// checked against its xxHash (the kvdb ETag) as it passes, and its last
+// byte is kept back until the check holds: a client is cut off rather than
+// handed a corrupt or short value.
+type valueStream struct {
+	*guard
+	resp    *fasthttp.Response
+	length  int64
+	n       int64
+	h       *xxhash.Digest
+	want    string
+	observe func([]byte) error
+	failed  *apiError
+}
+
+func (v *valueStream) see(p []byte) error {
+	v.n += int64(len(p))
+	if v.n > v.length {
+		return v.fail("the volume sent more bytes than the value holds")
+	}
+	if v.h != nil {
+		v.h.Write(p)
+	}
+	if v.observe != nil {
+		return v.observe(p)
+	}
+	return nil
+}
+
+func (v *valueStream) check() error {
+	if v.n != v.length {
+		return v.fail(fmt.Sprintf("the volume sent %d of %d bytes", v.n, v.length))
+	}
+	if v.h != nil {
+		var b [18]byte
+		if got := string(appendETag(b[:0], v.h.Sum64())); got != v.want {
+			return v.fail("the value read does not match its checksum")
+		}
+	}
+	return nil
+}
+
+func (v *valueStream) fail(msg string) error {
+	if v.failed == nil {
+		v.failed = newError(fasthttp.StatusInternalServerError, "InternalError", msg)
+	}
+	return v.failed
+}
+
+func (v *valueStream) failure() *apiError { return v.failed }
+
+// Close releases the connection to the volume (fasthttp calls it once the
+// body is sent, or the client went away).
+func (v *valueStream) Close() error {
+	if v.resp != nil {
+		_ = v.resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(v.resp)
+		v.resp = nil
+	}
+	return nil
+}
+
+// appendETag renders a kvdb ETag (the quoted 16-digit hex xxHash).
+func appendETag(dst []byte, sum uint64) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 60; i >= 0; i -= 4 {
+		dst = append(dst, hexDigits[(sum>>uint(i))&15])
+	}
+	return append(dst, '"')
+}
