@@ -61,7 +61,7 @@ const bucketFormat = 1
 // bucketLock serializes changes to one bucket: the name, after a NUL no key
 // can hold, picks a stripe of the key locks.
 func (m *Master) bucketLock(name string) interface{ Unlock() } {
-	return m.lockKey(append([]byte{0}, name...))
+	return m.cat.lock(append([]byte{0}, name...))
 }
 
 // bucket reads a bucket record; found is false when there is none.

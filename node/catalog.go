@@ -11,7 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
 	"github.com/syndtr/goleveldb/leveldb/filter"
@@ -64,6 +66,62 @@ type catalog struct {
 	full atomic.Bool
 	// reopenMu serializes reopen.
 	reopenMu sync.Mutex
+
+	// locks order the changes to one key (lock): a change reads the
+	// record, decides, and writes under its key's lock.
+	locks [256]sync.Mutex
+	// cache holds hot records (lookup); every operation that writes a
+	// record keeps it right.
+	cache *recordCache
+	// The version counter (version.go): verMu guards lastVersion, the
+	// largest version handed out or merged, and verCeiling, the persisted
+	// bound every version stays below.
+	verMu       sync.Mutex
+	lastVersion uint64
+	verCeiling  uint64
+	now         func() time.Time
+}
+
+// lock locks key's stripe and returns it, for the caller to unlock.
+func (c *catalog) lock(key []byte) *sync.Mutex {
+	mu := &c.locks[xxhash.Sum64(key)%uint64(len(c.locks))]
+	mu.Lock()
+	return mu
+}
+
+// lookup returns key's current record, from the cache when it can. The
+// record is shared: callers must not modify it.
+func (c *catalog) lookup(key []byte) (*Record, bool, error) {
+	if rec, ok := c.cache.get(key); ok {
+		return rec, true, nil
+	}
+	mu := c.lock(key)
+	defer mu.Unlock()
+	if rec, ok := c.cache.get(key); ok {
+		return rec, true, nil
+	}
+	var rec Record
+	found, err := c.get(key, &rec)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	c.cache.set(key, &rec)
+	return &rec, true, nil
+}
+
+// cached records the outcome of op, a write of key's record (rec; nil for a
+// removal) under its lock, in the cache: the new record on success,
+// nothing (the next lookup reads it) otherwise. It returns err, wrapped.
+func (c *catalog) cached(key []byte, rec *Record, err error, op string) error {
+	if err != nil || rec == nil {
+		c.cache.forget(key)
+	} else {
+		c.cache.set(key, rec)
+	}
+	if err != nil {
+		return fmt.Errorf("node: index %s %q: %w", op, key, err)
+	}
+	return nil
 }
 
 var syncWrite = &opt.WriteOptions{Sync: true}
@@ -148,7 +206,7 @@ func (c *catalog) reopen(minFree uint64) (bool, error) {
 
 // openCatalog opens (creating) the index under dir. wipe starts it empty, which
 // makes the master rebuild it from the volumes as they join.
-func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
+func openCatalog(dir string, wipe bool, cacheEntries int, now func() time.Time) (*catalog, bool, error) {
 	if wipe {
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, false, fmt.Errorf("node: wipe index %s: %w", dir, err)
@@ -167,7 +225,7 @@ func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("node: open index %s: %w", dir, err)
 	}
-	c := &catalog{dir: dir, opts: o}
+	c := &catalog{dir: dir, opts: o, cache: newRecordCache(cacheEntries), now: now}
 	c.dbp.Store(db)
 	if err := c.promotePending(); err != nil {
 		db.Close()
@@ -181,6 +239,11 @@ func openCatalog(dir string, wipe bool) (*catalog, bool, error) {
 			return nil, false, err
 		}
 	}
+	if c.verCeiling, err = c.versionCeiling(); err != nil {
+		db.Close()
+		return nil, false, err
+	}
+	c.lastVersion = c.verCeiling
 	return c, recovered, nil
 }
 
@@ -420,10 +483,7 @@ func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) e
 			b.Put(garbageKey(vol, key, old.Version), nil)
 		}
 	}
-	if err := c.write(&b, true); err != nil {
-		return fmt.Errorf("node: index commit %q: %w", key, err)
-	}
-	return nil
+	return c.cached(key, rec, c.write(&b, true), "commit")
 }
 
 // remove deletes key's record and queues its blobs for deletion.
@@ -433,10 +493,7 @@ func (c *catalog) remove(key []byte, old *Record) error {
 	for _, vol := range old.Replicas {
 		b.Put(garbageKey(vol, key, old.Version), nil)
 	}
-	if err := c.write(&b, true); err != nil {
-		return fmt.Errorf("node: index delete %q: %w", key, err)
-	}
-	return nil
+	return c.cached(key, nil, c.write(&b, true), "delete")
 }
 
 // put writes a record without touching intents (used by the merge of a
@@ -447,10 +504,7 @@ func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64) error 
 	for vol, ver := range garbage {
 		b.Put(garbageKey(vol, key, ver), nil)
 	}
-	if err := c.write(&b, false); err != nil {
-		return fmt.Errorf("node: index put %q: %w", key, err)
-	}
-	return nil
+	return c.cached(key, rec, c.write(&b, false), "put")
 }
 
 // replaceReplicas records rec (same version, new replica set) after a
@@ -465,10 +519,7 @@ func (c *catalog) replaceReplicas(key []byte, rec *Record, added, lost []string)
 	for _, vol := range lost {
 		b.Put(garbageKey(vol, key, rec.Version), nil)
 	}
-	if err := c.write(&b, true); err != nil {
-		return fmt.Errorf("node: index repair %q: %w", key, err)
-	}
-	return nil
+	return c.cached(key, rec, c.write(&b, true), "repair")
 }
 
 func (c *catalog) addGarbage(vol string, key []byte, version uint64) error {

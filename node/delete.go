@@ -12,7 +12,7 @@ import (
 // preconditions, if any, hold), then its blobs from the volumes.
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	cond, conditional := readConditions(&ctx.Request.Header)
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	var rec Record
 	found, err := m.cat.get(key, &rec)
 	if err == nil && found && conditional {
@@ -24,7 +24,6 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	if err == nil && found {
 		err = m.cat.remove(key, &rec)
 	}
-	m.cache.forget(key)
 	mu.Unlock()
 	if err != nil {
 		replyError(ctx, err)

@@ -33,7 +33,7 @@
 //	redirect_write.go the redirected write path: 307 with a ticket, and the volume's commit
 //	ticket.go         write tickets: format and signature
 //	replicate.go      the fan-out of a body to N volumes and replacement of failed ones (both roles)
-//	version.go        the version counter and its persisted ceiling
+//	version.go        the catalog's version counter and its persisted ceiling
 //	delete.go         DELETE
 //	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests
 //	peers.go          the volumes the master saw last, re-dialled at start
@@ -50,7 +50,8 @@
 //	drain.go          operator drains (/_kvdb/drain/VOLUME)
 //	conditions.go     RFC 9110 preconditions (If-Match and the rest) of both roles
 //	verify.go         kvdb verify: master index against each volume's, and lost-copy reports
-//	catalog.go        the master's catalog in goleveldb (see its layout below)
+//	catalog.go        the master's catalog: goleveldb (layout below), the per-key locks,
+//	                  the record cache (kept right by every record write) and the version counter
 //	reccache.go       the in-memory cache of hot Records
 //	bucket.go         the S3 gateway's endpoints (/_kvdb/s3/): buckets
 //	objmeta.go        the S3 gateway's endpoints: object metadata, detailed listing

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/kvdb/kvdb/ring"
@@ -39,7 +38,6 @@ type Master struct {
 	// cat is the master's catalog: every key's record, intents and the
 	// garbage queue (catalog.go).
 	cat    *catalog
-	cache  *recordCache
 	http   *httpServer
 	gossip *membership
 	client *fasthttp.Client
@@ -57,18 +55,10 @@ type Master struct {
 	// loads holds each live volume's load, from probes.
 	loads atomic.Pointer[map[string]*volumeLoad]
 
-	locks [256]sync.Mutex
 	// copyLocks order copies to a volume against the deletion of queued
 	// versions there (gc.go); apart from locks, so a slow deletion never
 	// holds up a write's commit.
 	copyLocks [64]sync.Mutex
-	// verMu guards the version counter: lastVersion is the largest version
-	// handed out (or merged from a volume), verCeiling the persisted bound
-	// every version stays below, so a restart never reuses one whatever
-	// the clock says.
-	verMu       sync.Mutex
-	lastVersion uint64
-	verCeiling  uint64
 
 	mergeMu sync.Mutex
 	merging map[string]bool // volumes whose index is being merged
@@ -119,7 +109,6 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		keys:    newAPIKeys(cfg.APIKeys),
 		merging: make(map[string]bool),
 		merged:  make(map[string]bool),
-		cache:   newRecordCache(cfg.CacheEntries),
 		gcKick:  make(chan struct{}, 1),
 
 		missingSem: make(chan struct{}, maxRestoring),
@@ -138,7 +127,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	m.view.Store(&clusterView{ring: empty, vols: map[string]Member{}, changed: time.Now()})
-	cat, recovered, err := openCatalog(filepath.Join(cfg.Dir, "index"), cfg.Rebuild)
+	cat, recovered, err := openCatalog(filepath.Join(cfg.Dir, "index"), cfg.Rebuild, cfg.CacheEntries, cfg.clock)
 	if err != nil {
 		return nil, fmt.Errorf("master: %w", err)
 	}
@@ -146,11 +135,6 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		m.log.Warn("index was corrupt and has been recovered; merging every volume's index again")
 	}
 	m.cat = cat
-	if m.verCeiling, err = cat.versionCeiling(); err != nil {
-		cat.close()
-		return nil, fmt.Errorf("master: %w", err)
-	}
-	m.lastVersion = m.verCeiling
 	drains, err := cat.drains()
 	if err != nil {
 		cat.close()
@@ -329,12 +313,6 @@ func sameMembers(r *ring.Ring, members []ring.Member) bool {
 		}
 	}
 	return true
-}
-
-func (m *Master) lockKey(key []byte) *sync.Mutex {
-	mu := &m.locks[xxhash.Sum64(key)%uint64(len(m.locks))]
-	mu.Lock()
-	return mu
 }
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {

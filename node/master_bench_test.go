@@ -68,7 +68,7 @@ func BenchmarkIndexCommit(b *testing.B) {
 		for pb.Next() {
 			i++
 			r := rec
-			r.Version, _ = m.nextVersion()
+			r.Version, _ = m.cat.nextVersion()
 			key := fmt.Appendf(nil, "k%d-%d", r.Version, i)
 			if err := m.cat.commit(key, &r, nil, nil); err != nil {
 				b.Fatal(err)

@@ -128,6 +128,7 @@ type MasterConfig struct {
 	now func() time.Time
 }
 
+// clock is the wall clock the catalog's versions come from.
 func (c MasterConfig) clock() time.Time {
 	if c.now != nil {
 		return c.now()

@@ -117,12 +117,11 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	if has, err := m.cat.db().Has(garbageKey(vol, key, ver), nil); err != nil || has {
 		return err
 	}
-	if err := m.observeVersion(ver); err != nil {
+	if err := m.cat.observeVersion(ver); err != nil {
 		return err
 	}
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	defer mu.Unlock()
-	m.cache.forget(key)
 	var rec Record
 	found, err := m.cat.get(key, &rec)
 	if err != nil {

@@ -173,7 +173,7 @@ func (m *Master) s3PutObjectMeta(ctx *fasthttp.RequestCtx, key []byte) {
 		}
 	}
 	canon, _ := json.Marshal(meta)
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	var rec Record
 	found, err := m.cat.get(key, &rec)
 	var tag []byte
@@ -211,7 +211,7 @@ func (m *Master) s3DeleteObject(ctx *fasthttp.RequestCtx, key []byte, bucket str
 	if st := ctx.Response.StatusCode(); st != fasthttp.StatusOK && st != fasthttp.StatusNotFound {
 		return
 	}
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	var rec Record
 	found, err := m.cat.get(key, &rec)
 	if err == nil && !found {

@@ -312,7 +312,7 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 // added are garbage instead. It reports whether the switch happened.
 // Repairs and moves both commit with it.
 func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, dropped []string) bool {
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	var cur Record
 	found, err := m.cat.get(key, &cur)
 	switched := false
@@ -320,10 +320,7 @@ func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, droppe
 		next := cur
 		next.Replicas = replicas
 		err = m.cat.replaceReplicas(key, &next, added, dropped)
-		if err == nil {
-			m.cache.set(key, &next)
-			switched = true
-		}
+		switched = err == nil
 	} else if err == nil {
 		err = m.cat.abandon(rec.Version, key, added)
 	}

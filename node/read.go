@@ -10,25 +10,8 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// lookup returns key's current record, from the cache when it can. The
-// record is shared: callers must not modify it.
-func (m *Master) lookup(key []byte) (*Record, bool, error) {
-	if rec, ok := m.cache.get(key); ok {
-		return rec, true, nil
-	}
-	mu := m.lockKey(key)
-	defer mu.Unlock()
-	if rec, ok := m.cache.get(key); ok {
-		return rec, true, nil
-	}
-	var rec Record
-	found, err := m.cat.get(key, &rec)
-	if err != nil || !found {
-		return nil, false, err
-	}
-	m.cache.set(key, &rec)
-	return &rec, true, nil
-}
+// lookup returns key's current record (shared: not to be modified).
+func (m *Master) lookup(key []byte) (*Record, bool, error) { return m.cat.lookup(key) }
 
 // handleRead answers GET and HEAD. The key stays in a stack buffer: the
 // redirect of a cached key allocates nothing.

@@ -36,7 +36,7 @@ func (m *Master) redirectWrite(ctx *fasthttp.RequestCtx, key []byte, plan *write
 		// No reachable coordinator: the body comes through the master.
 		return fasthttp.StatusContinue
 	}
-	version, err := m.nextVersion()
+	version, err := m.cat.nextVersion()
 	if err != nil {
 		replyError(ctx, err)
 		return statusOf(err)
@@ -155,7 +155,7 @@ func (m *Master) handleIntent(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) {
 	args := ctx.QueryArgs()
 	tried := splitNames(args.Peek("tried"))
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	wi, found, err := m.cat.getTicket(ver, key)
 	if err != nil || !found {
 		mu.Unlock()
@@ -262,7 +262,7 @@ func (m *Master) sweepTickets() {
 	}
 	view := m.view.Load()
 	for _, s := range old {
-		mu := m.lockKey(s.key)
+		mu := m.cat.lock(s.key)
 		_, found, err := m.cat.getTicket(s.ver, s.key)
 		if err == nil && found {
 			m.log.Warn("abandoning a redirected write never committed", "key", string(s.key), "version", formatVersion(s.ver))

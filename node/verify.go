@@ -112,7 +112,7 @@ func (m *Master) lostCopy(key []byte, version uint64, vol string) (bool, error) 
 // No deletion is queued, as there is nothing left to delete; a new copy on
 // the same volume stays safe. It reports whether the record changed.
 func (m *Master) dropReplica(key []byte, version uint64, vol string) (bool, error) {
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	defer mu.Unlock()
 	var cur Record
 	found, err := m.cat.get(key, &cur)
@@ -122,10 +122,8 @@ func (m *Master) dropReplica(key []byte, version uint64, vol string) (bool, erro
 	next := cur.clone()
 	next.Replicas = slices.DeleteFunc(next.Replicas, func(name string) bool { return name == vol })
 	if err := m.cat.replaceReplicas(key, &next, nil, nil); err != nil {
-		m.cache.forget(key)
 		return false, err
 	}
-	m.cache.set(key, &next)
 	if len(next.Replicas) == 0 {
 		m.log.Error("the last copy of a value is lost", "key", string(key), "version", formatVersion(version), "volume", vol)
 	}

@@ -15,34 +15,34 @@ const versionLease = uint64(time.Second)
 // rebuild pick the newest copy of a key; the counter is seeded from the
 // index at start, so a clock stepped back (or a new master host) cannot
 // hand out a version below one already stored.
-func (m *Master) nextVersion() (uint64, error) {
-	m.verMu.Lock()
-	defer m.verMu.Unlock()
-	v := max(uint64(m.cfg.clock().UnixNano()), m.lastVersion+1)
-	if v >= m.verCeiling {
-		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
+func (c *catalog) nextVersion() (uint64, error) {
+	c.verMu.Lock()
+	defer c.verMu.Unlock()
+	v := max(uint64(c.now().UnixNano()), c.lastVersion+1)
+	if v >= c.verCeiling {
+		if err := c.setVersionCeiling(v + versionLease); err != nil {
 			return 0, err
 		}
-		m.verCeiling = v + versionLease
+		c.verCeiling = v + versionLease
 	}
-	m.lastVersion = v
+	c.lastVersion = v
 	return v, nil
 }
 
 // observeVersion raises the version counter past v, a version that came
 // from elsewhere (a volume's index being merged).
-func (m *Master) observeVersion(v uint64) error {
-	m.verMu.Lock()
-	defer m.verMu.Unlock()
-	if v <= m.lastVersion {
+func (c *catalog) observeVersion(v uint64) error {
+	c.verMu.Lock()
+	defer c.verMu.Unlock()
+	if v <= c.lastVersion {
 		return nil
 	}
-	if v >= m.verCeiling {
-		if err := m.cat.setVersionCeiling(v + versionLease); err != nil {
+	if v >= c.verCeiling {
+		if err := c.setVersionCeiling(v + versionLease); err != nil {
 			return err
 		}
-		m.verCeiling = v + versionLease
+		c.verCeiling = v + versionLease
 	}
-	m.lastVersion = v
+	c.lastVersion = v
 	return nil
 }

@@ -143,7 +143,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	view, n := plan.view, m.cfg.Replicas
 	var rec Record
 
-	version, err := m.nextVersion()
+	version, err := m.cat.nextVersion()
 	if err != nil {
 		replyError(ctx, err)
 		return
@@ -188,7 +188,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 // reports whether a value was replaced. On error nothing changed; the
 // caller abandons the write.
 func (m *Master) commitWrite(key []byte, rec *Record, tried []string, plan *writePlan, check func() error) (replaced bool, err error) {
-	mu := m.lockKey(key)
+	mu := m.cat.lock(key)
 	defer mu.Unlock()
 	if check != nil {
 		if err := check(); err != nil {
@@ -217,10 +217,8 @@ func (m *Master) commitWrite(key []byte, rec *Record, tried []string, plan *writ
 		err = m.cat.commit(key, rec, tried, nil)
 	}
 	if err != nil {
-		m.cache.forget(key)
 		return false, err
 	}
-	m.cache.set(key, rec)
 	if found {
 		m.kickGC()
 	}
