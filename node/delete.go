@@ -12,19 +12,17 @@ import (
 // preconditions, if any, hold), then its blobs from the volumes.
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	cond, conditional := readConditions(&ctx.Request.Header)
-	mu := m.cat.lock(key)
-	var rec Record
-	found, err := m.cat.get(key, &rec)
-	if err == nil && found && conditional {
-		var b [24]byte
-		if st := cond.check(false, true, appendETag(b[:0], rec.Checksum), rec.ModTime); st != 0 {
-			err = withStatus(st, errors.New(conditionReason(st)))
+	var check func(*Record) error
+	if conditional {
+		check = func(rec *Record) error {
+			var b [24]byte
+			if st := cond.check(false, true, appendETag(b[:0], rec.Checksum), rec.ModTime); st != 0 {
+				return withStatus(st, errors.New(conditionReason(st)))
+			}
+			return nil
 		}
 	}
-	if err == nil && found {
-		err = m.cat.remove(key, &rec)
-	}
-	mu.Unlock()
+	rec, found, err := m.cat.removeKey(key, check)
 	if err != nil {
 		replyError(ctx, err)
 		return

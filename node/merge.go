@@ -112,38 +112,5 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	if err != nil {
 		return nil
 	}
-	// A version queued for deletion on this volume was deleted or replaced
-	// while the volume's listing was being read: do not bring it back.
-	if has, err := m.cat.db().Has(garbageKey(vol, key, ver), nil); err != nil || has {
-		return err
-	}
-	if err := m.cat.observeVersion(ver); err != nil {
-		return err
-	}
-	mu := m.cat.lock(key)
-	defer mu.Unlock()
-	var rec Record
-	found, err := m.cat.get(key, &rec)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !found || ver > rec.Version:
-		garbage := map[string]uint64{}
-		if found {
-			for _, r := range rec.Replicas {
-				garbage[r] = rec.Version
-			}
-		}
-		nr := Record{Version: ver, Size: e.Size, Checksum: sum, ModTime: time.Unix(0, e.ModTime).UTC(), Replicas: []string{vol}}
-		return m.cat.put(key, &nr, garbage)
-	case ver == rec.Version:
-		if contains(rec.Replicas, vol) || sum != rec.Checksum {
-			return nil
-		}
-		rec.Replicas = append(rec.Replicas, vol)
-		return m.cat.put(key, &rec, nil)
-	default:
-		return m.cat.addGarbage(vol, key, ver)
-	}
+	return m.cat.mergeEntry(vol, key, Record{Version: ver, Size: e.Size, Checksum: sum, ModTime: time.Unix(0, e.ModTime).UTC()})
 }

@@ -312,19 +312,7 @@ func (m *Master) copyReplica(view *clusterView, key []byte, rec *Record, src Mem
 // added are garbage instead. It reports whether the switch happened.
 // Repairs and moves both commit with it.
 func (m *Master) switchReplicas(key []byte, rec *Record, replicas, added, dropped []string) bool {
-	mu := m.cat.lock(key)
-	var cur Record
-	found, err := m.cat.get(key, &cur)
-	switched := false
-	if err == nil && found && cur.Version == rec.Version && sameNames(cur.Replicas, rec.Replicas) {
-		next := cur
-		next.Replicas = replicas
-		err = m.cat.replaceReplicas(key, &next, added, dropped)
-		switched = err == nil
-	} else if err == nil {
-		err = m.cat.abandon(rec.Version, key, added)
-	}
-	mu.Unlock()
+	switched, err := m.cat.switchReplicas(key, rec, replicas, added, dropped)
 	if err != nil {
 		m.log.Error("placement commit", "key", string(key), "err", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -112,22 +111,11 @@ func (m *Master) lostCopy(key []byte, version uint64, vol string) (bool, error) 
 // No deletion is queued, as there is nothing left to delete; a new copy on
 // the same volume stays safe. It reports whether the record changed.
 func (m *Master) dropReplica(key []byte, version uint64, vol string) (bool, error) {
-	mu := m.cat.lock(key)
-	defer mu.Unlock()
-	var cur Record
-	found, err := m.cat.get(key, &cur)
-	if err != nil || !found || cur.Version != version || !contains(cur.Replicas, vol) {
-		return false, err
-	}
-	next := cur.clone()
-	next.Replicas = slices.DeleteFunc(next.Replicas, func(name string) bool { return name == vol })
-	if err := m.cat.replaceReplicas(key, &next, nil, nil); err != nil {
-		return false, err
-	}
-	if len(next.Replicas) == 0 {
+	next, dropped, err := m.cat.dropReplica(key, version, vol)
+	if dropped && len(next.Replicas) == 0 {
 		m.log.Error("the last copy of a value is lost", "key", string(key), "version", formatVersion(version), "volume", vol)
 	}
-	return true, nil
+	return dropped, err
 }
 
 // restoreSoon makes the copies key lacks in the background (a few at a

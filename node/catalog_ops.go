@@ -1,0 +1,115 @@
+package node
+
+import (
+	"slices"
+)
+
+// The catalog's named operations: each reads a key's record, decides and
+// writes under the key's lock, so that callers never repeat lock → get →
+// compare → write → cache by hand. They are the changes a replicated
+// catalog will log (issue 13); none does I/O beyond the catalog itself.
+
+// removeKey removes key's record and queues its blobs for deletion, if
+// check (nil: none) accepts the record. It returns the record removed and
+// whether there was one; a check's error is returned as is.
+func (c *catalog) removeKey(key []byte, check func(rec *Record) error) (Record, bool, error) {
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var rec Record
+	found, err := c.get(key, &rec)
+	if err != nil || !found {
+		return rec, false, err
+	}
+	if check != nil {
+		if err := check(&rec); err != nil {
+			return rec, true, err
+		}
+	}
+	return rec, true, c.remove(key, &rec)
+}
+
+// mergeEntry adds what a volume's own index says it holds (vol holds
+// version ver of key, as entry) to the catalog: the newest version of a key
+// wins, an equal version adds vol as a replica, and an older one is queued
+// for deletion on vol. A version queued for deletion on vol (deleted or
+// replaced while the volume's listing was read) is not brought back.
+func (c *catalog) mergeEntry(vol string, key []byte, entry Record) error {
+	if has, err := c.db().Has(garbageKey(vol, key, entry.Version), nil); err != nil || has {
+		return err
+	}
+	if err := c.observeVersion(entry.Version); err != nil {
+		return err
+	}
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var rec Record
+	found, err := c.get(key, &rec)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !found || entry.Version > rec.Version:
+		garbage := map[string]uint64{}
+		if found {
+			for _, r := range rec.Replicas {
+				garbage[r] = rec.Version
+			}
+		}
+		entry.Replicas = []string{vol}
+		return c.put(key, &entry, garbage)
+	case entry.Version == rec.Version:
+		if contains(rec.Replicas, vol) || entry.Checksum != rec.Checksum {
+			return nil
+		}
+		rec.Replicas = append(rec.Replicas, vol)
+		return c.put(key, &rec, nil)
+	default:
+		return c.addGarbage(vol, key, entry.Version)
+	}
+}
+
+// switchReplicas records replicas as the holders of expect's version of
+// key, provided the record is still expect (same version, same replicas):
+// added lose their intents, dropped are queued for deletion. When the
+// record changed meanwhile (an overwrite, a delete, another move), the
+// copies on added are queued for deletion instead. It reports whether the
+// switch happened.
+func (c *catalog) switchReplicas(key []byte, expect *Record, replicas, added, dropped []string) (bool, error) {
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var cur Record
+	found, err := c.get(key, &cur)
+	if err != nil {
+		return false, err
+	}
+	if !found || cur.Version != expect.Version || !sameNames(cur.Replicas, expect.Replicas) {
+		return false, c.abandon(expect.Version, key, added)
+	}
+	next := cur
+	next.Replicas = replicas
+	if err := c.replaceReplicas(key, &next, added, dropped); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// dropReplica removes vol from the replicas of key, provided the record is
+// still at version and names vol: the volume no longer holds that version.
+// No deletion is queued, as there is nothing left to delete; a new copy on
+// the same volume stays safe. It returns the record left and whether it
+// changed.
+func (c *catalog) dropReplica(key []byte, version uint64, vol string) (Record, bool, error) {
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var cur Record
+	found, err := c.get(key, &cur)
+	if err != nil || !found || cur.Version != version || !contains(cur.Replicas, vol) {
+		return cur, false, err
+	}
+	next := cur.clone()
+	next.Replicas = slices.DeleteFunc(next.Replicas, func(name string) bool { return name == vol })
+	if err := c.replaceReplicas(key, &next, nil, nil); err != nil {
+		return cur, false, err
+	}
+	return next, true, nil
+}
