@@ -113,3 +113,38 @@ func (c *catalog) dropReplica(key []byte, version uint64, vol string) (Record, b
 	}
 	return next, true, nil
 }
+
+// commitWrite makes rec (written to the volumes in tried) key's value. The
+// write takes effect here, under the key lock, or not at all: check (the
+// write's conditions, against the key's state now) may refuse it, and a
+// write that a later one has overtaken (its version is older than the one
+// now stored) is refused with errSuperseded rather than acknowledged, since
+// acknowledging it would claim an effect it cannot have. beforeReplace,
+// when a value is replaced, runs just before the old version is queued for
+// deletion and returns what undoes it should the commit fail. It reports
+// whether a value was replaced. On error nothing changed.
+func (c *catalog) commitWrite(key []byte, rec *Record, tried []string, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (replaced bool, err error) {
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var old Record
+	found, err := c.get(key, &old)
+	if err != nil {
+		return false, err
+	}
+	if err := check(found, &old); err != nil {
+		return false, err
+	}
+	switch {
+	case found && old.Version > rec.Version:
+		return false, errSuperseded
+	case found:
+		undo := beforeReplace(&old)
+		if err := c.commit(key, rec, tried, &old); err != nil {
+			undo()
+			return false, err
+		}
+		return true, nil
+	default:
+		return false, c.commit(key, rec, tried, nil)
+	}
+}

@@ -33,7 +33,7 @@
 //	redirect_write.go the redirected write path: 307 with a ticket, and the volume's commit
 //	ticket.go         write tickets: format and signature
 //	replicate.go      the fan-out of a body to N volumes and replacement of failed ones (both roles)
-//	catalog_ops.go    the catalog's named operations (remove, merge, switch, drop a replica)
+//	catalog_ops.go    the catalog's named operations (commit a write, remove, merge, switch, drop a replica)
 //	version.go        the catalog's version counter and its persisted ceiling
 //	delete.go         DELETE
 //	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests

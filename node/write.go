@@ -178,51 +178,33 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	replyWritten(ctx, key, &rec, replaced)
 }
 
-// commitWrite makes rec (written to the volumes in tried) the key's value.
-// The write takes effect here, under the key lock, or not at all: POST,
-// If-None-Match and If-Match are checked again against the key's state now,
-// and a write that a later one has overtaken (its version is older than the
-// one now stored) is refused rather than acknowledged, since acknowledging
-// it would claim an effect it cannot have. check, if not nil, runs first
-// under the lock (a redirected write's ticket must still be there). It
-// reports whether a value was replaced. On error nothing changed; the
-// caller abandons the write.
+// commitWrite makes rec (written to the volumes in tried) the key's value,
+// if the write's conditions (plan) still hold and it was not overtaken; see
+// catalog.commitWrite. check, if not nil, runs first under the key lock (a
+// redirected write's ticket must still be there). The replaced version
+// stays readable for MoveGrace. On error nothing changed; the caller
+// abandons the write.
 func (m *Master) commitWrite(key []byte, rec *Record, tried []string, plan *writePlan, check func() error) (replaced bool, err error) {
-	mu := m.cat.lock(key)
-	defer mu.Unlock()
-	if check != nil {
-		if err := check(); err != nil {
-			return false, err
+	replaced, err = m.cat.commitWrite(key, rec, tried, func(found bool, old *Record) error {
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
 		}
-	}
-	var old Record
-	found, err := m.cat.get(key, &old)
-	if err == nil {
-		if st, msg := plan.refusal(found, &old); st != 0 {
-			err = withStatus(st, errors.New(msg))
+		if st, msg := plan.refusal(found, old); st != 0 {
+			return withStatus(st, errors.New(msg))
 		}
-	}
-	switch {
-	case err != nil:
-	case found && old.Version > rec.Version:
-		err = errSuperseded
-	case found:
+		return nil
+	}, func(old *Record) func() {
 		// Readers redirected to the old version a moment ago still find
-		// it for MoveGrace (held before its deletion is queued).
+		// it for MoveGrace: held before its deletion is queued.
 		m.holdGarbage(old.Replicas, key, old.Version)
-		if err = m.cat.commit(key, rec, tried, &old); err != nil {
-			m.releaseGarbage(old.Replicas, key, old.Version)
-		}
-	default:
-		err = m.cat.commit(key, rec, tried, nil)
-	}
-	if err != nil {
-		return false, err
-	}
-	if found {
+		return func() { m.releaseGarbage(old.Replicas, key, old.Version) }
+	})
+	if replaced {
 		m.kickGC()
 	}
-	return found, nil
+	return replaced, err
 }
 
 // replyWritten answers a committed write: 201 for a new key, 200 for a
