@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,7 +230,7 @@ func (v *Volume) masterIntent(master string, key []byte, version uint64, vol str
 // abortWrite tells the master a write will not be committed, so that what
 // was written is deleted now rather than when the ticket times out.
 func (v *Volume) abortWrite(master string, key []byte, version uint64, tried []string) {
-	uri := v.sec.signURL(fasthttp.MethodPost, internalURL(master, "commit/", key, version)+"&abort=1&tried="+joinNames(tried))
+	uri := v.sec.signURL(fasthttp.MethodPost, internalURL(master, "commit/", key, version)+"&abort=1&tried="+strings.Join(tried, ","))
 	resp, err := v.masterRequest(uri)
 	if err != nil {
 		v.log.Warn("abandoning a write with the master", "key", string(key), "err", err)
@@ -255,15 +256,4 @@ func (v *Volume) commitWrite(ctx *fasthttp.RequestCtx, master string, key []byte
 	}
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.SetBody(resp.Body())
-}
-
-func joinNames(names []string) string {
-	var b []byte
-	for i, n := range names {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, n...)
-	}
-	return string(b)
 }
