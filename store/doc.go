@@ -7,14 +7,26 @@
 // (k, v2) never touches (k, v1), and the master deletes v1 later. That is how
 // an overwrite stays atomic across the cluster.
 //
-// A write streams the body into DIR/tmp, appends a self-describing trailer,
-// fsyncs, renames the file into DIR/blobs and only then records it in the
-// index (DIR/index), so nothing partial is ever visible. Reads hand back a
-// plain *os.File so that callers can serve it with sendfile.
+// A value of at most Config.SmallValueMax bytes (64 KiB by default) is
+// packed: appended with its key and metadata to the volume's log, a series
+// of segment files, by one writer goroutine that commits every write
+// waiting at that moment with one fdatasync (group commit) and only then
+// indexes them; deletes append tombstones the same way. The log is also the
+// index's write-ahead log: Open replays it past the index's checkpoint.
+// Compaction rewrites segments that are mostly deleted values in the
+// background. See segment.go, log.go and compact.go.
+//
+// A larger value streams the body into DIR/tmp, appends a self-describing
+// trailer, fsyncs, renames the file into DIR/blobs and only then records it
+// in the index (DIR/index), so nothing partial is ever visible; deleting it
+// logs a tombstone and removes the file in the background. Reads hand back
+// a plain *os.File, positioned at the value (inside its segment, for a
+// packed one), so that callers can serve it with sendfile.
 //
 // On disk:
 //
 //	DIR/index/                      goleveldb; key = key | 0x00 | version (8 bytes, big-endian)
+//	DIR/segments/<seq>.seg          the log: packed values and tombstones (segment.go)
 //	DIR/blobs/ab/cd/<name>-<ver>    value bytes, then key bytes, then a 52-byte footer
 //	DIR/tmp/                        partial writes; emptied by Open
 //	DIR/quarantine/                 bad blob files taken out of service by Quarantine, as
@@ -31,8 +43,9 @@
 // Orphans lists files without index entries and entries without files.
 //
 // The package must not speak HTTP, know about cluster membership or log on
-// its own: it returns errors and leaves reporting to the caller. The one
-// exception is rebuilding the index (by Rebuild or from Open), which reports
-// why it runs, its progress and the files it skips to Config.Logger, because
-// it has no other channel for them.
+// its own: it returns errors and leaves reporting to the caller. The
+// exceptions are rebuilding the index (by Rebuild or from Open) and
+// replaying the log, which report why they run, their progress and the
+// files they skip to Config.Logger, and background compaction, which
+// reports its failures there, because they have no other channel.
 package store
