@@ -97,7 +97,7 @@ func (b *background) removeQueued() {
 			return // closed: the files stay as orphans, as after a crash
 		}
 		if _, held, err := b.s.idx.get(ik); err == nil && !held {
-			_ = os.Remove(b.s.blobPath(v.key, v.version))
+			_ = b.s.removeBlobFile(v.key, v.version)
 		}
 		b.done(ik)
 		b.s.unlockVersion(mu)
@@ -299,7 +299,7 @@ func (s *Store) compactSegments(ctx context.Context, srcs []segState, lim *limit
 	for _, t := range tombs {
 		if t.target == 0 {
 			// A blob file's: kept while a file of that version exists.
-			if _, err := os.Lstat(s.blobPath(t.key, t.version)); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Lstat(s.blobFile(t.key, t.version)); errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 		} else if !births[t.target] && !s.segs.holdsBirth(t.target, t.home) {

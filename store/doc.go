@@ -27,15 +27,16 @@
 //
 //	DIR/index/                      goleveldb; key = key | 0x00 | version (8 bytes, big-endian)
 //	DIR/segments/<seq>.seg          the log: packed values and tombstones (segment.go)
-//	DIR/blobs/ab/cd/<name>-<ver>    value bytes, then key bytes, then a 52-byte footer
+//	DIR/blobs/ab/<name>-<ver>       value bytes, then key bytes, then a 52-byte footer
+//	                                (volumes written before kept them in DIR/blobs/ab/cd/; still read)
 //	DIR/tmp/                        partial writes; emptied by Open
 //	DIR/quarantine/                 bad blob files taken out of service by Quarantine, as
 //	                                <name>-<ver>.<time>, each with a <name>-<ver>.<time>.reason note
 //	DIR/LOCK                        flock held while a Store has DIR open
 //	DIR/REBUILDING                  present while the index is being rebuilt
 //
-// where <name> is 32 hex digits of sha256(key)[:16], ab and cd are its first
-// four hex digits and <ver> is the version in 16 hex digits. File names never
+// where <name> is 32 hex digits of sha256(key)[:16], ab (and cd) are its
+// first two (four) hex digits and <ver> is the version in 16 hex digits. File names never
 // contain the key, so no key can escape the directory.
 //
 // Bit rot is found by Verify (one version) and Scrub (all of them, paced in

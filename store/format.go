@@ -297,7 +297,16 @@ func blobName(key []byte, version uint64) string {
 	return string(b[:])
 }
 
-// blobRel returns the path of a blob file relative to DIR/blobs: ab/cd/name.
+// blobRel returns the path of a blob file relative to DIR/blobs: ab/name.
+// One level of 256 directories: each is created once, the first time a
+// file lands in it, so a volume soon does no directory work per value.
 func blobRel(name string) string {
+	return filepath.Join(name[0:2], name)
+}
+
+// legacyRel returns where volumes written before the one-level layout
+// keep a blob file: ab/cd/name. Such files are read, deleted and rebuilt
+// from where they are; new files never go there.
+func legacyRel(name string) string {
 	return filepath.Join(name[0:2], name[2:4], name)
 }

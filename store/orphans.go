@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // OrphanKind says on which side of the store an Orphan is missing.
@@ -81,7 +82,9 @@ func (s *Store) Orphans(ctx context.Context, fn func(Orphan) bool) error {
 	w := orphanWalk{s: s, ctx: ctx, fn: fn}
 	err := w.missing()
 	if err == nil && !w.stopped {
-		err = w.unindexed()
+		if err = w.unindexed(); errors.Is(err, errStopped) {
+			err = nil
+		}
 	}
 	if err == nil && !w.stopped {
 		err = w.segments()
@@ -114,7 +117,7 @@ func (w *orphanWalk) missing() error {
 		if err = w.ctx.Err(); err != nil {
 			return false
 		}
-		path := w.s.blobPath(m.Key, m.Version)
+		path := w.s.blobFile(m.Key, m.Version)
 		if r.packed() {
 			path = w.s.segPath(r.seg)
 			size, ok := segSize[r.seg]
@@ -139,7 +142,7 @@ func (w *orphanWalk) missing() error {
 			return false
 		}
 		if b.held && errors.Is(b.err, ErrCorrupt) && (errors.Is(b.err, fs.ErrNotExist) || b.r.packed()) {
-			p := w.s.blobPath(m.Key, m.Version)
+			p := w.s.blobFile(m.Key, m.Version)
 			if b.r.packed() {
 				p = w.s.segPath(b.r.seg)
 			}
@@ -153,52 +156,23 @@ func (w *orphanWalk) missing() error {
 	return err
 }
 
-// unindexed walks DIR/blobs/ab/cd/* and reports what is not indexed.
+// unindexed walks DIR/blobs and reports what is not indexed.
 func (w *orphanWalk) unindexed() error {
-	stray := func(path string) {
+	return walkBlobs(w.s.blobsDir, readDir, func(path string) bool {
 		w.report(Orphan{Kind: UnindexedFile, Path: path, Err: errors.New("not a blob directory")})
-	}
-	top, err := readDir(w.s.blobsDir)
-	if err != nil {
-		return err
-	}
-	for _, d1 := range top {
-		p1 := filepath.Join(w.s.blobsDir, d1.Name())
-		if !d1.IsDir() || !isHexDir(d1.Name()) {
-			stray(p1)
-			if w.stopped {
-				return nil
-			}
-			continue
+		return !w.stopped
+	}, func(path, prefix string, _ fs.DirEntry) error {
+		if err := w.file(path, prefix); err != nil || w.stopped {
+			return cmp.Or(err, errStopped)
 		}
-		mid, err := readDir(p1)
-		if err != nil {
-			return err
-		}
-		for _, d2 := range mid {
-			p2 := filepath.Join(p1, d2.Name())
-			if !d2.IsDir() || !isHexDir(d2.Name()) {
-				stray(p2)
-				if w.stopped {
-					return nil
-				}
-				continue
-			}
-			files, err := readDir(p2)
-			if err != nil {
-				return err
-			}
-			for _, f := range files {
-				if err := w.file(filepath.Join(p2, f.Name()), d1.Name()+d2.Name()); err != nil || w.stopped {
-					return err
-				}
-			}
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
-// file checks one entry of a blob directory whose name is ab+cd.
+var errStopped = errors.New("stopped")
+
+// file checks one entry of a blob directory whose name (or names) make
+// prefix.
 func (w *orphanWalk) file(path, prefix string) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
@@ -215,7 +189,7 @@ func (w *orphanWalk) file(path, prefix string) error {
 		return nil
 	}
 	m := record{size: t.size, checksum: t.checksum, modNanos: t.modNanos}.meta(t.key, t.version) // copies the key
-	if name := blobName(t.key, t.version); name != filepath.Base(path) || name[:4] != prefix {
+	if name := blobName(t.key, t.version); name != filepath.Base(path) || !strings.HasPrefix(name, prefix) {
 		w.report(Orphan{Kind: UnindexedFile, Path: path, Meta: m,
 			Err: fmt.Errorf("%w: trailer names %q v%d, which belongs in %s", ErrCorrupt, t.key, t.version, blobRel(name))})
 		return nil
@@ -247,7 +221,7 @@ func (s *Store) unindexed(key []byte, version uint64) (bool, error) {
 	if held || s.bg.queued(ik) {
 		return false, nil
 	}
-	_, err = os.Lstat(s.blobPath(key, version))
+	_, err = os.Lstat(s.blobFile(key, version))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -260,10 +234,7 @@ func readDir(dir string) ([]fs.DirEntry, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read blob directory: %w", err)
-	}
-	return ents, nil
+	return ents, err
 }
 
 // segments reports what in DIR/segments the index does not account for:

@@ -646,6 +646,65 @@ func TestDeleteThenPutBeforeUnlink(t *testing.T) {
 	}
 }
 
+// TestLegacyLayout checks that blob files of volumes written before the
+// one-level layout (DIR/blobs/ab/cd/name) are still read, verified,
+// rebuilt, quarantined and deleted where they are.
+func TestLegacyLayout(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, SmallValueMax: -1, CompactRate: -1})
+	for i, k := range []string{"a", "b", "c"} {
+		mustPut(t, s, k, 1, value(i, 5000))
+		name := blobName([]byte(k), 1)
+		legacy := filepath.Join(s.blobsDir, legacyRel(name))
+		os.MkdirAll(filepath.Dir(legacy), 0o755)
+		if err := os.Rename(s.blobPath([]byte(k), 1), legacy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(want map[string][]byte) {
+		t.Helper()
+		for k, v := range want {
+			if got, _ := readValue(t, s, k, 1); !bytes.Equal(got, v) {
+				t.Errorf("%s: value differs", k)
+			}
+			if err := s.Verify([]byte(k), 1); err != nil {
+				t.Error(err)
+			}
+		}
+		if o := collectOrphans(t, s); len(o) != 0 {
+			t.Errorf("Orphans: %s", fmtOrphans(o))
+		}
+		if got, _, err := scrub(t, s, t.Context(), ScrubConfig{}); err != nil || len(got) != 0 {
+			t.Errorf("Scrub: %v %v", got, err)
+		}
+	}
+	want := map[string][]byte{"a": value(0, 5000), "b": value(1, 5000), "c": value(2, 5000)}
+	check(want)
+	if err := s.Rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	check(want)
+	if err := s.Delete([]byte("a"), 1); err != nil {
+		t.Fatal(err)
+	}
+	s.bg.removeQueued()
+	if err := s.Quarantine([]byte("b"), 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "a")
+	delete(want, "b")
+	check(want)
+	for _, k := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(s.blobsDir, legacyRel(blobName([]byte(k), 1)))); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("legacy file of %s after Delete/Quarantine: %v", k, err)
+		}
+	}
+	if err := s.Rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	check(want)
+}
+
 func TestConfigPacking(t *testing.T) {
 	for _, tt := range []struct {
 		cfg Config

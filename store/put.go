@@ -319,9 +319,10 @@ func (s *Store) commit(tmp string, m Meta) error {
 	return nil
 }
 
-// ensureDir creates a blob directory (DIR/blobs/ab/cd) and its parent if
+// ensureDir creates a blob directory (DIR/blobs/ab) and its parent if
 // needed, fsyncing the parent of each directory it creates, so that a file
-// renamed into it survives a crash.
+// renamed into it survives a crash. There are 256 such directories: each
+// is created once in a volume's life.
 func (s *Store) ensureDir(dir string) error {
 	if _, ok := s.dirs.Load(dir); ok {
 		return nil

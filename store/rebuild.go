@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/syndtr/goleveldb/leveldb"
@@ -121,32 +122,54 @@ type scan struct {
 const rebuildProgressEvery = 100000
 
 func (sc *scan) run() error {
-	top, err := os.ReadDir(sc.s.blobsDir)
+	return walkBlobs(sc.s.blobsDir, os.ReadDir, func(path string) bool {
+		sc.skip(path, errors.New("not a blob directory"))
+		return true
+	}, sc.file)
+}
+
+// walkBlobs calls file for every entry of the blob directories under dir:
+// dir/ab/<name> (prefix "ab") and, in the legacy layout, dir/ab/cd/<name>
+// (prefix "abcd"). Anything else is passed to stray. It stops when stray
+// returns false or file returns an error; readDir lists a directory.
+func walkBlobs(dir string, readDir func(string) ([]fs.DirEntry, error), stray func(path string) bool,
+	file func(path, prefix string, e fs.DirEntry) error) error {
+	top, err := readDir(dir)
 	if err != nil {
 		return fmt.Errorf("read blob directory: %w", err)
 	}
 	for _, d1 := range top {
-		p1 := filepath.Join(sc.s.blobsDir, d1.Name())
+		p1 := filepath.Join(dir, d1.Name())
 		if !d1.IsDir() || !isHexDir(d1.Name()) {
-			sc.skip(p1, errors.New("not a blob directory"))
+			if !stray(p1) {
+				return nil
+			}
 			continue
 		}
-		mid, err := os.ReadDir(p1)
+		mid, err := readDir(p1)
 		if err != nil {
 			return fmt.Errorf("read blob directory: %w", err)
 		}
 		for _, d2 := range mid {
 			p2 := filepath.Join(p1, d2.Name())
-			if !d2.IsDir() || !isHexDir(d2.Name()) {
-				sc.skip(p2, errors.New("not a blob directory"))
+			if !d2.IsDir() {
+				if err := file(p2, d1.Name(), d2); err != nil {
+					return err
+				}
 				continue
 			}
-			files, err := os.ReadDir(p2)
+			if !isHexDir(d2.Name()) {
+				if !stray(p2) {
+					return nil
+				}
+				continue
+			}
+			files, err := readDir(p2)
 			if err != nil {
 				return fmt.Errorf("read blob directory: %w", err)
 			}
 			for _, f := range files {
-				if err := sc.file(p2, d1.Name()+d2.Name(), f); err != nil {
+				if err := file(filepath.Join(p2, f.Name()), d1.Name()+d2.Name(), f); err != nil {
 					return err
 				}
 			}
@@ -167,9 +190,10 @@ func isHexDir(name string) bool {
 	return true
 }
 
-// file indexes one blob file. It returns an error only if the index cannot
-// be written; a bad file is skipped.
-func (sc *scan) file(dir, prefix string, e fs.DirEntry) error {
+// file indexes one blob file, at path in a directory whose name or names
+// make prefix. It returns an error only if the index cannot be written; a
+// bad file is skipped.
+func (sc *scan) file(path, prefix string, e fs.DirEntry) error {
 	if sc.s.closing.Load() {
 		return ErrClosed
 	}
@@ -177,13 +201,12 @@ func (sc *scan) file(dir, prefix string, e fs.DirEntry) error {
 	if sc.files%rebuildProgressEvery == 0 {
 		sc.s.log.Info("store: rebuild progress", "dir", sc.s.dir, "files", sc.files, "skipped", sc.skipped)
 	}
-	path := filepath.Join(dir, e.Name())
 	t, err := sc.readTrailer(path)
 	if err != nil {
 		sc.skip(path, err)
 		return nil
 	}
-	if name := blobName(t.key, t.version); name != e.Name() || name[:4] != prefix {
+	if name := blobName(t.key, t.version); name != e.Name() || !strings.HasPrefix(name, prefix) {
 		sc.skip(path, fmt.Errorf("%w: trailer names %q v%d, which belongs in %s", ErrCorrupt, t.key, t.version, blobRel(name)))
 		return nil
 	}
@@ -395,7 +418,7 @@ func (sc *scan) applyFileTombstones() error {
 	s := sc.s
 	x := s.idx
 	var b leveldb.Batch
-	var gone []string
+	var gone []versionRef
 	it := x.db.NewIterator(util.BytesPrefix(ftombPrefix), nil)
 	for it.Next() {
 		k := it.Key()[len(ftombPrefix):]
@@ -411,7 +434,7 @@ func (sc *scan) applyFileTombstones() error {
 		if ok && !cur.packed() && cur.modNanos == mod {
 			b.Delete(slices.Clone(ik))
 			if key, v, err := splitIndexKey(ik); err == nil {
-				gone = append(gone, s.blobPath(key, v))
+				gone = append(gone, versionRef{key: slices.Clone(key), version: v})
 			}
 		}
 		b.Delete(slices.Clone(it.Key()))
@@ -425,8 +448,8 @@ func (sc *scan) applyFileTombstones() error {
 			return err
 		}
 	}
-	for _, p := range gone {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, v := range gone {
+		if err := s.removeBlobFile(v.key, v.version); err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,7 @@
 package store
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
 
@@ -62,8 +60,8 @@ func (s *Store) replay() error {
 	if err := r.flush(); err != nil {
 		return fmt.Errorf("replay: index: %w", noSpace(err))
 	}
-	for _, p := range r.unlink {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, v := range r.unlink {
+		if err := s.removeBlobFile(v.key, v.version); err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
 	}
@@ -93,9 +91,9 @@ type replayer struct {
 	s       *Store
 	b       leveldb.Batch
 	pending map[string]replayed
-	unlink  []string // blob files deleted by the replayed tombstones
-	n       int      // records read
-	applied int      // records that changed the index
+	unlink  []versionRef // blob files deleted by the replayed tombstones
+	n       int          // records read
+	applied int          // records that changed the index
 }
 
 func (r *replayer) get(ik []byte) (record, bool, error) {
@@ -136,7 +134,7 @@ func (r *replayer) apply(seq uint64, rec *scanned) error {
 		}
 		r.b.Delete(ik)
 		r.pending[string(ik)] = replayed{}
-		r.unlink = append(r.unlink, r.s.blobPath(rec.key, rec.version))
+		r.unlink = append(r.unlink, versionRef{key: slices.Clone(rec.key), version: rec.version})
 	}
 	r.applied++
 	if r.b.Len() >= indexBatchLen {

@@ -238,7 +238,7 @@ func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, er
 		return blobState{}, nil
 	}
 	b := blobState{held: true, m: r.meta(key, version), r: r}
-	path, want := s.blobPath(key, version), r.size+trailerLen(len(key))
+	path, want := s.blobFile(key, version), r.size+trailerLen(len(key))
 	if r.packed() {
 		path, want = s.segPath(r.seg), r.valueOff(len(key))+r.size
 	}
@@ -272,8 +272,8 @@ func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, er
 // from the index (a packed one with a tombstone in the log). Its bytes are
 // thus kept for inspection, never served again, and not brought back by
 // Rebuild. A quarantined file keeps its trailer: moving it back to
-// DIR/blobs/ab/cd under its original name (the part before the first '.')
-// and calling Rebuild restores it.
+// DIR/blobs/ab (the first two characters of its name) under its original
+// name (the part before the first '.') and calling Rebuild restores it.
 //
 // A version whose file is missing is only removed from the index. If the
 // version is not indexed, Quarantine returns an error wrapping ErrNotFound,
@@ -327,13 +327,14 @@ const quarantineTimeFormat = "20060102T150405.000000000Z"
 // into DIR/quarantine as NAME.TIME (plus .N in the unlikely case that name
 // is taken), with NAME.TIME.reason beside it. The caller holds the stripe.
 func (s *Store) quarantineFile(key []byte, version uint64, reason string) error {
-	src := s.blobPath(key, version)
+	src := s.blobFile(key, version)
 	if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	err := s.quarantineInto(key, version, reason, blobRel(filepath.Base(src)), func(dst string) error {
+	rel, _ := filepath.Rel(s.blobsDir, src)
+	err := s.quarantineInto(key, version, reason, rel, func(dst string) error {
 		if err := os.Rename(src, dst); err != nil {
 			return fmt.Errorf("move blob file into quarantine: %w", err)
 		}

@@ -473,8 +473,45 @@ func (s *Store) stripe(ik []byte) *sync.Mutex {
 	return &s.stripes[xxhash.Sum64(ik)%numStripes]
 }
 
+// blobPath is where a new blob file of (key, version) goes.
 func (s *Store) blobPath(key []byte, version uint64) string {
 	return filepath.Join(s.blobsDir, blobRel(blobName(key, version)))
+}
+
+// blobFile is the path of the blob file of (key, version): blobPath, or
+// the legacy two-level path if only that exists.
+func (s *Store) blobFile(key []byte, version uint64) string {
+	p := s.blobPath(key, version)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		lp := filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))
+		if _, err := os.Lstat(lp); err == nil {
+			return lp
+		}
+	}
+	return p
+}
+
+// openBlobFile opens the blob file of (key, version), wherever it is.
+func (s *Store) openBlobFile(key []byte, version uint64) (*os.File, error) {
+	f, err := os.Open(s.blobPath(key, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		if lf, lerr := os.Open(filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))); lerr == nil {
+			return lf, nil
+		}
+	}
+	return f, err
+}
+
+// removeBlobFile removes the blob file of (key, version), in either
+// layout. A missing file is no error.
+func (s *Store) removeBlobFile(key []byte, version uint64) error {
+	var first error
+	for _, p := range []string{s.blobPath(key, version), filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func opErr(op string, key []byte, version uint64, err error) error {
@@ -618,12 +655,16 @@ func (s *Store) openOnce(key []byte, version uint64) (*os.File, Meta, record, er
 // openFile opens the file holding the value of r, positioned at the
 // value, and checks that it is long enough.
 func (s *Store) openFile(key []byte, version uint64, r record) (*os.File, error) {
-	path, start, want := s.blobPath(key, version), int64(0), r.size+trailerLen(len(key))
+	start, want := int64(0), r.size+trailerLen(len(key))
+	var f *os.File
+	var err error
 	if r.packed() {
-		path, start = s.segPath(r.seg), r.valueOff(len(key))
+		start = r.valueOff(len(key))
 		want = start + r.size
+		f, err = os.Open(s.segPath(r.seg))
+	} else {
+		f, err = s.openBlobFile(key, version)
 	}
-	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if r.packed() {
 			return nil, fmt.Errorf("%w: indexed but its %w: %w", ErrCorrupt, errSegGone, err)
@@ -670,13 +711,12 @@ func (s *Store) Delete(key []byte, version uint64) error {
 		return opErr("delete", key, version, err)
 	}
 	defer s.unlockVersion(mu)
-	path := s.blobPath(key, version)
 	r, ok, err := s.idx.get(ik)
 	if err != nil {
 		return opErr("delete", key, version, fmt.Errorf("index: %w", err))
 	}
 	if !ok {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeBlobFile(key, version); err != nil {
 			return opErr("delete", key, version, fmt.Errorf("%w; removing an orphan file: %w", ErrNotFound, err))
 		}
 		return opErr("delete", key, version, ErrNotFound)
