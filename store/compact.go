@@ -194,14 +194,18 @@ func (s *Store) pickCompaction() []segState {
 	slices.SortFunc(cands, func(a, b segState) int {
 		return cmp.Or(cmp.Compare(b.garbage(), a.garbage()), cmp.Compare(a.seq, b.seq))
 	})
+	// The output holds the live records (at most a segment's worth) and
+	// the tombstones still needed, so at most the sources' size: keep that
+	// under 3 GiB, for offsets to fit in 32 bits.
 	var out []segState
-	var live int64
+	var live, size int64
 	for _, g := range cands {
-		if len(out) > 0 && live+g.live > s.cfg.SegmentSize-segHeaderLen-segFooterLen {
+		if len(out) > 0 && (live+g.live > s.cfg.SegmentSize-segHeaderLen-segFooterLen || size+g.size > 3<<30) {
 			continue
 		}
 		out = append(out, g)
 		live += g.live
+		size += g.size
 	}
 	return out
 }

@@ -156,7 +156,7 @@ func decodeRecord(b []byte) (record, error) {
 			}
 			b = b[n:]
 		}
-		if vals[0] == 0 || vals[0] >= 1<<32 || vals[1] >= maxSegmentSize || r.size > MaxSmallValueMax {
+		if vals[0] == 0 || vals[0] >= 1<<32 || vals[1] >= 1<<32 || r.size > MaxSmallValueMax {
 			return record{}, fmt.Errorf("%w: bad segment location %d@%d", errRecord, vals[0], vals[1])
 		}
 		r.seg, r.off, r.lsn = vals[0], int64(vals[1]), vals[2]

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,6 +68,11 @@ type segState struct {
 	live   int64    // bytes of the records of indexed values (and of a compacted segment's tombstones)
 	births []uint64 // sorted birth sequences of the puts it may hold
 	active bool     // being appended to
+	// incomplete marks a compacted segment without a valid footer: one a
+	// compaction was writing when the process died (removed at Open if
+	// nothing in the index points into it), or one whose footer rotted.
+	// Its births are unknown: it may hold any.
+	incomplete bool
 }
 
 func (g *segState) garbage() int64 { return max(g.size-g.live, 0) }
@@ -117,7 +123,7 @@ func (ss *segSet) holdsBirth(birth uint64, except ...uint64) bool {
 		if slices.Contains(except, seq) {
 			continue
 		}
-		if _, ok := slices.BinarySearch(g.births, birth); ok {
+		if _, ok := slices.BinarySearch(g.births, birth); ok || g.incomplete {
 			return true
 		}
 	}
@@ -554,11 +560,11 @@ func (s *Store) saveNextSeq() error {
 	return nil
 }
 
-// loadSegments reads the header (and footer) of every segment file. It
-// removes the compacted segments that were being written when the process
-// died: nothing refers to them yet. Files that are not valid segments are
-// left alone for Orphans to report; a log segment whose header is all
-// zeros was created by a roll that never committed a record, and goes.
+// loadSegments reads the header (and footer) of every segment file. A
+// compacted segment without a valid footer is marked incomplete (see
+// dropUnswitched). Files that are not valid segments are left alone for
+// Orphans to report; a log segment whose header is all zeros was created
+// by a roll that never committed a record, and goes.
 func (s *Store) loadSegments() error {
 	ents, err := os.ReadDir(s.segsDir)
 	if err != nil {
@@ -575,7 +581,11 @@ func (s *Store) loadSegments() error {
 		s.segs.mu.Unlock()
 		path := filepath.Join(s.segsDir, e.Name())
 		si, err := openSegment(path)
-		if errors.Is(err, errIncomplete) || (err != nil && zeroHeader(path)) {
+		if errors.Is(err, errIncomplete) {
+			s.segs.add(&segState{seq: si.seq, kind: segKindCompact, size: si.size, end: si.size, incomplete: true})
+			continue
+		}
+		if err != nil && zeroHeader(path) {
 			s.log.Warn("store: removing a segment left unfinished by a crash", "path", path, "err", err)
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("remove unfinished segment: %w", err)
@@ -606,4 +616,37 @@ func zeroHeader(path string) bool {
 	var h [segHeaderLen]byte
 	n, _ := f.ReadAt(h[:], 0)
 	return isZero(h[:n])
+}
+
+// dropUnswitched removes the incomplete compacted segments that nothing in
+// the index points into: compactions the process died in before they
+// switched the index (their originals are still there). One the index
+// uses (a footer lost to rot) stays, for compaction to rewrite. It runs
+// after the index is counted.
+func (s *Store) dropUnswitched() error {
+	s.segs.mu.Lock()
+	var drop []uint64
+	for seq, g := range s.segs.m {
+		if g.incomplete {
+			if g.live == 0 {
+				drop = append(drop, seq)
+			} else {
+				s.log.Warn("store: a compacted segment lost its footer; its values stay in use", "path", s.segPath(seq))
+			}
+		}
+	}
+	for _, seq := range drop {
+		delete(s.segs.m, seq)
+	}
+	s.segs.mu.Unlock()
+	for _, seq := range drop {
+		s.log.Warn("store: removing a compacted segment left unfinished by a crash", "path", s.segPath(seq))
+		if err := os.Remove(s.segPath(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove unfinished segment: %w", err)
+		}
+	}
+	if len(drop) > 0 {
+		return s.syncDir(s.segsDir)
+	}
+	return nil
 }

@@ -222,7 +222,7 @@ type blobState struct {
 // lookupBlob reads the index record of (key, version) and stats (or, with
 // open, opens) its file, both under the version's stripe lock, so that they
 // belong together: Put, Delete and Quarantine change a record and its file
-// under that lock. It returns an error only if the store is closed or the
+// under that lock (and compaction only moves a packed value to a copy). It returns an error only if the store is closed or the
 // index fails.
 func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, error) {
 	ik, mu, err := s.lockVersion(key, version)
@@ -230,39 +230,49 @@ func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, er
 		return blobState{}, err
 	}
 	defer s.unlockVersion(mu)
-	r, ok, err := s.idx.get(ik)
-	if err != nil {
-		return blobState{}, fmt.Errorf("index: %w", err)
-	}
-	if !ok {
-		return blobState{}, nil
-	}
-	b := blobState{held: true, m: r.meta(key, version), r: r}
-	path, want := s.blobFile(key, version), r.size+trailerLen(len(key))
-	if r.packed() {
-		path, want = s.segPath(r.seg), r.valueOff(len(key))+r.size
-	}
-	if open {
-		b.f, b.err = os.Open(path)
-		if b.err == nil {
-			b.fi, b.err = b.f.Stat()
+	for attempt := 0; ; attempt++ {
+		r, ok, err := s.idx.get(ik)
+		if err != nil {
+			return blobState{}, fmt.Errorf("index: %w", err)
 		}
-	} else {
-		b.fi, b.err = os.Stat(path)
-	}
-	switch {
-	case errors.Is(b.err, fs.ErrNotExist):
-		b.err = fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, b.err)
-	case b.err == nil:
-		if got := b.fi.Size(); got != want && !(r.packed() && got > want) {
-			b.err = fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, path, got, want)
+		if !ok {
+			return blobState{}, nil
 		}
+		b := blobState{held: true, m: r.meta(key, version), r: r}
+		path, want := s.blobFile(key, version), r.size+trailerLen(len(key))
+		if r.packed() {
+			path, want = s.segPath(r.seg), r.valueOff(len(key))+r.size
+		}
+		if open {
+			b.f, b.err = os.Open(path)
+			if b.err == nil {
+				b.fi, b.err = b.f.Stat()
+			}
+		} else {
+			b.fi, b.err = os.Stat(path)
+		}
+		// Compaction moves packed values without the stripe (through the
+		// log writer) and then removes their old segment: a missing
+		// segment is only news if the index still points at it.
+		if r.packed() && errors.Is(b.err, fs.ErrNotExist) && attempt < 3 {
+			if now, ok, err := s.idx.get(ik); err == nil && ok && (now.seg != r.seg || now.off != r.off) {
+				continue
+			}
+		}
+		switch {
+		case errors.Is(b.err, fs.ErrNotExist):
+			b.err = fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, b.err)
+		case b.err == nil:
+			if got := b.fi.Size(); got != want && !(r.packed() && got > want) {
+				b.err = fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, path, got, want)
+			}
+		}
+		if b.err != nil && b.f != nil {
+			b.f.Close()
+			b.f = nil
+		}
+		return b, nil
 	}
-	if b.err != nil && b.f != nil {
-		b.f.Close()
-		b.f = nil
-	}
-	return b, nil
 }
 
 // Quarantine takes (key, version) out of service because its value is bad:

@@ -77,7 +77,8 @@ import (
 //
 // A compacted segment without a valid footer was being written when the
 // process died; it was not used yet (records are switched to it only once
-// it is complete and durable), and Open removes it.
+// it is complete and durable), and Open removes it, unless the index does
+// point into it (its footer rotted): then it stays, as holding any birth.
 //
 // Log segments are extended with zeros ahead of the records (written and
 // fdatasynced in the background), so that the fdatasync of a commit
@@ -341,7 +342,7 @@ func openSegment(path string) (segInfo, error) {
 	if kind == segKindCompact {
 		births, end, err := readFooter(f, fi.Size())
 		if err != nil {
-			return segInfo{}, fmt.Errorf("%w: incomplete compacted segment: %w", errIncomplete, err)
+			return si, fmt.Errorf("%w: incomplete compacted segment: %w", errIncomplete, err)
 		}
 		slices.Sort(births)
 		si.births, si.end = slices.Compact(births), end

@@ -287,6 +287,9 @@ func Open(cfg Config) (*Store, error) {
 	if err == nil && rebuild {
 		err = s.rebuildLocked()
 	}
+	if err == nil {
+		err = s.dropUnswitched()
+	}
 	if err != nil {
 		// Undo the partial open; the error that stopped it is the one to report.
 		if s.idx != nil {
