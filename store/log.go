@@ -31,7 +31,7 @@ const (
 
 	maxBatchReqs  = 256     // records per commit; well under IOV_MAX
 	maxBatchBytes = 4 << 20 // bytes per commit
-	zeroChunk     = 4 << 20 // log segments are zeroed this far ahead ...
+	zeroChunk     = 2 << 20 // log segments are zeroed this far ahead ...
 	zeroLowWater  = 1 << 20 // ... once fewer than this many zeroed bytes are left
 )
 
