@@ -62,12 +62,16 @@ func (c *testCluster) corruptCopy(i int, value []byte) {
 	corruptValueIn(c.t, c.vcfgs[i].Dir, value)
 }
 
-// corruptValueIn flips a byte of value in the blob file under dir/blobs
-// that holds it.
+// corruptValueIn flips a byte of value in the file under dir/blobs (a
+// blob file) or dir/segments (values packed into the log) that holds it.
 func corruptValueIn(t testing.TB, dir string, value []byte) {
 	t.Helper()
 	var found string
-	err := filepath.WalkDir(filepath.Join(dir, "blobs"), func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && path != dir && !strings.HasPrefix(path, filepath.Join(dir, "blobs")) &&
+			!strings.HasPrefix(path, filepath.Join(dir, "segments")) {
+			return filepath.SkipDir
+		}
 		if err != nil || d.IsDir() || found != "" {
 			return err
 		}

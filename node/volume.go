@@ -603,7 +603,9 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 		return
 	}
 	if start > 0 {
-		if _, err := f.Seek(start, io.SeekStart); err != nil {
+		// OpenBlob leaves f at the value's first byte, which for a value
+		// packed into a segment file is not the file's start.
+		if _, err := f.Seek(start, io.SeekCurrent); err != nil {
 			f.Close()
 			replyError(ctx, fmt.Errorf("seek %q: %w", key, err))
 			return

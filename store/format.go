@@ -64,32 +64,61 @@ func splitIndexKey(ik []byte) (key []byte, version uint64, err error) {
 	return ik[:n], binary.BigEndian.Uint64(ik[n+1:]), nil
 }
 
-// Index records. Layout of format 1:
+// Index records. Layout of format 1 (a value in a blob file of its own):
 //
 //	byte 0      format (1)
 //	uvarint     size
 //	8 bytes     xxhash64 checksum, big-endian
 //	varint      modification time, Unix nanoseconds
 //
+// Format 2 (a value packed into a segment) adds, after those:
+//
+//	uvarint     sequence number of the segment holding the record
+//	uvarint     offset of the record in the segment
+//	uvarint     the record's LSN (see segment.go)
+//
 // A decoder rejects unknown formats and trailing bytes so that a record
 // written by a newer format is never misread.
 
-const recordFormat1 = 1
+const (
+	recordFormat1 = 1
+	recordFormat2 = 2
+)
 
 type record struct {
 	size     int64
 	checksum uint64
 	modNanos int64
+	// seg is the segment holding a packed value, 0 for a blob file; off is
+	// where its record starts there, lsn its LSN.
+	seg uint64
+	off int64
+	lsn uint64
 }
 
-// maxRecordLen bounds an encoded record: format byte, two varints, checksum.
-const maxRecordLen = 1 + binary.MaxVarintLen64 + 8 + binary.MaxVarintLen64
+func (r record) packed() bool { return r.seg != 0 }
+
+// valueOff is where a packed value starts in its segment.
+func (r record) valueOff(keyLen int) int64 { return r.off + recHeaderLen + int64(keyLen) }
+
+// maxRecordLen bounds an encoded record: format byte, five varints, checksum.
+const maxRecordLen = 1 + 5*binary.MaxVarintLen64 + 8
 
 func appendRecord(dst []byte, r record) []byte {
-	dst = append(dst, recordFormat1)
+	format := byte(recordFormat1)
+	if r.packed() {
+		format = recordFormat2
+	}
+	dst = append(dst, format)
 	dst = binary.AppendUvarint(dst, uint64(r.size))
 	dst = binary.BigEndian.AppendUint64(dst, r.checksum)
-	return binary.AppendVarint(dst, r.modNanos)
+	dst = binary.AppendVarint(dst, r.modNanos)
+	if r.packed() {
+		dst = binary.AppendUvarint(dst, r.seg)
+		dst = binary.AppendUvarint(dst, uint64(r.off))
+		dst = binary.AppendUvarint(dst, r.lsn)
+	}
+	return dst
 }
 
 var errRecord = errors.New("malformed index record")
@@ -98,7 +127,8 @@ func decodeRecord(b []byte) (record, error) {
 	if len(b) == 0 {
 		return record{}, fmt.Errorf("%w: empty", errRecord)
 	}
-	if b[0] != recordFormat1 {
+	format := b[0]
+	if format != recordFormat1 && format != recordFormat2 {
 		return record{}, fmt.Errorf("%w: unknown format %d", errRecord, b[0])
 	}
 	b = b[1:]
@@ -116,10 +146,25 @@ func decodeRecord(b []byte) (record, error) {
 	if n <= 0 {
 		return record{}, fmt.Errorf("%w: bad modification time", errRecord)
 	}
-	if n != len(b) {
-		return record{}, fmt.Errorf("%w: %d trailing bytes", errRecord, len(b)-n)
+	b = b[n:]
+	r := record{size: int64(size), checksum: sum, modNanos: mod}
+	if format == recordFormat2 {
+		var vals [3]uint64
+		for i := range vals {
+			if vals[i], n = binary.Uvarint(b); n <= 0 {
+				return record{}, fmt.Errorf("%w: bad segment location", errRecord)
+			}
+			b = b[n:]
+		}
+		if vals[0] == 0 || vals[0] >= 1<<32 || vals[1] >= 1<<32 || r.size > MaxSmallValueMax {
+			return record{}, fmt.Errorf("%w: bad segment location %d@%d", errRecord, vals[0], vals[1])
+		}
+		r.seg, r.off, r.lsn = vals[0], int64(vals[1]), vals[2]
 	}
-	return record{size: int64(size), checksum: sum, modNanos: mod}, nil
+	if len(b) != 0 {
+		return record{}, fmt.Errorf("%w: %d trailing bytes", errRecord, len(b))
+	}
+	return r, nil
 }
 
 func (r record) meta(key []byte, version uint64) Meta {
@@ -252,7 +297,16 @@ func blobName(key []byte, version uint64) string {
 	return string(b[:])
 }
 
-// blobRel returns the path of a blob file relative to DIR/blobs: ab/cd/name.
+// blobRel returns the path of a blob file relative to DIR/blobs: ab/name.
+// One level of 256 directories: each is created once, the first time a
+// file lands in it, so a volume soon does no directory work per value.
 func blobRel(name string) string {
+	return filepath.Join(name[0:2], name)
+}
+
+// legacyRel returns where volumes written before the one-level layout
+// keep a blob file: ab/cd/name. Such files are read, deleted and rebuilt
+// from where they are; new files never go there.
+func legacyRel(name string) string {
 	return filepath.Join(name[0:2], name[2:4], name)
 }

@@ -52,6 +52,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		{size: 1, checksum: 2, modNanos: 3},
 		{size: math.MaxInt64, checksum: math.MaxUint64, modNanos: math.MinInt64},
 		{size: 1 << 30, checksum: 0xdeadbeef, modNanos: -1},
+		{size: 1024, checksum: 9, modNanos: 10, seg: 1, off: segHeaderLen, lsn: lsnOf(1, segHeaderLen)},
+		{size: MaxSmallValueMax, checksum: math.MaxUint64, modNanos: math.MinInt64, seg: 1<<32 - 1, off: maxSegmentSize - 1, lsn: math.MaxUint64},
 	}
 	for _, r := range tests {
 		b := appendRecord(nil, r)
@@ -65,7 +67,10 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	bad := map[string][]byte{
 		"empty":          nil,
-		"format 2":       {2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"format 3":       {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"no location":    {2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"cut location":   appendRecord(nil, record{seg: 1})[:11:11],
+		"packed > max":   {2, 0x80, 0x80, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 24, 1},
 		"short checksum": {1, 5, 1, 2, 3},
 		"trailing":       append(appendRecord(nil, record{size: 1}), 0),
 		"size > int64":   {1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0},
@@ -112,6 +117,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte{}, int64(0), uint64(0), int64(0))
 	f.Add(appendRecord(nil, record{size: 1 << 20, checksum: 7, modNanos: 1700000000000000000}), int64(1<<20), uint64(7), int64(-1))
 	f.Add([]byte{1, 0x80, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0}, int64(math.MaxInt64), uint64(math.MaxUint64), int64(math.MinInt64))
+	f.Add(appendRecord(nil, record{size: 5, seg: 3, off: 24, lsn: lsnOf(2, 24)}), int64(5), uint64(0), int64(0))
 	f.Fuzz(func(t *testing.T, data []byte, size int64, sum uint64, mod int64) {
 		if r, err := decodeRecord(data); err == nil {
 			if r.size < 0 {

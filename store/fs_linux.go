@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -133,5 +134,80 @@ func startWriteback(f *os.File, off, n int64) {
 	}
 	_ = sc.Control(func(fd uintptr) {
 		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}
+
+// writevAt writes the buffers one after another at off, with as few
+// pwritev calls as the kernel allows.
+func writevAt(f *os.File, iov [][]byte, off int64) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := sc.Write(func(fd uintptr) bool {
+		for len(iov) > 0 {
+			n, err := unix.Pwritev(int(fd), iov, off)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = os.NewSyscallError("pwritev", err)
+				return true
+			}
+			if n == 0 {
+				werr = io.ErrShortWrite
+				return true
+			}
+			off += int64(n)
+			for n > 0 {
+				if n >= len(iov[0]) {
+					n -= len(iov[0])
+					iov = iov[1:]
+				} else {
+					iov[0] = iov[0][n:]
+					n = 0
+				}
+			}
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	return werr
+}
+
+// fdatasync flushes f's data, and its size if it changed, to the disk.
+func fdatasync(f *os.File) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := sc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("fdatasync", serr)
+	}
+	return nil
+}
+
+// dropRange asks the kernel to drop the clean cached pages of [off,
+// off+n) of f, like dropCache for a part of a file.
+func dropRange(f *os.File, off, n int64) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = sc.Control(func(fd uintptr) {
+		_ = unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED)
 	})
 }

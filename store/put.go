@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Put stores the value read from r as (key, version) and returns its
@@ -18,11 +20,17 @@ import (
 // ErrSizeMismatch if the body is shorter or longer than declared. A read
 // error from r is returned wrapped.
 //
-// The value is streamed into a temporary file while being hashed, followed by
-// its trailer, fsynced, renamed into place and then indexed: on any failure
-// nothing is visible and no file is left behind. A version is immutable:
-// Put of a (key, version) that is already held fails with ErrExists and
-// leaves the held copy as it was.
+// A value of at most Config.SmallValueMax bytes is read into a pooled
+// buffer, hashed and appended to the log with its key and metadata; the
+// log writer commits it together with the other Puts and Deletes waiting
+// at that moment, with one fdatasync, then indexes them all in one synced
+// index write (see log.go). A larger value is streamed into a temporary
+// file while being hashed, followed by its trailer, fsynced, renamed into
+// place and then indexed. Either way Put returns only once the value and
+// its index entry are durable, and on any failure nothing is visible and
+// no file is left behind. A version is immutable: Put of a (key, version)
+// that is already held fails with ErrExists and leaves the held copy as it
+// was.
 //
 // Put fails with an error wrapping ErrNoSpace when the value does not fit in
 // Capacity or would leave less than Reserve free, or when the filesystem
@@ -45,7 +53,21 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 
 	res := reservation{s: s}
 	defer res.release()
-	tmp, m, err := s.writeTemp(key, version, r, size, &res)
+	var prefix []byte
+	if small := s.cfg.SmallValueMax; small >= 0 && size <= small {
+		sb := s.bufs.Get().(*streamBuf)
+		defer s.bufs.Put(sb)
+		m, spilled, err := s.putPacked(key, version, r, size, sb, &res)
+		if err != nil {
+			return Meta{}, opErr("put", key, version, err)
+		}
+		if spilled == nil {
+			return m, nil
+		}
+		// A chunked body longer than SmallValueMax: it gets a file after all.
+		prefix = spilled
+	}
+	tmp, m, err := s.writeTemp(key, version, prefix, r, size, &res)
 	if err != nil {
 		return Meta{}, opErr("put", key, version, err)
 	}
@@ -56,10 +78,80 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 	return m, nil
 }
 
-// writeTemp streams r into a new file in DIR/tmp, appends the trailer and
-// fsyncs it. It returns the file's path and the value's metadata. On error
-// the file is removed.
-func (s *Store) writeTemp(key []byte, version uint64, r io.Reader, size int64, res *reservation) (path string, m Meta, err error) {
+// putPacked reads a value of at most SmallValueMax bytes into sb, behind
+// room for its record header and key, and commits it through the log
+// writer. If the size is unknown and the body turns out longer, it
+// returns the bytes read so far as spilled (aliasing sb), for the caller
+// to write a blob file that starts with them.
+func (s *Store) putPacked(key []byte, version uint64, r io.Reader, size int64, sb *streamBuf, res *reservation) (m Meta, spilled []byte, err error) {
+	if size >= 0 {
+		if err := res.grow(size); err != nil {
+			return Meta{}, nil, err
+		}
+	}
+	vstart := recHeaderLen + len(key)
+	// Past the largest packed value, by a word: readers that produce
+	// words (tests' generators) then see word-sized reads only.
+	limit := s.cfg.SmallValueMax + recAlign
+	if size >= 0 {
+		limit = size + 1 // one byte past the declared end
+	}
+	val := sb.b[vstart : vstart+int(limit)]
+	got, rerr := readFull(r, val)
+	switch {
+	case rerr != nil && rerr != io.EOF:
+		return Meta{}, nil, fmt.Errorf("read body after %d bytes: %w", got, rerr)
+	case size >= 0 && int64(got) > size:
+		return Meta{}, nil, fmt.Errorf("%w: body longer than the declared %d bytes", ErrSizeMismatch, size)
+	case size >= 0 && int64(got) < size:
+		return Meta{}, nil, fmt.Errorf("%w: body of %d bytes, declared %d", ErrSizeMismatch, got, size)
+	case size < 0 && (rerr == nil || int64(got) > s.cfg.SmallValueMax):
+		// Longer than SmallValueMax.
+		return Meta{}, val[:got], nil
+	}
+	n := int64(got)
+	if size < 0 {
+		if err := res.grow(n); err != nil {
+			return Meta{}, nil, err
+		}
+	}
+	m = Meta{
+		Key:      bytes.Clone(key),
+		Version:  version,
+		Size:     n,
+		Checksum: xxhash.Sum64(val[:got]),
+		ModTime:  time.Unix(0, time.Now().UnixNano()).UTC(),
+	}
+	buf := sb.b[:recLen(len(key), n)]
+	clear(buf[vstart+got:])
+	putHeader(buf, logRec{typ: recPut, key: key, version: version, size: n, checksum: m.Checksum, modNanos: m.ModTime.UnixNano()})
+
+	ik, mu, err := s.lockVersion(key, version)
+	if err != nil {
+		return Meta{}, nil, err
+	}
+	defer s.unlockVersion(mu)
+	if _, had, err := s.idx.get(ik); err != nil {
+		return Meta{}, nil, fmt.Errorf("index: %w", err)
+	} else if had {
+		return Meta{}, nil, ErrExists
+	}
+	req := s.w.get()
+	req.op, req.ik, req.buf = opPut, ik, buf
+	req.rec = record{size: n, checksum: m.Checksum, modNanos: m.ModTime.UnixNano()}
+	err = s.w.submit(req)
+	s.w.put(req)
+	if err != nil {
+		return Meta{}, nil, err
+	}
+	return m, nil, nil
+}
+
+// writeTemp streams prefix and then r into a new file in DIR/tmp, appends
+// the trailer and fsyncs it. It returns the file's path and the value's
+// metadata. On error the file is removed. prefix is the start of the body,
+// already read from r (its bytes count against size).
+func (s *Store) writeTemp(key []byte, version uint64, prefix []byte, r io.Reader, size int64, res *reservation) (path string, m Meta, err error) {
 	if size >= 0 {
 		if err := res.grow(size); err != nil {
 			return "", Meta{}, err
@@ -90,6 +182,16 @@ func (s *Store) writeTemp(key []byte, version uint64, r io.Reader, size int64, r
 	buf, h := sb.b, sb.h
 	h.Reset()
 	var n, flushed int64
+	if len(prefix) > 0 {
+		if err := res.grow(int64(len(prefix))); err != nil {
+			return "", Meta{}, err
+		}
+		h.Write(prefix) // never fails
+		if _, err := f.Write(prefix); err != nil {
+			return "", Meta{}, fmt.Errorf("write temp file: %w", noSpace(err))
+		}
+		n = int64(len(prefix))
+	}
 	for {
 		want := len(buf)
 		if size >= 0 && size+1-n < int64(want) {
@@ -217,9 +319,10 @@ func (s *Store) commit(tmp string, m Meta) error {
 	return nil
 }
 
-// ensureDir creates a blob directory (DIR/blobs/ab/cd) and its parent if
+// ensureDir creates a blob directory (DIR/blobs/ab) and its parent if
 // needed, fsyncing the parent of each directory it creates, so that a file
-// renamed into it survives a crash.
+// renamed into it survives a crash. There are 256 such directories: each
+// is created once in a volume's life.
 func (s *Store) ensureDir(dir string) error {
 	if _, ok := s.dirs.Load(dir); ok {
 		return nil

@@ -1,25 +1,36 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/util"
 )
 
-// Rebuild recreates the whole index from the trailers of the blob files: it
-// drops the index, scans DIR/blobs and indexes every file whose trailer is
-// intact and matches its file name. Files that fail are skipped, reported to
+// Rebuild recreates the whole index from the trailers of the blob files and
+// from the segments: it drops the index, scans DIR/blobs and indexes every
+// file whose trailer is intact and matches its file name, then reads every
+// segment and indexes each packed value whose newest record (by LSN) is a
+// put, not a tombstone. Files that fail are skipped, reported to
 // Config.Logger and left in place; they stay invisible (Delete of their
-// version removes them). Rebuild reads trailers only, not values: Verify
-// checks values.
+// version removes them); so are packed records whose value fails its
+// checksum. Rebuild reads trailers only, not values, of blob files:
+// Verify checks values. It reads segments whole.
 //
 // Every other method waits while Rebuild runs. A marker file makes an
 // interrupted Rebuild start again at the next Open.
 func (s *Store) Rebuild() error {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -65,16 +76,20 @@ func (s *Store) rebuildLocked() error {
 	if err := sc.batch.flush(); err != nil {
 		return fmt.Errorf("index: %w", noSpace(err))
 	}
-	s.keys.Store(sc.keys)
-	s.bytes.Store(sc.bytes)
+	if err := sc.segments(); err != nil {
+		return err
+	}
+	if err := s.count(); err != nil {
+		return err
+	}
 	if err := os.Remove(marker); err != nil {
 		return err
 	}
 	if err := s.syncDir(s.dir); err != nil {
 		return err
 	}
-	s.log.Info("store: index rebuilt", "dir", s.dir, "files", sc.files, "indexed", sc.keys,
-		"bytes", sc.bytes, "skipped", sc.skipped, "elapsed", time.Since(began))
+	s.log.Info("store: index rebuilt", "dir", s.dir, "files", sc.files, "segments", sc.segs, "indexed", s.keys.Load(),
+		"bytes", s.bytes.Load(), "skipped", sc.skipped, "elapsed", time.Since(began))
 	return nil
 }
 
@@ -98,41 +113,63 @@ func (s *Store) writeMarker(path string) error {
 
 // scan walks DIR/blobs/ab/cd/* for Rebuild.
 type scan struct {
-	s                           *Store
-	batch                       indexBatch
-	tail                        [maxTrailerLen]byte
-	files, skipped, keys, bytes int64
+	s                                 *Store
+	batch                             indexBatch
+	tail                              [maxTrailerLen]byte
+	files, skipped, keys, bytes, segs int64
 }
 
 const rebuildProgressEvery = 100000
 
 func (sc *scan) run() error {
-	top, err := os.ReadDir(sc.s.blobsDir)
+	return walkBlobs(sc.s.blobsDir, os.ReadDir, func(path string) bool {
+		sc.skip(path, errors.New("not a blob directory"))
+		return true
+	}, sc.file)
+}
+
+// walkBlobs calls file for every entry of the blob directories under dir:
+// dir/ab/<name> (prefix "ab") and, in the legacy layout, dir/ab/cd/<name>
+// (prefix "abcd"). Anything else is passed to stray. It stops when stray
+// returns false or file returns an error; readDir lists a directory.
+func walkBlobs(dir string, readDir func(string) ([]fs.DirEntry, error), stray func(path string) bool,
+	file func(path, prefix string, e fs.DirEntry) error) error {
+	top, err := readDir(dir)
 	if err != nil {
 		return fmt.Errorf("read blob directory: %w", err)
 	}
 	for _, d1 := range top {
-		p1 := filepath.Join(sc.s.blobsDir, d1.Name())
+		p1 := filepath.Join(dir, d1.Name())
 		if !d1.IsDir() || !isHexDir(d1.Name()) {
-			sc.skip(p1, errors.New("not a blob directory"))
+			if !stray(p1) {
+				return nil
+			}
 			continue
 		}
-		mid, err := os.ReadDir(p1)
+		mid, err := readDir(p1)
 		if err != nil {
 			return fmt.Errorf("read blob directory: %w", err)
 		}
 		for _, d2 := range mid {
 			p2 := filepath.Join(p1, d2.Name())
-			if !d2.IsDir() || !isHexDir(d2.Name()) {
-				sc.skip(p2, errors.New("not a blob directory"))
+			if !d2.IsDir() {
+				if err := file(p2, d1.Name(), d2); err != nil {
+					return err
+				}
 				continue
 			}
-			files, err := os.ReadDir(p2)
+			if !isHexDir(d2.Name()) {
+				if !stray(p2) {
+					return nil
+				}
+				continue
+			}
+			files, err := readDir(p2)
 			if err != nil {
 				return fmt.Errorf("read blob directory: %w", err)
 			}
 			for _, f := range files {
-				if err := sc.file(p2, d1.Name()+d2.Name(), f); err != nil {
+				if err := file(filepath.Join(p2, f.Name()), d1.Name()+d2.Name(), f); err != nil {
 					return err
 				}
 			}
@@ -153,9 +190,10 @@ func isHexDir(name string) bool {
 	return true
 }
 
-// file indexes one blob file. It returns an error only if the index cannot
-// be written; a bad file is skipped.
-func (sc *scan) file(dir, prefix string, e fs.DirEntry) error {
+// file indexes one blob file, at path in a directory whose name or names
+// make prefix. It returns an error only if the index cannot be written; a
+// bad file is skipped.
+func (sc *scan) file(path, prefix string, e fs.DirEntry) error {
 	if sc.s.closing.Load() {
 		return ErrClosed
 	}
@@ -163,13 +201,12 @@ func (sc *scan) file(dir, prefix string, e fs.DirEntry) error {
 	if sc.files%rebuildProgressEvery == 0 {
 		sc.s.log.Info("store: rebuild progress", "dir", sc.s.dir, "files", sc.files, "skipped", sc.skipped)
 	}
-	path := filepath.Join(dir, e.Name())
 	t, err := sc.readTrailer(path)
 	if err != nil {
 		sc.skip(path, err)
 		return nil
 	}
-	if name := blobName(t.key, t.version); name != e.Name() || name[:4] != prefix {
+	if name := blobName(t.key, t.version); name != e.Name() || !strings.HasPrefix(name, prefix) {
 		sc.skip(path, fmt.Errorf("%w: trailer names %q v%d, which belongs in %s", ErrCorrupt, t.key, t.version, blobRel(name)))
 		return nil
 	}
@@ -214,8 +251,226 @@ func (sc *scan) skip(path string, err error) {
 	sc.s.log.Warn("store: rebuild skipped a file", "path", path, "err", err)
 }
 
-// hasBlobs reports whether DIR/blobs holds at least one file.
+// segments indexes the packed values of every segment. A (key, version)
+// may have several records: puts and tombstones, and copies of one put
+// (same LSN) left by compaction; the one with the highest LSN decides, and
+// among copies the newest segment wins. A value with a blob file keeps
+// it. Candidates are merged into the index a segment at a time, so memory
+// stays bounded by a segment's records; tombstones wait in the index under
+// bookkeeping keys until every segment has been read.
+func (sc *scan) segments() error {
+	s := sc.s
+	x := s.idx
+	s.segs.mu.Lock()
+	var seqs []uint64
+	for seq := range s.segs.m {
+		seqs = append(seqs, seq)
+	}
+	ends := make(map[uint64]int64, len(seqs))
+	for seq, g := range s.segs.m {
+		ends[seq] = g.end
+	}
+	s.segs.mu.Unlock()
+	slices.Sort(seqs)
+
+	maxSeq := uint64(0)
+	buf := make([]byte, scanBufLen)
+	puts := make(map[string]record)
+	tombs := make(map[string]uint64)
+	ftombs := make(map[string]bool) // index key + modification time of a deleted blob file
+	for _, seq := range seqs {
+		if s.closing.Load() {
+			return ErrClosed
+		}
+		sc.segs++
+		maxSeq = max(maxSeq, seq)
+		f, err := os.Open(s.segPath(seq))
+		if err != nil {
+			sc.skip(s.segPath(seq), err)
+			continue
+		}
+		err = scanSegment(f, ends[seq], buf, func(r *scanned) bool {
+			maxSeq = max(maxSeq, birthOf(r.lsn), r.target)
+			ik := string(indexKey(r.key, r.version))
+			switch {
+			case r.bad != nil:
+				sc.skip(fmt.Sprintf("%s@%d", f.Name(), r.off), r.bad)
+			case r.typ == recDelete && r.target == 0:
+				ftombs[ik+string(binary.BigEndian.AppendUint64(nil, uint64(r.modNanos)))] = true
+			case r.typ == recDelete:
+				tombs[ik] = max(tombs[ik], r.lsn)
+			default:
+				if cur, ok := puts[ik]; !ok || cur.lsn <= r.lsn {
+					puts[ik] = record{size: r.size, checksum: r.checksum, modNanos: r.modNanos, seg: seq, off: r.off, lsn: r.lsn}
+				}
+			}
+			return true
+		})
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("read segment: %w", err)
+		}
+		if err := sc.mergeSegment(puts, tombs, ftombs); err != nil {
+			return fmt.Errorf("index: %w", noSpace(err))
+		}
+		clear(puts)
+		clear(tombs)
+		clear(ftombs)
+	}
+	if err := sc.applyTombstones(); err != nil {
+		return fmt.Errorf("index: %w", noSpace(err))
+	}
+	s.segs.mu.Lock()
+	s.segs.next = max(s.segs.next, maxSeq+1)
+	s.segs.mu.Unlock()
+	if err := x.setNextSeq(s.segs.next); err != nil {
+		return fmt.Errorf("index: %w", noSpace(err))
+	}
+	// The index now holds every record of the log.
+	if err := x.setCheckpoint(s.logEnd()); err != nil {
+		return fmt.Errorf("index: %w", noSpace(err))
+	}
+	return nil
+}
+
+var (
+	tombPrefix  = metaKey([]byte("rebuild-tombstone/"))
+	ftombPrefix = metaKey([]byte("rebuild-file-tombstone/"))
+)
+
+func (sc *scan) mergeSegment(puts map[string]record, tombs map[string]uint64, ftombs map[string]bool) error {
+	x := sc.s.idx
+	var b leveldb.Batch
+	var rb [maxRecordLen]byte
+	for ik, r := range puts {
+		cur, ok, err := x.get([]byte(ik))
+		if err != nil {
+			return err
+		}
+		if ok && (!cur.packed() || cur.lsn > r.lsn || cur.lsn == r.lsn && cur.seg > r.seg) {
+			continue
+		}
+		b.Put([]byte(ik), appendRecord(rb[:0], r))
+	}
+	for ik, t := range tombs {
+		tk := append(slices.Clone(tombPrefix), ik...)
+		v, err := x.db.Get(tk, nil)
+		if err == nil && len(v) == 8 && binary.BigEndian.Uint64(v) >= t {
+			continue
+		}
+		if err != nil && !errors.Is(err, leveldb.ErrNotFound) {
+			return err
+		}
+		b.Put(tk, binary.BigEndian.AppendUint64(nil, t))
+	}
+	for k := range ftombs {
+		b.Put(append(slices.Clone(ftombPrefix), k...), nil)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	return x.write(&b)
+}
+
+// applyTombstones deletes the packed values that a newer tombstone
+// deletes, and the blob files that a tombstone names, and the bookkeeping
+// keys.
+func (sc *scan) applyTombstones() error {
+	if err := sc.applyFileTombstones(); err != nil {
+		return err
+	}
+	x := sc.s.idx
+	var b leveldb.Batch
+	it := x.db.NewIterator(util.BytesPrefix(tombPrefix), nil)
+	for it.Next() {
+		ik := it.Key()[len(tombPrefix):]
+		t := binary.BigEndian.Uint64(it.Value())
+		cur, ok, err := x.get(ik)
+		if err != nil {
+			it.Release()
+			return err
+		}
+		if ok && cur.packed() && cur.lsn < t {
+			b.Delete(slices.Clone(ik))
+		}
+		b.Delete(slices.Clone(it.Key()))
+		if b.Len() >= indexBatchLen {
+			if err := x.write(&b); err != nil {
+				it.Release()
+				return err
+			}
+			b.Reset()
+		}
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	return x.write(&b)
+}
+
+// applyFileTombstones unindexes and removes the blob files deleted before
+// a crash stopped their removal.
+func (sc *scan) applyFileTombstones() error {
+	s := sc.s
+	x := s.idx
+	var b leveldb.Batch
+	var gone []versionRef
+	it := x.db.NewIterator(util.BytesPrefix(ftombPrefix), nil)
+	for it.Next() {
+		k := it.Key()[len(ftombPrefix):]
+		if len(k) < 8 {
+			continue
+		}
+		ik, mod := k[:len(k)-8], int64(binary.BigEndian.Uint64(k[len(k)-8:]))
+		cur, ok, err := x.get(ik)
+		if err != nil {
+			it.Release()
+			return err
+		}
+		if ok && !cur.packed() && cur.modNanos == mod {
+			b.Delete(slices.Clone(ik))
+			if key, v, err := splitIndexKey(ik); err == nil {
+				gone = append(gone, versionRef{key: slices.Clone(key), version: v})
+			}
+		}
+		b.Delete(slices.Clone(it.Key()))
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if b.Len() > 0 {
+		if err := x.write(&b); err != nil {
+			return err
+		}
+	}
+	for _, v := range gone {
+		if err := s.removeBlobFile(v.key, v.version); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hasBlobs reports whether DIR/blobs holds at least one file, or there is
+// a compacted segment: what an empty index cannot account for. (Log
+// segments it can: without a checkpoint, Open replays them all.)
 func (s *Store) hasBlobs() (bool, error) {
+	s.segs.mu.Lock()
+	n := 0
+	for _, g := range s.segs.m {
+		if g.kind == segKindCompact {
+			n++
+		}
+	}
+	s.segs.mu.Unlock()
+	if n > 0 {
+		return true, nil
+	}
 	errFound := errors.New("found")
 	err := filepath.WalkDir(s.blobsDir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,7 +101,7 @@ func (s *Store) Scrub(ctx context.Context, cfg ScrubConfig, bad func(m Meta, err
 	if len(cfg.Start) > 0 {
 		from = after(cfg.Start)
 	}
-	err := s.iterate(from, sc.version)
+	err := s.iterate(from, func(m Meta, _ record) bool { return sc.version(m) })
 	// sc.err, if any, is why the callback stopped the iteration; ctx may
 	// also have been cancelled after the last version.
 	err = cmp.Or(err, sc.err, ctx.Err())
@@ -168,9 +169,16 @@ func (sc *scrubber) check(listed Meta) (m Meta, reason error, skip bool, err err
 		return b.m, b.err, false, nil
 	}
 	defer b.f.Close()
-	dropCache(b.f) // read the disk, not the page cache
-	n, reason := s.checkFile(sc.ctx, b.f, b.m, sc.lim)
-	dropCache(b.f) // and leave the cache to the clients
+	drop := func() {
+		if b.r.packed() {
+			dropRange(b.f, b.r.off, recLen(len(b.m.Key), b.m.Size))
+		} else {
+			dropCache(b.f)
+		}
+	}
+	drop() // read the disk, not the page cache
+	n, reason := s.checkFile(sc.ctx, b.f, b.m, b.r, sc.lim)
+	drop() // and leave the cache to the clients
 	sc.st.Bytes += n
 	if err := sc.ctx.Err(); err != nil {
 		return Meta{}, nil, false, err
@@ -187,7 +195,7 @@ func (sc *scrubber) check(listed Meta) (m Meta, reason error, skip bool, err err
 	switch {
 	case err != nil:
 		return Meta{}, nil, false, err
-	case !now.held || !sameRecord(now.m, b.m):
+	case !now.held || !sameRecord(now.m, b.m) || now.r.seg != b.r.seg || now.r.off != b.r.off:
 		return Meta{}, nil, true, nil
 	case now.err != nil:
 		return now.m, now.err, false, nil // it has gone missing since
@@ -205,6 +213,7 @@ func sameRecord(a, b Meta) bool {
 type blobState struct {
 	held bool        // the index holds the version; the rest is unset if not
 	m    Meta        // the index's metadata
+	r    record      // the index record
 	f    *os.File    // the open file, if asked for and err is nil; the caller closes it
 	fi   fs.FileInfo // of the file, if err is nil
 	err  error       // why the file is unusable: wraps ErrCorrupt when missing or of the wrong length
@@ -213,7 +222,7 @@ type blobState struct {
 // lookupBlob reads the index record of (key, version) and stats (or, with
 // open, opens) its file, both under the version's stripe lock, so that they
 // belong together: Put, Delete and Quarantine change a record and its file
-// under that lock. It returns an error only if the store is closed or the
+// under that lock (and compaction only moves a packed value to a copy). It returns an error only if the store is closed or the
 // index fails.
 func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, error) {
 	ik, mu, err := s.lockVersion(key, version)
@@ -221,46 +230,60 @@ func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, er
 		return blobState{}, err
 	}
 	defer s.unlockVersion(mu)
-	r, ok, err := s.idx.get(ik)
-	if err != nil {
-		return blobState{}, fmt.Errorf("index: %w", err)
-	}
-	if !ok {
-		return blobState{}, nil
-	}
-	b := blobState{held: true, m: r.meta(key, version)}
-	path := s.blobPath(key, version)
-	if open {
-		b.f, b.err = os.Open(path)
-		if b.err == nil {
-			b.fi, b.err = b.f.Stat()
+	for attempt := 0; ; attempt++ {
+		r, ok, err := s.idx.get(ik)
+		if err != nil {
+			return blobState{}, fmt.Errorf("index: %w", err)
 		}
-	} else {
-		b.fi, b.err = os.Stat(path)
-	}
-	switch {
-	case errors.Is(b.err, fs.ErrNotExist):
-		b.err = fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, b.err)
-	case b.err == nil:
-		if got, want := b.fi.Size(), r.size+trailerLen(len(key)); got != want {
-			b.err = fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, path, got, want)
+		if !ok {
+			return blobState{}, nil
 		}
+		b := blobState{held: true, m: r.meta(key, version), r: r}
+		path, want := s.blobFile(key, version), r.size+trailerLen(len(key))
+		if r.packed() {
+			path, want = s.segPath(r.seg), r.valueOff(len(key))+r.size
+		}
+		if open {
+			b.f, b.err = os.Open(path)
+			if b.err == nil {
+				b.fi, b.err = b.f.Stat()
+			}
+		} else {
+			b.fi, b.err = os.Stat(path)
+		}
+		// Compaction moves packed values without the stripe (through the
+		// log writer) and then removes their old segment: a missing
+		// segment is only news if the index still points at it.
+		if r.packed() && errors.Is(b.err, fs.ErrNotExist) && attempt < 3 {
+			if now, ok, err := s.idx.get(ik); err == nil && ok && (now.seg != r.seg || now.off != r.off) {
+				continue
+			}
+		}
+		switch {
+		case errors.Is(b.err, fs.ErrNotExist):
+			b.err = fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, b.err)
+		case b.err == nil:
+			if got := b.fi.Size(); got != want && !(r.packed() && got > want) {
+				b.err = fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, path, got, want)
+			}
+		}
+		if b.err != nil && b.f != nil {
+			b.f.Close()
+			b.f = nil
+		}
+		return b, nil
 	}
-	if b.err != nil && b.f != nil {
-		b.f.Close()
-		b.f = nil
-	}
-	return b, nil
 }
 
-// Quarantine takes (key, version) out of service because its file is bad:
-// it moves the blob file into DIR/quarantine, next to a small text file
+// Quarantine takes (key, version) out of service because its value is bad:
+// it moves the blob file into DIR/quarantine (a packed value is copied
+// there as a blob file, from its segment), next to a small text file
 // saying why (reason, key, version and time), and then removes the version
-// from the index. Its bytes are thus kept for inspection, never served
-// again, and not brought back by Rebuild, which reads DIR/blobs only. A
-// quarantined file keeps its trailer: moving it back to DIR/blobs/ab/cd
-// under its original name (the part before the first '.') and calling
-// Rebuild restores it.
+// from the index (a packed one with a tombstone in the log). Its bytes are
+// thus kept for inspection, never served again, and not brought back by
+// Rebuild. A quarantined file keeps its trailer: moving it back to
+// DIR/blobs/ab (the first two characters of its name) under its original
+// name (the part before the first '.') and calling Rebuild restores it.
 //
 // A version whose file is missing is only removed from the index. If the
 // version is not indexed, Quarantine returns an error wrapping ErrNotFound,
@@ -269,7 +292,8 @@ func (s *Store) lookupBlob(key []byte, version uint64, open bool) (blobState, er
 //
 // The file is moved (and the move made durable) before the index entry is
 // removed, so a crash in between leaves an entry whose file is missing
-// (Open and Verify report ErrCorrupt), never a bad file that Rebuild could
+// (Open and Verify report ErrCorrupt), or for a packed value an entry that
+// the next Scrub finds bad again, never a bad file that Rebuild could
 // index again.
 func (s *Store) Quarantine(key []byte, version uint64, reason string) error {
 	if err := checkKey(key); err != nil {
@@ -284,6 +308,15 @@ func (s *Store) Quarantine(key []byte, version uint64, reason string) error {
 	if err != nil {
 		return opErr("quarantine", key, version, fmt.Errorf("index: %w", err))
 	}
+	if held && r.packed() {
+		if err := s.quarantineCopy(key, version, r, reason); err != nil {
+			return opErr("quarantine", key, version, err)
+		}
+		if err := s.tombstone(ik, key, version, r); err != nil {
+			return opErr("quarantine", key, version, fmt.Errorf("value copied into quarantine, but the index entry is left: %w", err))
+		}
+		return nil
+	}
 	if err := s.quarantineFile(key, version, reason); err != nil {
 		return opErr("quarantine", key, version, err)
 	}
@@ -293,8 +326,7 @@ func (s *Store) Quarantine(key []byte, version uint64, reason string) error {
 	if err := s.idx.delete(ik); err != nil {
 		return opErr("quarantine", key, version, fmt.Errorf("file quarantined, but the index entry is left: %w", noSpace(err)))
 	}
-	s.keys.Add(-1)
-	s.bytes.Add(-r.size)
+	s.forget(ik, r)
 	return nil
 }
 
@@ -305,14 +337,70 @@ const quarantineTimeFormat = "20060102T150405.000000000Z"
 // into DIR/quarantine as NAME.TIME (plus .N in the unlikely case that name
 // is taken), with NAME.TIME.reason beside it. The caller holds the stripe.
 func (s *Store) quarantineFile(key []byte, version uint64, reason string) error {
-	src := s.blobPath(key, version)
+	src := s.blobFile(key, version)
 	if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
+	rel, _ := filepath.Rel(s.blobsDir, src)
+	err := s.quarantineInto(key, version, reason, rel, func(dst string) error {
+		if err := os.Rename(src, dst); err != nil {
+			return fmt.Errorf("move blob file into quarantine: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The file must be gone from DIR/blobs for good before the index
+	// forgets it, or Rebuild could index it again.
+	return s.syncDir(filepath.Dir(src))
+}
+
+// quarantineCopy writes the packed value r of (key, version) into
+// DIR/quarantine as a blob file, value then trailer (from the index), as
+// quarantineFile would have moved it. A missing segment leaves nothing to
+// copy. The caller holds the stripe.
+func (s *Store) quarantineCopy(key []byte, version uint64, r record, reason string) error {
+	seg, err := os.Open(s.segPath(r.seg))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer seg.Close()
+	where := fmt.Sprintf("%s at offset %d (packed)", filepath.Join("segments", segName(r.seg)), r.off)
+	return s.quarantineInto(key, version, reason, where, func(dst string) error {
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("create quarantine copy: %w", noSpace(err))
+		}
+		_, err = io.Copy(f, io.NewSectionReader(seg, r.valueOff(len(key)), r.size))
+		if err == nil {
+			_, err = f.Write(appendTrailer(nil, trailer{key: key, version: version, size: r.size, checksum: r.checksum, modNanos: r.modNanos}))
+		}
+		if err == nil && !s.cfg.NoSync {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(dst)
+			return fmt.Errorf("write quarantine copy: %w", noSpace(err))
+		}
+		return nil
+	})
+}
+
+// quarantineInto picks a free name NAME.TIME in DIR/quarantine, writes the
+// note NAME.TIME.reason, has place put the bytes at that name and makes
+// both durable. from says where the bytes were, for the note.
+func (s *Store) quarantineInto(key []byte, version uint64, reason, from string, place func(dst string) error) error {
 	now := time.Now().UTC()
-	base := filepath.Join(s.quarantineDir, filepath.Base(src)+"."+now.Format(quarantineTimeFormat))
+	base := filepath.Join(s.quarantineDir, blobName(key, version)+"."+now.Format(quarantineTimeFormat))
 	dst := base
 	var note *os.File
 	for i := 1; ; i++ {
@@ -332,7 +420,7 @@ func (s *Store) quarantineFile(key []byte, version uint64, reason string) error 
 		dst = fmt.Sprintf("%s.%d", base, i)
 	}
 	_, err := fmt.Fprintf(note, "key: %q\nversion: %d\nfile: %s\nquarantined: %s\nreason: %s\n",
-		key, version, blobRel(filepath.Base(src)), now.Format(time.RFC3339Nano), reason)
+		key, version, from, now.Format(time.RFC3339Nano), reason)
 	if err == nil && !s.cfg.NoSync {
 		err = note.Sync()
 	}
@@ -343,16 +431,11 @@ func (s *Store) quarantineFile(key []byte, version uint64, reason string) error 
 		os.Remove(note.Name())
 		return fmt.Errorf("write quarantine note: %w", noSpace(err))
 	}
-	if err := os.Rename(src, dst); err != nil {
+	if err := place(dst); err != nil {
 		os.Remove(note.Name())
-		return fmt.Errorf("move blob file into quarantine: %w", err)
-	}
-	// Both directories: the file must be gone from DIR/blobs for good
-	// before the index forgets it, or Rebuild could index it again.
-	if err := s.syncDir(s.quarantineDir); err != nil {
 		return err
 	}
-	return s.syncDir(filepath.Dir(src))
+	return s.syncDir(s.quarantineDir)
 }
 
 // clock is the time source of a Scrub's pacing.

@@ -92,7 +92,7 @@ func fileSize(key string, n int) int64 { return int64(n) + trailerLen(len(key)) 
 func plantUnindexed(t testing.TB, s *Store, key string, version uint64, value string) Meta {
 	t.Helper()
 	res := reservation{s: s}
-	tmp, m, err := s.writeTemp([]byte(key), version, strings.NewReader(value), int64(len(value)), &res)
+	tmp, m, err := s.writeTemp([]byte(key), version, nil, strings.NewReader(value), int64(len(value)), &res)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestScrubConfigValidate(t *testing.T) {
 }
 
 func TestScrubHealthy(t *testing.T) {
-	s := openStore(t, Config{NoSync: true})
+	s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 	var want int64
 	put := func(key string, version uint64, value []byte) {
 		mustPut(t, s, key, version, value)
@@ -175,7 +175,7 @@ func TestScrubHealthy(t *testing.T) {
 		t.Errorf("Scrub with a nil callback: %v", err)
 	}
 
-	empty := openStore(t, Config{})
+	empty := openStore(t, Config{SmallValueMax: -1})
 	_, st, err = scrub(t, empty, t.Context(), ScrubConfig{})
 	if err != nil || st.Files != 0 || st.Last != nil {
 		t.Errorf("Scrub of an empty store: got %+v, %v; want nothing, nil", st, err)
@@ -220,7 +220,7 @@ func TestScrubFindsRot(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t, Config{NoSync: true})
+			s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 			for i := range 5 {
 				mustPut(t, s, fmt.Sprintf("k%d", i), 1, value)
 			}
@@ -284,7 +284,7 @@ func TestScrubRechecksBeforeReporting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t, Config{NoSync: true})
+			s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 			mustPut(t, s, "k", 1, []byte("the original value"))
 			mutateFile(t, s.blobPath([]byte("k"), 1), func(b []byte) []byte { b[3] ^= 0x10; return b })
 			cfg := ScrubConfig{afterRead: func(Meta) { tt.race(t, s) }}
@@ -305,7 +305,7 @@ func TestScrubRechecksBeforeReporting(t *testing.T) {
 
 func TestScrubCancel(t *testing.T) {
 	t.Run("before", func(t *testing.T) {
-		s := openStore(t, Config{NoSync: true})
+		s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 		mustPut(t, s, "k", 1, []byte("v"))
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
@@ -318,7 +318,7 @@ func TestScrubCancel(t *testing.T) {
 	// Cancelled between two chunks of one file: the file is neither
 	// counted nor reported, and Last stays before it.
 	t.Run("mid-file", func(t *testing.T) {
-		s := openStore(t, Config{NoSync: true})
+		s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 		mustPut(t, s, "a", 1, []byte("small"))
 		mustPut(t, s, "b", 1, make([]byte, 4*minScrubChunk))
 		ctx, cancel := context.WithCancel(t.Context())
@@ -340,7 +340,7 @@ func TestScrubCancel(t *testing.T) {
 	// Cancelled during a long sleep on the real clock: Scrub returns
 	// without waiting for it (the test would time out otherwise).
 	t.Run("sleeping", func(t *testing.T) {
-		s := openStore(t, Config{NoSync: true})
+		s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 		mustPut(t, s, "k", 1, make([]byte, 1000))
 		ctx, cancel := context.WithCancel(t.Context())
 		asleep := make(chan struct{})
@@ -359,7 +359,7 @@ func TestScrubCancel(t *testing.T) {
 
 	// The callback may cancel: the pass stops right after the report.
 	t.Run("from the callback", func(t *testing.T) {
-		s := openStore(t, Config{NoSync: true})
+		s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 		for i := range 4 {
 			mustPut(t, s, fmt.Sprintf("k%d", i), 1, []byte("v"))
 		}
@@ -386,7 +386,7 @@ func (c *notifyClock) sleep(ctx context.Context, d time.Duration) error {
 }
 
 func TestScrubResume(t *testing.T) {
-	s := openStore(t, Config{NoSync: true})
+	s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 	for i := range 10 {
 		mustPut(t, s, fmt.Sprintf("k%d", i), 1, []byte("v"))
 	}
@@ -423,7 +423,7 @@ func TestScrubResume(t *testing.T) {
 }
 
 func TestScrubRate(t *testing.T) {
-	s := openStore(t, Config{NoSync: true})
+	s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 	sizes := []int{0, 10, 3000, 5*minScrubChunk + 17} // the last one takes several chunks
 	var want int64
 	for i, n := range sizes {
@@ -510,7 +510,7 @@ func TestLimiter(t *testing.T) {
 }
 
 func TestScrubClosed(t *testing.T) {
-	s := openStore(t, Config{NoSync: true})
+	s := openStore(t, Config{SmallValueMax: -1, NoSync: true})
 	mustPut(t, s, "a", 1, []byte("v"))
 	mustPut(t, s, "b", 1, []byte("v"))
 	os.Remove(s.blobPath([]byte("a"), 1))
@@ -539,7 +539,7 @@ func quarantined(t testing.TB, s *Store) []string {
 
 func TestQuarantine(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, Config{Dir: dir})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	if fi, err := os.Stat(filepath.Join(dir, "quarantine")); err != nil || !fi.IsDir() {
 		t.Fatalf("quarantine/ after Open: got %v, want a directory", err)
 	}
@@ -625,7 +625,7 @@ func TestQuarantine(t *testing.T) {
 	// Neither a reopen, nor Rebuild, nor an Open that finds the index
 	// lost brings it back.
 	s.Close()
-	s = openStore(t, Config{Dir: dir})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	checkGone("after reopening")
 	if err := s.Rebuild(); err != nil {
 		t.Fatal(err)
@@ -636,7 +636,7 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log syncBuffer
-	s = openStore(t, Config{Dir: dir, Logger: testLogger(&log)})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir, Logger: testLogger(&log)})
 	if !strings.Contains(log.String(), "rebuilt") {
 		t.Fatalf("reopening without an index did not rebuild; log:\n%s", log.String())
 	}
@@ -644,7 +644,7 @@ func TestQuarantine(t *testing.T) {
 }
 
 func TestQuarantineMissingAndOrphan(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	mustPut(t, s, "k", 1, []byte("value"))
 	os.Remove(s.blobPath([]byte("k"), 1))
 	// Only the entry remains: Quarantine removes it, with nothing to move.
@@ -703,7 +703,7 @@ func collectOrphans(t testing.TB, s *Store) []Orphan {
 }
 
 func TestOrphans(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	for _, k := range []string{"a", "b", "c", "d"} {
 		mustPut(t, s, k, 1, []byte("value of "+k))
 	}

@@ -60,9 +60,63 @@ type Config struct {
 	// costs; never set it in production.
 	NoSync bool
 
+	// SmallValueMax is the largest value, in bytes, that is packed into the
+	// volume's log of segment files instead of getting a blob file of its
+	// own (see segment.go). Packed values share fsyncs with concurrent
+	// writes and need no file creation, rename or directory fsync, but
+	// their space comes back only when compaction rewrites their segment.
+	// 0 means DefaultSmallValueMax; -1 turns packing off. At most
+	// MaxSmallValueMax.
+	SmallValueMax int64
+
+	// SegmentSize is the size at which a log segment is sealed and a new
+	// one started, in bytes. Larger segments mean fewer files but coarser
+	// compaction. 0 means DefaultSegmentSize; between 1 MiB and 1 GiB.
+	SegmentSize int64
+
+	// CompactRate caps the bytes per second that compaction reads and
+	// writes while it rewrites segments whose records are mostly deleted.
+	// 0 means DefaultCompactRate; -1 turns background compaction off (the
+	// space of deleted packed values is then never reclaimed).
+	CompactRate int64
+
 	// Logger receives Rebuild progress and the blob files it skips, the only
 	// things the store reports on its own. nil discards them.
 	Logger *slog.Logger
+
+	// compactEvery is how often the compactor looks for work; 0 means
+	// defaultCompactEvery. Tests shorten it.
+	compactEvery time.Duration
+}
+
+// Defaults of Config. DefaultSmallValueMax was chosen by measurement (see
+// store_bench_test.go, BenchmarkPutSizes): up to 64 KiB, a packed Put
+// from 16 writers at once costs a fraction of a blob file's; the gain
+// shrinks as the bytes, not the fsyncs, come to dominate, while the cost
+// of compaction (each deleted byte rewritten's worth of live neighbours)
+// grows with the size.
+const (
+	DefaultSmallValueMax = 64 << 10
+	DefaultSegmentSize   = 64 << 20
+	DefaultCompactRate   = 32 << 20
+	defaultCompactEvery  = 10 * time.Second
+)
+
+// withDefaults returns c with the zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.SmallValueMax == 0 {
+		c.SmallValueMax = DefaultSmallValueMax
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = DefaultSegmentSize
+	}
+	if c.CompactRate == 0 {
+		c.CompactRate = DefaultCompactRate
+	}
+	if c.compactEvery == 0 {
+		c.compactEvery = defaultCompactEvery
+	}
+	return c
 }
 
 // Validate reports whether the configuration can be used.
@@ -74,6 +128,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: config: Capacity %d is negative", c.Capacity)
 	case c.Reserve < 0:
 		return fmt.Errorf("store: config: Reserve %d is negative", c.Reserve)
+	case c.SmallValueMax < -1 || c.SmallValueMax > MaxSmallValueMax:
+		return fmt.Errorf("store: config: SmallValueMax %d is not -1 or between 0 and %d", c.SmallValueMax, MaxSmallValueMax)
+	case c.SegmentSize != 0 && (c.SegmentSize < minSegmentSize || c.SegmentSize > maxSegmentSize):
+		return fmt.Errorf("store: config: SegmentSize %d is not between %d and %d", c.SegmentSize, minSegmentSize, maxSegmentSize)
+	case c.CompactRate < -1:
+		return fmt.Errorf("store: config: CompactRate %d is not -1 or positive", c.CompactRate)
 	}
 	return nil
 }
@@ -129,9 +189,10 @@ const (
 // Store is one volume's blob files and their index. All methods are safe for
 // concurrent use.
 type Store struct {
-	cfg                             Config
+	cfg                             Config // with defaults filled in
 	dir, blobsDir, tmpDir, indexDir string
 	quarantineDir                   string // DIR/quarantine, see Quarantine
+	segsDir                         string // DIR/segments, see segment.go
 	log                             *slog.Logger
 	bufs                            sync.Pool // of *streamBuf
 	lock                            *os.File  // DIR/LOCK, flocked while open
@@ -156,6 +217,17 @@ type Store struct {
 	idx     *levelIndex // guarded by mu; nil once closed
 	closed  bool        // guarded by mu
 	closing atomic.Bool
+
+	segs segSet
+	// w appends packed values and tombstones; it runs from Open until
+	// Close holds mu.
+	w *logWriter
+	// syncs counts the fsyncs of the log (tests and benchmarks report it).
+	syncs atomic.Int64
+	// bg runs compaction and the removal of deleted blob files.
+	bg background
+	// compactMu is held by a compaction pass and by Rebuild.
+	compactMu sync.Mutex
 }
 
 type streamBuf struct {
@@ -167,10 +239,12 @@ type streamBuf struct {
 // modify cfg. A directory is used by one Store at a time: Open fails while
 // another Store, in this process or another, has it open (DIR/LOCK).
 //
-// Open deletes whatever a killed write left in DIR/tmp. It rebuilds the index
-// from the blob files when goleveldb reports the index corrupted, when a
-// previous Rebuild did not finish, when an index record cannot be decoded,
-// or when the index is empty but DIR/blobs holds files (the index was lost).
+// Open deletes whatever a killed write left in DIR/tmp, and replays the
+// log records past the index's checkpoint (see log.go). It rebuilds the
+// index from the blob files and segments when goleveldb reports the index
+// corrupted, when a previous Rebuild did not finish, when an index record
+// cannot be decoded, or when the index is empty but DIR/blobs holds files
+// or there are compacted segments (the index was lost).
 //
 // A crash between renaming a blob into place and indexing it leaves an orphan
 // file: Open does not look for orphans (that would read every file), so the
@@ -182,13 +256,15 @@ func Open(cfg Config) (*Store, error) {
 	}
 	dir := filepath.Clean(cfg.Dir)
 	s := &Store{
-		cfg:           cfg,
+		cfg:           cfg.withDefaults(),
 		dir:           dir,
 		blobsDir:      filepath.Join(dir, "blobs"),
 		tmpDir:        filepath.Join(dir, "tmp"),
 		indexDir:      filepath.Join(dir, "index"),
 		quarantineDir: filepath.Join(dir, "quarantine"),
+		segsDir:       filepath.Join(dir, "segments"),
 		log:           cfg.Logger,
+		segs:          segSet{m: make(map[uint64]*segState), next: 1},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -207,12 +283,18 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		err = fmt.Errorf("clean tmp: %w", err)
 	}
+	if err == nil {
+		err = s.loadSegments()
+	}
 	rebuild := false
 	if err == nil {
 		rebuild, err = s.openIndex()
 	}
 	if err == nil && rebuild {
 		err = s.rebuildLocked()
+	}
+	if err == nil {
+		err = s.dropUnswitched()
 	}
 	if err != nil {
 		// Undo the partial open; the error that stopped it is the one to report.
@@ -222,12 +304,14 @@ func Open(cfg Config) (*Store, error) {
 		_ = s.lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
+	s.w = newLogWriter(s)
+	s.bg.start(s)
 	return s, nil
 }
 
 func (s *Store) makeDirs() error {
 	_, statErr := os.Stat(s.dir)
-	for _, d := range []string{s.dir, s.blobsDir, s.tmpDir, s.quarantineDir} {
+	for _, d := range []string{s.dir, s.blobsDir, s.tmpDir, s.quarantineDir, s.segsDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return noSpace(err)
 		}
@@ -271,36 +355,67 @@ func (s *Store) openIndex() (rebuild bool, err error) {
 		s.log.Warn("store: a previous rebuild did not finish, rebuilding", "dir", s.dir)
 		return true, nil
 	}
-	empty, err := idx.empty()
+	// An index without even the store's bookkeeping keys is new, or was
+	// lost.
+	fresh, err := idx.fresh()
 	if err != nil {
 		return false, fmt.Errorf("index: %w", err)
 	}
-	if empty {
+	if fresh {
 		has, err := s.hasBlobs()
 		if err != nil {
 			return false, err
 		}
 		if has {
 			s.log.Warn("store: index is empty but blob files exist, rebuilding", "dir", s.dir)
+			return true, nil
 		}
-		return has, nil
 	}
-	var keys, n int64
-	err = idx.scan(nil, nil, false, func(_ []byte, r record) bool {
-		keys++
-		n += r.size
-		return true
-	})
+	if err := s.replay(); err != nil {
+		return false, err
+	}
+	err = s.count()
 	if errors.Is(err, errRecord) {
 		s.log.Warn("store: undecodable index record, rebuilding", "dir", s.dir, "err", err)
 		return true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("index: count: %w", err)
+		return false, err
+	}
+	next, err := idx.nextSeq()
+	if err != nil {
+		return false, fmt.Errorf("index: %w", err)
+	}
+	s.segs.mu.Lock()
+	s.segs.next = max(s.segs.next, next)
+	s.segs.mu.Unlock()
+	return false, nil
+}
+
+// count sets the counters of Stats and the live bytes of every segment
+// from the index.
+func (s *Store) count() error {
+	var keys, n int64
+	live := make(map[uint64]int64)
+	err := s.idx.scan(nil, nil, false, func(ik []byte, r record) bool {
+		keys++
+		n += r.size
+		if r.packed() {
+			live[r.seg] += recLen(len(ik)-versionLen-1, r.size)
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("index: count: %w", err)
 	}
 	s.keys.Store(keys)
 	s.bytes.Store(n)
-	return false, nil
+	s.segs.mu.Lock()
+	for seq, g := range s.segs.m {
+		g.live = live[seq]
+	}
+	s.segs.mu.Unlock()
+	return nil
 }
 
 // Close closes the index. It is idempotent; afterwards every method returns
@@ -310,15 +425,20 @@ func (s *Store) openIndex() (rebuild bool, err error) {
 // and fails with ErrClosed; the next Open starts it again.
 func (s *Store) Close() error {
 	s.closing.Store(true)
+	s.bg.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
-	var err error
+	// No Put or Delete is in flight now: they hold mu shared while the
+	// writer commits them.
+	err := s.w.stop()
 	if s.idx != nil {
-		err = s.idx.close()
+		if cerr := s.idx.close(); err == nil {
+			err = cerr
+		}
 		s.idx = nil
 	}
 	if lerr := s.lock.Close(); err == nil {
@@ -362,8 +482,45 @@ func (s *Store) stripe(ik []byte) *sync.Mutex {
 	return &s.stripes[xxhash.Sum64(ik)%numStripes]
 }
 
+// blobPath is where a new blob file of (key, version) goes.
 func (s *Store) blobPath(key []byte, version uint64) string {
 	return filepath.Join(s.blobsDir, blobRel(blobName(key, version)))
+}
+
+// blobFile is the path of the blob file of (key, version): blobPath, or
+// the legacy two-level path if only that exists.
+func (s *Store) blobFile(key []byte, version uint64) string {
+	p := s.blobPath(key, version)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		lp := filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))
+		if _, err := os.Lstat(lp); err == nil {
+			return lp
+		}
+	}
+	return p
+}
+
+// openBlobFile opens the blob file of (key, version), wherever it is.
+func (s *Store) openBlobFile(key []byte, version uint64) (*os.File, error) {
+	f, err := os.Open(s.blobPath(key, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		if lf, lerr := os.Open(filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))); lerr == nil {
+			return lf, nil
+		}
+	}
+	return f, err
+}
+
+// removeBlobFile removes the blob file of (key, version), in either
+// layout. A missing file is no error.
+func (s *Store) removeBlobFile(key []byte, version uint64) error {
+	var first error
+	for _, p := range []string{s.blobPath(key, version), filepath.Join(s.blobsDir, legacyRel(blobName(key, version)))} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func opErr(op string, key []byte, version uint64, err error) error {
@@ -446,62 +603,114 @@ func versionOf(ik []byte) uint64 {
 	return v
 }
 
-// OpenBlob opens the blob file of (key, version) for reading, positioned at
-// offset 0, and returns it with the version's metadata. The value is bytes
-// [0, Size) of the file; a trailer follows, so callers read exactly Size
-// bytes. The caller closes the file. The file stays readable even if the
-// version is deleted meanwhile. OpenBlob returns ErrNotFound if the
-// version is not held, and ErrCorrupt if its file is missing or has the wrong
-// length.
+// OpenBlob opens the value of (key, version) for reading and returns it
+// with the version's metadata. The file is positioned at the value's first
+// byte: offset 0 of its blob file, or, for a packed value (see
+// Config.SmallValueMax), its offset inside a segment file. Either way
+// other bytes follow the value, so callers read exactly Size bytes from
+// the returned position, and seek relative to it (io.SeekCurrent) to read
+// a part. The file is a plain *os.File, so it can be sent with sendfile.
+// The caller closes it. It stays readable even if the version is deleted,
+// or its segment compacted, meanwhile. OpenBlob returns ErrNotFound if the
+// version is not held, and ErrCorrupt if its file is missing or too short.
 func (s *Store) OpenBlob(key []byte, version uint64) (*os.File, Meta, error) {
-	f, m, err := s.open(key, version)
+	f, m, _, err := s.open(key, version)
 	if err != nil {
 		return nil, Meta{}, opErr("open", key, version, err)
 	}
 	return f, m, nil
 }
 
-func (s *Store) open(key []byte, version uint64) (*os.File, Meta, error) {
+// open is OpenBlob, which also returns the version's index record.
+func (s *Store) open(key []byte, version uint64) (*os.File, Meta, record, error) {
 	if err := checkKey(key); err != nil {
-		return nil, Meta{}, err
+		return nil, Meta{}, record{}, err
 	}
+	for attempt := 0; ; attempt++ {
+		f, m, r, err := s.openOnce(key, version)
+		// A packed value's segment can be removed by compaction between
+		// the lookup and the open; its index entry has moved by then.
+		if errors.Is(err, errSegGone) && attempt < 3 {
+			continue
+		}
+		return f, m, r, err
+	}
+}
+
+var errSegGone = errors.New("segment file is missing")
+
+func (s *Store) openOnce(key []byte, version uint64) (*os.File, Meta, record, error) {
 	// Hold the stripe so that the record and the file opened belong to the
 	// same Put, even while the same version is being replaced.
 	ik, mu, err := s.lockVersion(key, version)
 	if err != nil {
-		return nil, Meta{}, err
+		return nil, Meta{}, record{}, err
 	}
 	defer s.unlockVersion(mu)
 	r, ok, err := s.idx.get(ik)
 	switch {
 	case err != nil:
-		return nil, Meta{}, fmt.Errorf("index: %w", err)
+		return nil, Meta{}, record{}, fmt.Errorf("index: %w", err)
 	case !ok:
-		return nil, Meta{}, ErrNotFound
+		return nil, Meta{}, record{}, ErrNotFound
 	}
-	f, err := os.Open(s.blobPath(key, version))
+	f, err := s.openFile(key, version, r)
+	if err != nil {
+		return nil, Meta{}, record{}, err
+	}
+	return f, r.meta(key, version), r, nil
+}
+
+// openFile opens the file holding the value of r, positioned at the
+// value, and checks that it is long enough.
+func (s *Store) openFile(key []byte, version uint64, r record) (*os.File, error) {
+	start, want := int64(0), r.size+trailerLen(len(key))
+	var f *os.File
+	var err error
+	if r.packed() {
+		start = r.valueOff(len(key))
+		want = start + r.size
+		f, err = os.Open(s.segPath(r.seg))
+	} else {
+		f, err = s.openBlobFile(key, version)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, Meta{}, fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, err)
+		if r.packed() {
+			return nil, fmt.Errorf("%w: indexed but its %w: %w", ErrCorrupt, errSegGone, err)
+		}
+		return nil, fmt.Errorf("%w: indexed but its file is missing: %w", ErrCorrupt, err)
 	}
 	if err != nil {
-		return nil, Meta{}, err
+		return nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, Meta{}, err
+		return nil, err
 	}
-	if got, want := fi.Size(), r.size+trailerLen(len(key)); got != want {
+	if got := fi.Size(); got != want && !(r.packed() && got > want) {
 		f.Close()
-		return nil, Meta{}, fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, f.Name(), got, want)
+		return nil, fmt.Errorf("%w: file %s has %d bytes, want %d", ErrCorrupt, f.Name(), got, want)
 	}
-	return f, r.meta(key, version), nil
+	if start > 0 {
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
-// Delete removes (key, version): first from the index, then its file, so a
-// crash in between leaves at worst an orphan file, never an index entry
-// without a file. It returns ErrNotFound if the version is not indexed; an
-// orphan file of that version, left by a crash, is removed all the same.
+// Delete removes (key, version) from the index at once, durably: it
+// appends a tombstone to the log, committed with the writes and deletes
+// queued with it (one fdatasync and one index write for all), so that
+// neither a reopen nor a Rebuild brings the version back. The bytes go
+// later: a blob file is removed in the background, soon after; a packed
+// value's space comes back when compaction rewrites its segment. A crash
+// before a blob file is removed leaves an orphan file (which Rebuild
+// removes), never an index entry without a file. Delete returns
+// ErrNotFound if the version is not indexed; an orphan file of that
+// version, left by a crash, is removed all the same.
 func (s *Store) Delete(key []byte, version uint64) error {
 	if err := checkKey(key); err != nil {
 		return opErr("delete", key, version, err)
@@ -511,28 +720,39 @@ func (s *Store) Delete(key []byte, version uint64) error {
 		return opErr("delete", key, version, err)
 	}
 	defer s.unlockVersion(mu)
-	path := s.blobPath(key, version)
 	r, ok, err := s.idx.get(ik)
 	if err != nil {
 		return opErr("delete", key, version, fmt.Errorf("index: %w", err))
 	}
 	if !ok {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeBlobFile(key, version); err != nil {
 			return opErr("delete", key, version, fmt.Errorf("%w; removing an orphan file: %w", ErrNotFound, err))
 		}
 		return opErr("delete", key, version, ErrNotFound)
 	}
-	if err := s.idx.delete(ik); err != nil {
-		return opErr("delete", key, version, fmt.Errorf("index: %w", noSpace(err)))
+	if err := s.tombstone(ik, key, version, r); err != nil {
+		return opErr("delete", key, version, err)
 	}
-	s.keys.Add(-1)
-	s.bytes.Add(-r.size)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		// The version is gone from the index; deleting it again removes
-		// the orphan file.
-		return opErr("delete", key, version, fmt.Errorf("unindexed, but its file is left behind: %w", err))
+	if !r.packed() {
+		s.bg.unlink(key, version)
 	}
 	return nil
+}
+
+// tombstone unindexes the version r of ik through the log writer, which
+// appends a tombstone first. The caller holds the version's stripe.
+func (s *Store) tombstone(ik, key []byte, version uint64, r record) error {
+	buf := make([]byte, recLen(len(key), 0))
+	t := logRec{typ: recDelete, key: key, version: version, target: birthOf(r.lsn)}
+	if !r.packed() {
+		t.modNanos = r.modNanos
+	}
+	putHeader(buf, t)
+	req := s.w.get()
+	req.op, req.ik, req.buf = opDelete, ik, buf
+	err := s.w.submit(req)
+	s.w.put(req)
+	return err
 }
 
 // iterateBatch is how many entries Iterate reads per index pass. Between
@@ -554,19 +774,20 @@ func (s *Store) Iterate(start []byte, fn func(Meta) bool) error {
 	}
 	// A key is a prefix of all its index keys and holds no NUL, so the
 	// index keys >= start are exactly those of the keys >= start.
-	if err := s.iterate(start, fn); err != nil {
+	if err := s.iterate(start, func(m Meta, _ record) bool { return fn(m) }); err != nil {
 		return errf(err)
 	}
 	return nil
 }
 
-// iterate is Iterate over the index keys >= from, with its errors
-// unwrapped: ErrClosed or an index error.
-func (s *Store) iterate(from []byte, fn func(Meta) bool) error {
+// iterate is Iterate over the index keys >= from, with each version's
+// index record, and its errors unwrapped: ErrClosed or an index error.
+func (s *Store) iterate(from []byte, fn func(Meta, record) bool) error {
 	from = bytes.Clone(from)
 	batch := make([]Meta, 0, iterateBatch)
+	recs := make([]record, 0, iterateBatch)
 	for {
-		batch = batch[:0]
+		batch, recs = batch[:0], recs[:0]
 		var next []byte
 		var splitErr error
 		if err := s.rlock(); err != nil {
@@ -579,6 +800,7 @@ func (s *Store) iterate(from []byte, fn func(Meta) bool) error {
 				return false
 			}
 			batch = append(batch, r.meta(key, v))
+			recs = append(recs, r)
 			if len(batch) == iterateBatch {
 				next = after(ik)
 				return false
@@ -592,8 +814,8 @@ func (s *Store) iterate(from []byte, fn func(Meta) bool) error {
 		if err != nil {
 			return fmt.Errorf("index: %w", err)
 		}
-		for _, m := range batch {
-			if !fn(m) {
+		for i, m := range batch {
+			if !fn(m, recs[i]) {
 				return nil
 			}
 		}
@@ -630,50 +852,77 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// Verify re-reads the file of (key, version) and checks its length, its
-// trailer against the index and the value's checksum. It returns an error
-// wrapping ErrCorrupt on any mismatch (including a missing file), and
-// ErrNotFound if the version is not held. It reads the whole value, with a
-// pooled buffer and without holding any lock. Scrub does the same for every
-// version, in the background.
+// Verify re-reads the value of (key, version) and checks it against the
+// index: a blob file's length, trailer and checksum, or a packed value's
+// record header (key, version, size, checksum, time and LSN, under its
+// CRC) and checksum. It returns an error wrapping ErrCorrupt on any
+// mismatch (including a missing file), and ErrNotFound if the version is
+// not held. It reads the whole value, with a pooled buffer and without
+// holding any lock. Scrub does the same for every version, in the
+// background.
 func (s *Store) Verify(key []byte, version uint64) error {
-	f, m, err := s.open(key, version)
+	f, m, r, err := s.open(key, version)
 	if err != nil {
 		return opErr("verify", key, version, err)
 	}
 	defer f.Close()
-	if _, err := s.checkFile(context.Background(), f, m, nil); err != nil {
+	if _, err := s.checkFile(context.Background(), f, m, r, nil); err != nil {
 		return opErr("verify", key, version, err)
 	}
 	return nil
 }
 
-// checkFile reads the blob file f of m whole, its trailer and then its value
-// in chunks of the pooled buffer, and checks them against m. It returns the
-// bytes read and an error wrapping ErrCorrupt on any mismatch; other errors
-// are I/O errors or ctx's. lim, if not nil, paces the reads.
-func (s *Store) checkFile(ctx context.Context, f *os.File, m Meta, lim *limiter) (read int64, err error) {
+// checkFile reads the value of m whole from f, with its trailer (blob
+// file) or record header (packed, r says where), in chunks of the pooled
+// buffer, and checks them against m. It returns the bytes read and an
+// error wrapping ErrCorrupt on any mismatch; other errors are I/O errors
+// or ctx's. lim, if not nil, paces the reads.
+func (s *Store) checkFile(ctx context.Context, f *os.File, m Meta, r record, lim *limiter) (read int64, err error) {
 	sb := s.bufs.Get().(*streamBuf)
 	defer s.bufs.Put(sb)
 
-	tl := trailerLen(len(m.Key))
-	tail := sb.b[:tl]
-	n, err := f.ReadAt(tail, m.Size)
-	read += int64(n)
-	if err != nil {
-		return read, shortRead("read trailer", err)
-	}
-	t, err := decodeTrailer(tail, m.Size+tl)
-	if err != nil {
-		return read, err
-	}
-	if !bytes.Equal(t.key, m.Key) || t.version != m.Version || t.size != m.Size ||
-		t.checksum != m.Checksum || t.modNanos != m.ModTime.UnixNano() {
-		return read, fmt.Errorf("%w: trailer (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
-			ErrCorrupt, t.key, t.version, t.size, t.checksum, m.Size, m.Checksum)
-	}
-	if err := lim.wait(ctx, n); err != nil {
-		return read, err
+	base := int64(0) // where the value starts in f
+	if r.packed() {
+		hl := recHeaderLen + len(m.Key)
+		head := sb.b[:hl]
+		n, err := f.ReadAt(head, r.off)
+		read += int64(n)
+		if err != nil {
+			return read, shortRead("read record header", err)
+		}
+		h, ok := decodeRecHeader(head, MaxSmallValueMax)
+		if !ok || h.typ != recPut {
+			return read, fmt.Errorf("%w: no valid record at %s offset %d", ErrCorrupt, f.Name(), r.off)
+		}
+		if !bytes.Equal(h.key, m.Key) || h.version != m.Version || h.size != m.Size || h.checksum != m.Checksum ||
+			h.modNanos != m.ModTime.UnixNano() || h.lsn != r.lsn {
+			return read, fmt.Errorf("%w: record (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
+				ErrCorrupt, h.key, h.version, h.size, h.checksum, m.Size, m.Checksum)
+		}
+		if err := lim.wait(ctx, n); err != nil {
+			return read, err
+		}
+		base = r.valueOff(len(m.Key))
+	} else {
+		tl := trailerLen(len(m.Key))
+		tail := sb.b[:tl]
+		n, err := f.ReadAt(tail, m.Size)
+		read += int64(n)
+		if err != nil {
+			return read, shortRead("read trailer", err)
+		}
+		t, err := decodeTrailer(tail, m.Size+tl)
+		if err != nil {
+			return read, err
+		}
+		if !bytes.Equal(t.key, m.Key) || t.version != m.Version || t.size != m.Size ||
+			t.checksum != m.Checksum || t.modNanos != m.ModTime.UnixNano() {
+			return read, fmt.Errorf("%w: trailer (%q v%d, %d bytes, checksum %016x) disagrees with the index (%d bytes, checksum %016x)",
+				ErrCorrupt, t.key, t.version, t.size, t.checksum, m.Size, m.Checksum)
+		}
+		if err := lim.wait(ctx, n); err != nil {
+			return read, err
+		}
 	}
 
 	buf := sb.b[:lim.chunk(len(sb.b))]
@@ -683,7 +932,7 @@ func (s *Store) checkFile(ctx context.Context, f *os.File, m Meta, lim *limiter)
 		if err := ctx.Err(); err != nil {
 			return read, err
 		}
-		n, err := f.ReadAt(buf[:min(int64(len(buf)), m.Size-off)], off)
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), m.Size-off)], base+off)
 		h.Write(buf[:n]) // never fails
 		off += int64(n)
 		read += int64(n)

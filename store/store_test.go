@@ -212,7 +212,7 @@ func TestETag(t *testing.T) {
 }
 
 func TestPutGetOpen(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	tests := []struct {
 		name    string
 		key     string
@@ -285,7 +285,7 @@ func TestPutGetOpen(t *testing.T) {
 }
 
 func TestOpenFileIsPlainAndPositioned(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	mustPut(t, s, "k", 1, []byte("abcdef"))
 	f, m, err := s.OpenBlob([]byte("k"), 1)
 	if err != nil {
@@ -389,7 +389,7 @@ func TestOverwriteSameVersion(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	mustPut(t, s, "k", 1, []byte("one"))
 	mustPut(t, s, "k", 2, []byte("two"))
 	if err := s.Delete([]byte("k"), 1); err != nil {
@@ -398,6 +398,7 @@ func TestDelete(t *testing.T) {
 	if _, err := s.Get([]byte("k"), 1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get after Delete: got %v, want ErrNotFound", err)
 	}
+	s.bg.removeQueued() // the file goes in the background
 	if _, err := os.Stat(s.blobPath([]byte("k"), 1)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("blob file after Delete: got %v, want not exist", err)
 	}
@@ -509,7 +510,7 @@ func TestReaderError(t *testing.T) {
 
 func TestCrashLeftoversInTmp(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, Config{Dir: dir})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	mustPut(t, s, "k", 1, []byte("kept"))
 	s.Close()
 
@@ -523,7 +524,7 @@ func TestCrashLeftoversInTmp(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp", "junkdir", "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s = openStore(t, Config{Dir: dir})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	ents, err := os.ReadDir(filepath.Join(dir, "tmp"))
 	if err != nil || len(ents) != 0 {
 		t.Errorf("tmp/ after reopen: got %d entries (%v), want none", len(ents), err)
@@ -539,14 +540,14 @@ func TestCrashLeftoversInTmp(t *testing.T) {
 // until Rebuild, which picks it up. Delete of the version removes the file.
 func TestCrashBetweenRenameAndIndex(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, Config{Dir: dir})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	mustPut(t, s, "indexed", 1, []byte("in the index"))
 
 	plant := func(key string, version uint64, value string) Meta {
 		t.Helper()
 		var res reservation
 		res.s = s
-		tmp, m, err := s.writeTemp([]byte(key), version, strings.NewReader(value), int64(len(value)), &res)
+		tmp, m, err := s.writeTemp([]byte(key), version, nil, strings.NewReader(value), int64(len(value)), &res)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -562,7 +563,7 @@ func TestCrashBetweenRenameAndIndex(t *testing.T) {
 	orphan := plant("orphan", 3, "not indexed yet")
 	s.Close()
 
-	s = openStore(t, Config{Dir: dir})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	if _, err := s.Get([]byte("orphan"), 3); !errors.Is(err, ErrNotFound) {
 		t.Errorf("orphan after reopen: got %v, want ErrNotFound (Open does not scan for orphans)", err)
 	}
@@ -592,7 +593,7 @@ func TestCrashBetweenRenameAndIndex(t *testing.T) {
 
 func TestIndexLostRebuilds(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, Config{Dir: dir})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	want := map[string]Meta{}
 	for i := range 40 {
 		key := fmt.Sprintf("key/%d", i%7)
@@ -610,7 +611,7 @@ func TestIndexLostRebuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log syncBuffer
-	s = openStore(t, Config{Dir: dir, Logger: testLogger(&log)})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir, Logger: testLogger(&log)})
 	if !strings.Contains(log.String(), "rebuilt") {
 		t.Errorf("log after reopening without an index: got %q, want a rebuild", log.String())
 	}
@@ -645,7 +646,7 @@ func TestIndexLostRebuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	log = syncBuffer{}
-	s = openStore(t, Config{Dir: dir, Logger: testLogger(&log)})
+	s = openStore(t, Config{SmallValueMax: -1, Dir: dir, Logger: testLogger(&log)})
 	if !strings.Contains(log.String(), "did not finish") {
 		t.Errorf("log after reopening with the marker: got %q, want a rebuild", log.String())
 	}
@@ -688,7 +689,7 @@ func TestCorruptIndexRebuilds(t *testing.T) {
 
 func TestRebuildSkipsBadFiles(t *testing.T) {
 	var log syncBuffer
-	s := openStore(t, Config{Logger: testLogger(&log)})
+	s := openStore(t, Config{SmallValueMax: -1, Logger: testLogger(&log)})
 	mustPut(t, s, "a", 1, []byte("alpha"))
 	mustPut(t, s, "b", 1, []byte("bravo"))
 	mustPut(t, s, "c", 1, []byte("charlie"))
@@ -796,7 +797,7 @@ func TestNoSpaceMapping(t *testing.T) {
 }
 
 func TestVerifyDetectsCorruption(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	value := bytes.Repeat([]byte("0123456789"), 1000)
 	mustPut(t, s, "k", 1, value)
 	if err := s.Verify([]byte("k"), 1); err != nil {
@@ -836,7 +837,7 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 
 func TestKeysCannotEscape(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, Config{Dir: dir})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir})
 	keys := []string{
 		"../../../../etc/passwd",
 		"/absolute/path",
@@ -853,12 +854,12 @@ func TestKeysCannotEscape(t *testing.T) {
 		mustPut(t, s, key, uint64(i), []byte(key))
 		path := s.blobPath([]byte(key), uint64(i))
 		rel, err := filepath.Rel(s.blobsDir, path)
-		if err != nil || strings.HasPrefix(rel, "..") || strings.Count(rel, string(filepath.Separator)) != 2 {
-			t.Errorf("key %q lands at %s: want DIR/blobs/ab/cd/name", key, path)
+		if err != nil || strings.HasPrefix(rel, "..") || strings.Count(rel, string(filepath.Separator)) != 1 {
+			t.Errorf("key %q lands at %s: want DIR/blobs/ab/name", key, path)
 		}
 		name := filepath.Base(path)
-		if len(name) != blobNameLen || rel != filepath.Join(name[:2], name[2:4], name) {
-			t.Errorf("key %q: file name %q does not follow ab/cd/<hash>-<version>", key, rel)
+		if len(name) != blobNameLen || rel != filepath.Join(name[:2], name) {
+			t.Errorf("key %q: file name %q does not follow ab/<hash>-<version>", key, rel)
 		}
 		if got, _ := readValue(t, s, key, uint64(i)); string(got) != key {
 			t.Errorf("key %q: read back %q", key, got)
@@ -875,7 +876,7 @@ func TestKeysCannotEscape(t *testing.T) {
 }
 
 func TestConcurrentPuts(t *testing.T) {
-	s := openStore(t, Config{})
+	s := openStore(t, Config{SmallValueMax: -1})
 	const writers, rounds = 8, 5
 	key := []byte("contended")
 	var wg sync.WaitGroup
@@ -1195,7 +1196,7 @@ func TestNoSync(t *testing.T) {
 func TestKilledProcess(t *testing.T) {
 	const envDir = "KVDB_STORE_TEST_KILLED_DIR"
 	if dir := os.Getenv(envDir); dir != "" {
-		s, err := Open(Config{Dir: dir})
+		s, err := Open(Config{SmallValueMax: -1, Dir: dir})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
@@ -1226,7 +1227,7 @@ func TestKilledProcess(t *testing.T) {
 	}
 
 	var log syncBuffer
-	s := openStore(t, Config{Dir: dir, Logger: testLogger(&log)})
+	s := openStore(t, Config{SmallValueMax: -1, Dir: dir, Logger: testLogger(&log)})
 	if strings.Contains(log.String(), "rebuild") {
 		t.Errorf("reopen after a kill rebuilt the index; log:\n%s", log.String())
 	}
