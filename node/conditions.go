@@ -23,6 +23,9 @@ type conditions struct {
 // readConditions reads the precondition headers; any is false when there
 // are none (the common case, which allocates nothing).
 func readConditions(h *fasthttp.RequestHeader) (c conditions, any bool) {
+	if !mayHaveConditions(h.RawHeaders()) {
+		return c, false // the redirect's hot path: no Peek, which normalizes its key each time
+	}
 	c.ifMatch = bytes.TrimSpace(h.Peek("If-Match"))
 	c.ifNoneMatch = bytes.TrimSpace(h.Peek("If-None-Match"))
 	ius := h.Peek("If-Unmodified-Since")
@@ -37,6 +40,26 @@ func readConditions(h *fasthttp.RequestHeader) (c conditions, any bool) {
 		c.ifModifiedSince, _ = fasthttp.ParseHTTPDate(ims)
 	}
 	return c, true
+}
+
+// mayHaveConditions reports whether a raw header block may carry a
+// precondition: some header name starts with "If-", in any case. (A request
+// built in memory has no raw headers: then it may.)
+func mayHaveConditions(raw []byte) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	for len(raw) > 0 {
+		if len(raw) >= 3 && raw[0]|0x20 == 'i' && raw[1]|0x20 == 'f' && raw[2] == '-' {
+			return true
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return false
 }
 
 // check evaluates the preconditions in RFC 9110's order (13.2.2) for a read
