@@ -722,6 +722,7 @@ func TestDeleteThenPutBeforeUnlink(t *testing.T) {
 func TestLegacyLayout(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, Config{Dir: dir, SmallValueMax: -1, CompactRate: -1})
+	s.bg.stop() // removeQueued below does the queued removals, and only it
 	for i, k := range []string{"a", "b", "c"} {
 		mustPut(t, s, k, 1, value(i, 5000))
 		name := blobName([]byte(k), 1)

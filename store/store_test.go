@@ -398,9 +398,19 @@ func TestDelete(t *testing.T) {
 	if _, err := s.Get([]byte("k"), 1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get after Delete: got %v, want ErrNotFound", err)
 	}
-	s.bg.removeQueued() // the file goes in the background
-	if _, err := os.Stat(s.blobPath([]byte("k"), 1)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("blob file after Delete: got %v, want not exist", err)
+	// The file goes in the background: remove what is queued now, and wait
+	// for a batch the background goroutine may have taken already.
+	s.bg.removeQueued()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := os.Stat(s.blobPath([]byte("k"), 1))
+		if errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob file after Delete: got %v, want not exist", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if err := s.Delete([]byte("k"), 1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Delete: got %v, want ErrNotFound", err)
