@@ -366,6 +366,32 @@ func newClient(idle time.Duration) *fasthttp.Client {
 	return c
 }
 
+// NewPeerClient returns the client kvdb's servers use for each other (idle
+// deadlines per read and write, not per request): for a gateway, such as
+// node/s3, that speaks to the nodes.
+func NewPeerClient(idle time.Duration) *fasthttp.Client { return newClient(idle) }
+
+// TrackedListener wraps a listener's connections with idle deadlines and
+// a lingering close (a client sees the answer to a request refused before
+// its body, not a reset), keeps accepting when out of file descriptors,
+// and can cut every connection it accepted.
+type TrackedListener struct{ *trackingListener }
+
+// NewTrackedListener wraps ln; logger receives accept errors.
+func NewTrackedListener(ln net.Listener, idle time.Duration, logger *slog.Logger) TrackedListener {
+	tl := newTrackingListener(ln, idle)
+	if logger != nil {
+		tl.log = logger
+	}
+	return TrackedListener{tl}
+}
+
+// CloseAll closes the listener and cuts every connection it accepted.
+func (l TrackedListener) CloseAll() {
+	_ = l.Listener.Close()
+	l.closeAll()
+}
+
 // newTrackedClient is the client nodes use to talk to each other, with the
 // tracker of its connections.
 func newTrackedClient(idle time.Duration) (*fasthttp.Client, *dialTracker) {

@@ -30,7 +30,7 @@ type Server struct {
 	open   bool
 	client *fasthttp.Client
 	srv    *fasthttp.Server
-	ln     *listener
+	ln     node.TrackedListener
 	done   chan struct{}
 	// idPrefix and seq make request IDs: unique per process and request.
 	idPrefix  string
@@ -60,12 +60,12 @@ func New(cfg Config) (*Server, error) {
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
 	s.idPrefix = strings.ToUpper(hex.EncodeToString(rb[:]))
-	s.client = newClient(cfg.IdleTimeout)
+	s.client = node.NewPeerClient(cfg.IdleTimeout)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("s3: listen %s: %w", cfg.Addr, err)
 	}
-	s.ln = &listener{Listener: ln, idle: cfg.IdleTimeout, conns: map[*idleConn]struct{}{}}
+	s.ln = node.NewTrackedListener(ln, cfg.IdleTimeout, s.log)
 	s.srv = &fasthttp.Server{
 		Handler:       s.handle,
 		ExpectHandler: s.expect,
@@ -109,8 +109,7 @@ func (s *Server) Close() error {
 		_ = s.srv.ShutdownWithContext(ctx)
 		// Also when Serve had not started yet (fasthttp's Shutdown then
 		// leaves it to run on): it finds the listener closed.
-		_ = s.ln.Listener.Close()
-		s.ln.closeAll()
+		s.ln.CloseAll()
 		<-s.done
 		s.client.CloseIdleConnections()
 		s.log.Info("s3 gateway stopped")

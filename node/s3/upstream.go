@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -17,25 +16,6 @@ import (
 	"github.com/kvdb/kvdb/node"
 	"github.com/kvdb/kvdb/node/client"
 )
-
-func newClient(idle time.Duration) *fasthttp.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	return &fasthttp.Client{
-		Name:                   "kvdb-s3",
-		MaxConnsPerHost:        1024,
-		MaxIdleConnDuration:    30 * time.Second,
-		ReadBufferSize:         64 << 10,
-		WriteBufferSize:        64 << 10,
-		DisablePathNormalizing: true,
-		Dial: func(addr string) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return &idleConn{Conn: c, idle: idle}, nil
-		},
-	}
-}
 
 // escapedKey is a kvdb key as a URL path (with its leading '/').
 func escapedKey(key string) string {
