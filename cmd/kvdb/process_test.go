@@ -351,20 +351,7 @@ func TestDevSeedUsage(t *testing.T) {
 	dev := startProc(t, "dev cluster running", "dev", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--dir", dir)
 	_ = dev
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/_kvdb/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dev cluster not ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl not installed")
 	}

@@ -112,20 +112,7 @@ func TestDevSecure(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/_kvdb/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dev cluster not ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base)
 	if resp, body := do("PUT", base+"/k", "", "v"); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("PUT without a key: got %d %q", resp.StatusCode, body)
 	}
