@@ -512,7 +512,7 @@ func openRaft(dir, name, profile string, stream *raftStream, fsm *catalogFSM, no
 	if restore {
 		if err := fsm.c.wipe(); err != nil {
 			logs.Close()
-		meta.Close()
+			meta.Close()
 			return nil, err
 		}
 		fsm.c.applied.Store(0)
