@@ -187,7 +187,9 @@ func leaderOf(target, suffix, loc string) (string, bool) {
 	}
 	if strings.HasSuffix(loc, suffix) {
 		base := loc[:len(loc)-len(suffix)]
-		if i := strings.Index(base, "://"); i > 0 && len(base) > i+3 {
+		i := strings.Index(base, "://")
+		// The same path: /_kvdb/x/KEY on another node is not /KEY.
+		if i > 0 && len(base) > i+3 && basePath(base) == basePath(target[:len(target)-len(suffix)]) {
 			return base, true
 		}
 		return "", false
@@ -202,6 +204,19 @@ func leaderOf(target, suffix, loc string) (string, bool) {
 		return "", false
 	}
 	return got.Scheme + "://" + got.Host, true
+}
+
+// basePath is the path of a base URL (scheme://host/path): what follows
+// its host.
+func basePath(base string) string {
+	rest := base
+	if i := strings.Index(base, "://"); i >= 0 {
+		rest = base[i+3:]
+	}
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		return rest[j:]
+	}
+	return ""
 }
 
 // dialer returns the function both HTTP clients connect with: idle
