@@ -378,8 +378,10 @@ func (c *Client) putOnce(master, key string, body *putBody, opts PutOptions) (Pu
 			// enough volumes, say) closes the connection under a large
 			// body, and fasthttp reports the cut rather than the answer.
 			// Its readiness tells the usual reason.
-			if why := c.notReady(master); why != "" {
-				err = fmt.Errorf("%w (the master is not ready: %s)", err, why)
+			if !isDial(err) {
+				if why := c.notReady(master); why != "" {
+					err = fmt.Errorf("%w (the master is not ready: %s)", err, why)
+				}
 			}
 			return PutResult{}, &masterErr{err: fmt.Errorf("put %q: %w", key, err), maybe: body.sent(err)}
 		}

@@ -49,7 +49,7 @@ func startMaster(t *testing.T, apiKeys ...node.APIKey) string {
 	for i := 1; i <= 2; i++ {
 		v, err := node.NewVolume(node.VolumeConfig{
 			Name: fmt.Sprintf("fvol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
-			MetaInterval: 200 * time.Millisecond, Logger: log,
+			Logger: log,
 			Gossip: node.GossipConfig{
 				Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest,
 				Join: []string{m.GossipAddr()},
