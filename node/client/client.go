@@ -442,12 +442,8 @@ func (c *Client) putExpect(ctx context.Context, master, key string, body *putBod
 			}
 		}
 		resp, err := c.std.Do(req)
-		if body.size != 0 {
-			// The transport may still be reading the body after Do
-			// returned; it closes it when done.
-			sent.wait(c.cfg.IdleTimeout)
-		}
 		if err != nil {
+			sent.wait(c.cfg.IdleTimeout)
 			if body.err != nil {
 				return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
 			}
@@ -474,6 +470,7 @@ func (c *Client) putExpect(ctx context.Context, master, key string, body *putBod
 				toMaster = false
 			}
 			target = next
+			sent.wait(c.cfg.IdleTimeout)
 			continue
 		}
 		defer resp.Body.Close()
@@ -481,6 +478,7 @@ func (c *Client) putExpect(ctx context.Context, master, key string, body *putBod
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			// From the master, or from the volume coordinating the write
 			// when it could not commit it (leadership changed, say).
+			sent.wait(c.cfg.IdleTimeout)
 			return PutResult{}, &masterErr{err: statusErrorOf(resp.StatusCode, msg, "put", key), maybe: body.sent(nil)}
 		}
 		if toMaster {
@@ -489,6 +487,7 @@ func (c *Client) putExpect(ctx context.Context, master, key string, body *putBod
 		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 			return PutResult{}, statusErrorOf(resp.StatusCode, msg, "put", key)
 		}
+		sent.wait(c.cfg.IdleTimeout)
 		res := PutResult{ETag: resp.Header.Get("ETag"), Created: resp.StatusCode == http.StatusCreated, Size: body.n}
 		return res, body.check(key, res.ETag)
 	}
@@ -510,8 +509,13 @@ func (s *sentBody) Close() error {
 	return nil
 }
 
-// wait waits, at most d, for the transport to close the body.
+// wait waits, at most d, for the transport to be done with the body, as
+// it must be before the body's state is read or the body rewound. A
+// request without a body (http.NoBody) leaves nothing to wait for.
 func (s *sentBody) wait(d time.Duration) {
+	if s.b.size == 0 {
+		return
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
