@@ -35,6 +35,9 @@
 //	replicate.go      the fan-out of a body to N volumes and replacement of failed ones (both roles)
 //	catalog_ops.go    the catalog's named operations (commit a write, remove, merge, switch, drop a replica)
 //	version.go        the catalog's version counter and its persisted ceiling
+//	raft.go           the catalog replicated by Raft: log entries, the FSM, snapshots, stores
+//	masters.go        several masters: bootstrap by gossip, configuration changes, the
+//	                  leader's init, follower redirects, the read lease
 //	delete.go         DELETE
 //	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests
 //	peers.go          the volumes the master saw last, re-dialled at start
@@ -113,6 +116,14 @@
 //	d VOL                       -> empty: VOL is being drained by an operator
 //	b BUCKET                    -> a bucket of the S3 face: its creation time
 //	m KEY                       -> S3 metadata (MD5, Content-Type, x-amz-meta-*) of one version of KEY
+//	h                           -> VER(8): no version at or above it was handed out
+//	w VER(8) KEY                -> a redirected write's ticket, until its commit
+//	a                           -> INDEX(8): the last Raft log entry applied
+//	c                           -> empty: an index kept before Raft, to be carried into its log
+//
+// Every write of the catalog is a goleveldb batch appended to the masters'
+// Raft log and applied by each master (raft.go); only the leader decides
+// and appends. Entries a and c are each master's own.
 //
 // The master's catalog, a volume's own index (package store) and the
 // client's listing (GET /PREFIX?list) are three things; only the volume's

@@ -300,3 +300,46 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMastersFailoverTimes measures failover: from SIGKILL of the leader
+// to the first write acknowledged through a surviving master, five times
+// on each profile named in KVDB_FAILOVER_PROFILES (e.g. "lan,local"),
+// reporting the median. Skipped without it: a measurement, not a check.
+func TestMastersFailoverTimes(t *testing.T) {
+	profiles := os.Getenv("KVDB_FAILOVER_PROFILES")
+	if profiles == "" {
+		t.Skip("set KVDB_FAILOVER_PROFILES=lan,local to measure failover")
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, profile := range strings.Split(profiles, ",") {
+		var times []time.Duration
+		for run := 0; run < 5; run++ {
+			c := startProcMastersProfile(t, 3, 2, 2, profile)
+			l := c.waitLeader(t)
+			others := []int{(l + 1) % 3, (l + 2) % 3}
+			if st := mastersPut(hc, c.urls[others[0]], "warm", "x"); st != 201 {
+				t.Fatalf("PUT before the kill: %d", st)
+			}
+			crashKill(t, c.masters[l])
+			killed := time.Now()
+			for n := 0; ; n++ {
+				if st := mastersPut(hc, c.urls[others[n%2]], fmt.Sprintf("after/%d", n), "y"); st == 201 {
+					break
+				}
+				if time.Since(killed) > 60*time.Second {
+					t.Fatalf("%s: no write acknowledged within 60 s of the leader's death", profile)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			times = append(times, time.Since(killed))
+			for _, p := range c.masters {
+				if p != c.masters[l] {
+					crashKill(t, p)
+				}
+			}
+			crashKill(t, c.vols...)
+		}
+		slices.Sort(times)
+		t.Logf("failover, profile %s: median %v (runs: %v)", profile, times[len(times)/2].Round(time.Millisecond), times)
+	}
+}

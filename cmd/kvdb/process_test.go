@@ -207,9 +207,16 @@ func startProcCluster(t *testing.T, volumes, replicas int) *testProcCluster {
 // each a process, and waits until a leader sees every volume.
 func startProcMasters(t *testing.T, n, volumes, replicas int) *testProcCluster {
 	t.Helper()
+	return startProcMastersProfile(t, n, volumes, replicas, "test")
+}
+
+// startProcMastersProfile is startProcMasters with the given gossip (and
+// Raft timing) profile.
+func startProcMastersProfile(t *testing.T, n, volumes, replicas int, profile string) *testProcCluster {
+	t.Helper()
 	dir := t.TempDir()
-	label := fmt.Sprintf("proc-%d-%s", os.Getpid(), t.Name())
-	common := []string{"--gossip-profile", "test", "--cluster", label}
+	label := fmt.Sprintf("proc-%d-%s-%d", os.Getpid(), t.Name(), time.Now().UnixNano())
+	common := []string{"--gossip-profile", profile, "--cluster", label}
 	c := &testProcCluster{}
 	var seeds []string
 	for i := 0; i < n; i++ {
