@@ -173,6 +173,21 @@ func (c *catalog) write(b *leveldb.Batch, sync bool) error {
 	return c.writeLocal(b, sync)
 }
 
+// writeIntent records a write's intents (and its ticket): on the leader
+// alone, not synced, never through the log. They serve the master that
+// recorded them: its commit (logged) clears them on every master, and when
+// it loses the leadership its writes in flight fail; the next leader
+// cannot clean up after them (the copies they left on volumes are orphans
+// that verify reports), as a master that lost power before they were
+// synced could not. A master that leads again turns those it still has
+// into garbage (promotePending).
+func (c *catalog) writeIntent(b *leveldb.Batch) error {
+	if c.full.Load() {
+		return errCatalogFull
+	}
+	return c.writeLocal(b, false)
+}
+
 // writeLocal applies b to this master's database; a failure for lack of
 // space marks the catalog full.
 func (c *catalog) writeLocal(b *leveldb.Batch, sync bool) error {
@@ -427,7 +442,7 @@ func (c *catalog) addTicket(version uint64, key []byte, wi *writeIntent) error {
 	for _, vol := range wi.Replicas {
 		b.Put(pendingKey(version, vol, key), nil)
 	}
-	if err := c.write(&b, false); err != nil {
+	if err := c.writeIntent(&b); err != nil {
 		return fmt.Errorf("node: index ticket %q: %w", key, err)
 	}
 	return nil
@@ -497,7 +512,7 @@ func (c *catalog) addPending(version uint64, key []byte, vols ...string) error {
 	for _, vol := range vols {
 		b.Put(pendingKey(version, vol, key), nil)
 	}
-	if err := c.write(&b, false); err != nil {
+	if err := c.writeIntent(&b); err != nil {
 		return fmt.Errorf("node: index pending %q: %w", key, err)
 	}
 	return nil
