@@ -21,6 +21,7 @@ func (m *Master) gcLoop() {
 	runEvery(m.stop, m.cfg.GCInterval, m.gcKick, func() {
 		m.sweepTickets()
 		m.collectGarbage()
+		m.sweepUploads()
 	})
 }
 

@@ -86,6 +86,8 @@ type Master struct {
 	viewMu sync.Mutex
 	// verifier runs verify and handles volumes' lost-copy reports.
 	verifier verifyState
+	// uploads orders S3 multipart completes and aborts (multipart.go).
+	uploads uploadState
 
 	// missingSem bounds the checks of copies readers did not find.
 	missingSem chan struct{}
@@ -320,7 +322,7 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	// Volumes report lost copies without an API key; see verify.go. And
 	// they commit the writes they coordinate (signed, when the cluster has
 	// a secret); see redirect_write.go.
-	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) {
+	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) || m.serveManifest(ctx, path) {
 		return
 	}
 	if !m.authorize(ctx, path) {

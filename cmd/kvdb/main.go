@@ -369,6 +369,7 @@ func masterFlags(stderr io.Writer) (*flag.FlagSet, *masterOpts) {
 	fs.Var(intFlag(&c.RebalanceConcurrency, 1, math.MaxInt32), "rebalance-concurrency", "how many keys rebalancing moves at once, `N` from 1")
 	fs.StringVar(&o.keysFile, "api-keys-file", "", `client API keys, one "TOKEN rw" or "TOKEN ro" a line; when given, every request but /_kvdb/live and /_kvdb/ready needs "Authorization: Bearer TOKEN"`)
 	fs.DurationVar(&c.RedirectTTL, "redirect-ttl", c.RedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
+	fs.DurationVar(&c.UploadMaxAge, "upload-max-age", c.UploadMaxAge, "S3 multipart uploads neither completed nor aborted after this long are aborted and their parts deleted")
 	registerWriteRedirect(fs, c)
 	o.s3 = registerS3(fs, "")
 	return fs, o
@@ -535,6 +536,7 @@ func devFlags(stderr io.Writer) (*flag.FlagSet, *devOpts) {
 	registerSecret(fs, &o.secret, &o.secretFile)
 	fs.StringVar(&o.keysFile, "api-keys-file", "", `client API keys for the master, one "TOKEN rw" or "TOKEN ro" a line`)
 	fs.DurationVar(&o.master.RedirectTTL, "redirect-ttl", o.master.RedirectTTL, "with a secret: how long a signed read redirect stays valid")
+	fs.DurationVar(&o.master.UploadMaxAge, "upload-max-age", o.master.UploadMaxAge, "S3 multipart uploads neither completed nor aborted after this long are aborted and their parts deleted")
 	registerConnCaps(fs, &o.master.MaxConns, &o.master.MaxConnsPerIP)
 	registerWriteRedirect(fs, &o.master)
 	o.s3 = registerS3(fs, "127.0.0.1:9000")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,10 +129,22 @@ func (s *Server) masterError(resp *fasthttp.Response) *apiError {
 // objectInfo asks the master about an object (key is "BUCKET/KEY"); with
 // locate, where its bytes can be read.
 func (s *Server) objectInfo(id *identity, key string, locate bool) (client.ObjectInfo, *apiError) {
+	return s.objectInfoPart(id, key, locate, 0)
+}
+
+// objectInfoPart is objectInfo that also asks where part (> 0) lies.
+func (s *Server) objectInfoPart(id *identity, key string, locate bool, part int) (client.ObjectInfo, *apiError) {
 	var info client.ObjectInfo
 	p := "/_kvdb/s3/object" + escapedKey(key)
+	var q []string
 	if locate {
-		p += "?locate"
+		q = append(q, "locate")
+	}
+	if part > 0 {
+		q = append(q, "part="+strconv.Itoa(part))
+	}
+	if len(q) > 0 {
+		p += "?" + strings.Join(q, "&")
 	}
 	aerr := s.masterJSON(id, "GET", p, nil, &info)
 	return info, aerr
@@ -144,7 +157,13 @@ func (s *Server) objectInfo(id *identity, key string, locate bool) (client.Objec
 // and commits nothing, and storeValue returns that failure. hdr are extra
 // headers (If-None-Match, If-Match).
 func (s *Server) storeValue(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
-	req, aerr := s.newMasterRequest(id, "PUT", escapedKey(key))
+	return s.storeTo(id, escapedKey(key), key, r, size, failure, hdr...)
+}
+
+// storeTo is storeValue to another of the master's write endpoints (path
+// and query): a part's.
+func (s *Server) storeTo(id *identity, pathAndQuery, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+	req, aerr := s.newMasterRequest(id, "PUT", pathAndQuery)
 	if aerr != nil {
 		return "", aerr
 	}
@@ -255,7 +274,8 @@ func (s *Server) openValue(id *identity, info *client.ObjectInfo, start, length 
 			return nil, errorf(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the object changed while it was being read; retry")
 		}
 		v := &valueStream{resp: resp, length: length, observe: observe}
-		if !partial {
+		if !partial && info.Parts == 0 {
+			// (A multipart value's ETag is not the xxHash of its bytes.)
 			v.h = xxhash.New()
 			v.want = info.ETag
 		}

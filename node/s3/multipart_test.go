@@ -1,0 +1,365 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/kvdb/kvdb/node"
+)
+
+const mib = 1 << 20
+
+// multipartETag is the ETag S3 gives an object made of parts.
+func multipartETag(parts ...[]byte) string {
+	var sums []byte
+	for _, p := range parts {
+		s := md5.Sum(p)
+		sums = append(sums, s[:]...)
+	}
+	s := md5.Sum(sums)
+	return hex.EncodeToString(s[:]) + "-" + strconv.Itoa(len(parts))
+}
+
+// uploadParts uploads data in parts of the given sizes to a new upload
+// and returns the upload ID and the parts to complete with.
+func uploadParts(t *testing.T, c minio.Core, bucket, key string, data []byte, sizes []int, opts minio.PutObjectOptions) (string, []minio.CompletePart) {
+	t.Helper()
+	ctx := context.Background()
+	id, err := c.NewMultipartUpload(ctx, bucket, key, opts)
+	if err != nil {
+		t.Fatalf("NewMultipartUpload: %v", err)
+	}
+	var parts []minio.CompletePart
+	off := 0
+	for i, n := range sizes {
+		p, err := c.PutObjectPart(ctx, bucket, key, id, i+1, bytes.NewReader(data[off:off+n]), int64(n), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatalf("PutObjectPart %d: %v", i+1, err)
+		}
+		if want := md5hex(data[off : off+n]); strings.Trim(p.ETag, `"`) != want {
+			t.Fatalf("part %d ETag %s, want %s", i+1, p.ETag, want)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: i + 1, ETag: p.ETag})
+		off += n
+	}
+	return id, parts
+}
+
+// TestMinioMultipart: a multipart upload with minio-go (3 parts of 5 MiB
+// and a tail), read back whole, by part and by range, through S3 and the
+// native API; ListParts and ListMultipartUploads along the way.
+func TestMinioMultipart(t *testing.T) {
+	e := newEnv(t, true)
+	e.mkBucket(t, "mpb")
+	c := minio.Core{Client: e.minio(false)}
+	ctx := context.Background()
+	sizes := []int{5 * mib, 5 * mib, 5 * mib, 1234567}
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	data := randBytes(total, 14)
+	opts := minio.PutObjectOptions{ContentType: "application/x-test", UserMetadata: map[string]string{"Colour": "blue"}}
+	id, parts := uploadParts(t, c, "mpb", "big/object.bin", data, sizes, opts)
+
+	lp, err := c.ListObjectParts(ctx, "mpb", "big/object.bin", id, 0, 2)
+	if err != nil || len(lp.ObjectParts) != 2 || !lp.IsTruncated || lp.ObjectParts[1].PartNumber != 2 || lp.ObjectParts[0].Size != 5*mib {
+		t.Fatalf("ListObjectParts page 1 = %+v, %v", lp, err)
+	}
+	lp, err = c.ListObjectParts(ctx, "mpb", "big/object.bin", id, lp.NextPartNumberMarker, 10)
+	if err != nil || len(lp.ObjectParts) != 2 || lp.IsTruncated || lp.ObjectParts[1].PartNumber != 4 || lp.ObjectParts[1].Size != 1234567 {
+		t.Fatalf("ListObjectParts page 2 = %+v, %v", lp, err)
+	}
+	ups, err := c.ListMultipartUploads(ctx, "mpb", "big/", "", "", "", 100)
+	if err != nil || len(ups.Uploads) != 1 || ups.Uploads[0].UploadID != id || ups.Uploads[0].Key != "big/object.bin" {
+		t.Fatalf("ListMultipartUploads = %+v, %v", ups, err)
+	}
+	if ups, err := c.ListMultipartUploads(ctx, "mpb", "", "", "", "/", 100); err != nil || len(ups.CommonPrefixes) != 1 || ups.CommonPrefixes[0].Prefix != "big/" {
+		t.Fatalf("ListMultipartUploads with a delimiter = %+v, %v", ups, err)
+	}
+
+	info, err := c.CompleteMultipartUpload(ctx, "mpb", "big/object.bin", id, parts, minio.PutObjectOptions{})
+	want := multipartETag(data[:5*mib], data[5*mib:10*mib], data[10*mib:15*mib], data[15*mib:])
+	if err != nil || strings.Trim(info.ETag, `"`) != want {
+		t.Fatalf("CompleteMultipartUpload = %+v, %v; want ETag %s", info, err, want)
+	}
+	if ups, err := c.ListMultipartUploads(ctx, "mpb", "", "", "", "", 100); err != nil || len(ups.Uploads) != 0 {
+		t.Fatalf("ListMultipartUploads after complete = %+v, %v", ups, err)
+	}
+
+	// Whole, checked by hash.
+	obj, err := e.minio(false).GetObject(ctx, "mpb", "big/object.bin", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || md5hex(got) != md5hex(data) {
+		t.Fatalf("GetObject: %d bytes (want %d), %v", len(got), len(data), err)
+	}
+	st, err := e.minio(false).StatObject(ctx, "mpb", "big/object.bin", minio.StatObjectOptions{})
+	if err != nil || st.Size != int64(total) || strings.Trim(st.ETag, `"`) != want || st.ContentType != "application/x-test" || st.UserMetadata["Colour"] != "blue" {
+		t.Fatalf("StatObject = %+v, %v", st, err)
+	}
+	// One part, with the part count.
+	rc, _, hdr, err := c.GetObject(ctx, "mpb", "big/object.bin", minio.GetObjectOptions{PartNumber: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data[5*mib:10*mib]) || hdr.Get("X-Amz-Mp-Parts-Count") != "4" {
+		t.Fatalf("GetObject part 2: %d bytes, parts count %q", len(got), hdr.Get("X-Amz-Mp-Parts-Count"))
+	}
+	if _, _, _, err := c.GetObject(ctx, "mpb", "big/object.bin", minio.GetObjectOptions{PartNumber: 5}); errCode(err) != "InvalidPartNumber" {
+		t.Fatalf("GetObject part 5: got %v, want InvalidPartNumber", err)
+	}
+	// A range across the boundary of parts 1 and 2, and one over three parts.
+	for _, r := range [][2]int{{5*mib - 100, 5*mib + 99}, {mib, 12 * mib}, {total - 10, total - 1}} {
+		o := minio.GetObjectOptions{}
+		_ = o.SetRange(int64(r[0]), int64(r[1]))
+		rc, _, _, err := c.GetObject(ctx, "mpb", "big/object.bin", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(got, data[r[0]:r[1]+1]) {
+			t.Fatalf("range %v: got %d bytes, not the right ones", r, len(got))
+		}
+	}
+
+	// The native API: GET follows the 302 to a volume that streams the
+	// parts; HEAD has the size; Range spans a part boundary.
+	code, h, body := e.native("GET", "mpb/big/object.bin", nil)
+	if code != 200 || md5hex([]byte(body)) != md5hex(data) || h.Get("Etag") == "" {
+		t.Fatalf("native GET: %d, %d bytes, ETag %q", code, len(body), h.Get("Etag"))
+	}
+	code, h, _ = e.native("HEAD", "mpb/big/object.bin", nil)
+	if code != 200 || h.Get("Content-Length") != strconv.Itoa(total) || !strings.HasSuffix(h.Get("Etag"), `-4"`) {
+		t.Fatalf("native HEAD: %d, %v", code, h)
+	}
+	req, _ := http.NewRequest("GET", "http://"+e.master.Addr()+"/mpb/big/object.bin", nil)
+	req.Header.Set("Authorization", "Bearer "+node.S3Token(testID, testSecret))
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", 10*mib-3, 10*mib+2))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || !bytes.Equal(got, data[10*mib-3:10*mib+3]) ||
+		resp.Header.Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", 10*mib-3, 10*mib+2, total) {
+		t.Fatalf("native Range: %d %q %x", resp.StatusCode, resp.Header.Get("Content-Range"), got)
+	}
+	// No listing shows the parts.
+	code, _, body = e.native("GET", "?list", nil)
+	if code != 200 || strings.Contains(body, "_kvdb") || !strings.Contains(body, "mpb/big/object.bin") {
+		t.Fatalf("native list: %d %s", code, body)
+	}
+	res := e.minio(false).ListObjects(ctx, "mpb", minio.ListObjectsOptions{Recursive: true})
+	var keys []string
+	for o := range res {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		keys = append(keys, o.Key+" "+strconv.FormatInt(o.Size, 10)+" "+o.ETag)
+	}
+	if len(keys) != 1 || keys[0] != "big/object.bin "+strconv.Itoa(total)+" "+want {
+		t.Fatalf("ListObjects = %q", keys)
+	}
+
+	// UploadPartCopy: a range of the object, then a whole small object.
+	if _, err := e.minio(false).PutObject(ctx, "mpb", "small", strings.NewReader("tail"), 4, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id2, err := c.NewMultipartUpload(ctx, "mpb", "copied", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err := c.CopyObjectPart(ctx, "mpb", "big/object.bin", "mpb", "copied", id2, 1, 3*mib, 6*mib, nil)
+	if err != nil || strings.Trim(p1.ETag, `"`) != md5hex(data[3*mib:9*mib]) {
+		t.Fatalf("CopyObjectPart 1 = %+v, %v", p1, err)
+	}
+	p2, err := c.CopyObjectPart(ctx, "mpb", "small", "mpb", "copied", id2, 2, 0, -1, nil)
+	if err != nil || strings.Trim(p2.ETag, `"`) != md5hex([]byte("tail")) {
+		t.Fatalf("CopyObjectPart 2 = %+v, %v", p2, err)
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, "mpb", "copied", id2, []minio.CompletePart{p1, p2}, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, body = e.native("GET", "mpb/copied", nil)
+	if code != 200 || body != string(data[3*mib:9*mib])+"tail" {
+		t.Fatalf("copied object: %d, %d bytes", code, len(body))
+	}
+
+	// Overwritten by a PutObject, then deleted: plain values again.
+	if _, err := e.minio(false).PutObject(ctx, "mpb", "copied", strings.NewReader("plain"), 5, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := e.native("GET", "mpb/copied", nil); code != 200 || body != "plain" {
+		t.Fatalf("after overwrite: %d %q", code, body)
+	}
+	if err := e.minio(false).RemoveObject(ctx, "mpb", "big/object.bin", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := e.native("GET", "mpb/big/object.bin", nil); code != 404 {
+		t.Fatalf("after delete: %d", code)
+	}
+}
+
+// TestMinioMultipartErrors: the errors S3 answers on multipart uploads,
+// and an abort that leaves no part behind.
+func TestMinioMultipartErrors(t *testing.T) {
+	e := newEnv(t, true)
+	e.mkBucket(t, "mperr")
+	c := minio.Core{Client: e.minio(false)}
+	ctx := context.Background()
+	data := randBytes(11*mib, 7)
+	id, parts := uploadParts(t, c, "mperr", "k", data, []int{mib, 5 * mib, 5 * mib}, minio.PutObjectOptions{})
+
+	complete := func(ps []minio.CompletePart) error {
+		_, err := c.CompleteMultipartUpload(ctx, "mperr", "k", id, ps, minio.PutObjectOptions{})
+		return err
+	}
+	for _, tc := range []struct {
+		name  string
+		parts []minio.CompletePart
+		want  string
+	}{
+		{"small part not last", parts, "EntityTooSmall"},
+		{"wrong ETag", []minio.CompletePart{parts[1], {PartNumber: 3, ETag: `"00000000000000000000000000000000"`}}, "InvalidPart"},
+		{"missing part", []minio.CompletePart{parts[1], {PartNumber: 9, ETag: parts[2].ETag}}, "InvalidPart"},
+		{"out of order", []minio.CompletePart{parts[2], parts[1]}, "InvalidPartOrder"},
+	} {
+		if err := complete(tc.parts); errCode(err) != tc.want {
+			t.Errorf("%s: got %v, want %s", tc.name, err, tc.want)
+		}
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, "mperr", "k", "000000000000000000000000", parts[1:], minio.PutObjectOptions{}); errCode(err) != "NoSuchUpload" {
+		t.Errorf("complete of an unknown upload: got %v, want NoSuchUpload", err)
+	}
+	if _, err := c.PutObjectPart(ctx, "mperr", "k", "nonsense", 1, strings.NewReader("x"), 1, minio.PutObjectPartOptions{}); errCode(err) != "NoSuchUpload" {
+		t.Errorf("part of an unknown upload: got %v, want NoSuchUpload", err)
+	}
+	// The failed completes left the upload open: parts 2 and 3 complete it
+	// (unquoted ETags are fine).
+	ok := []minio.CompletePart{{PartNumber: 2, ETag: strings.Trim(parts[1].ETag, `"`)}, parts[2]}
+	if err := complete(ok); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	if code, _, body := e.native("GET", "mperr/k", nil); code != 200 || md5hex([]byte(body)) != md5hex(data[mib:]) {
+		t.Fatalf("completed object: %d, %d bytes", code, len(body))
+	}
+	if err := complete(ok); errCode(err) != "NoSuchUpload" {
+		t.Errorf("second complete: got %v, want NoSuchUpload", err)
+	}
+
+	// Abort: the upload and its parts are gone.
+	id2, _ := uploadParts(t, c, "mperr", "k2", data, []int{5 * mib, 5 * mib}, minio.PutObjectOptions{})
+	if err := c.AbortMultipartUpload(ctx, "mperr", "k2", id2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListObjectParts(ctx, "mperr", "k2", id2, 0, 100); errCode(err) != "NoSuchUpload" {
+		t.Fatalf("ListObjectParts after abort: got %v, want NoSuchUpload", err)
+	}
+	if err := c.AbortMultipartUpload(ctx, "mperr", "k2", id2); errCode(err) != "NoSuchUpload" {
+		t.Fatalf("second abort: got %v, want NoSuchUpload", err)
+	}
+	// The object k holds 2 parts (the unlisted part 1 was removed at the
+	// complete); k2 none. Each part is on both volumes.
+	waitFor(t, 10*time.Second, "the volumes to hold only k's 2 parts", func() bool {
+		return e.volumeKeys() == 2*2
+	})
+}
+
+// volumeKeys is the number of blobs on every volume, summed.
+func (e *testEnv) volumeKeys() int {
+	n := 0
+	for _, v := range e.vols {
+		n += v.Keys()
+	}
+	return n
+}
+
+// TestMultipartVolumeKilled: a volume is killed (no goodbye) in the middle
+// of a multipart upload; the upload goes on (the master writes the next
+// parts to the live volumes), completes, and the object reads back whole.
+func TestMultipartVolumeKilled(t *testing.T) {
+	e := newEnvWith(t, true, 3, nil)
+	e.mkBucket(t, "kill")
+	c := minio.Core{Client: e.minio(false)}
+	ctx := context.Background()
+	data := randBytes(16*mib, 3)
+	sizes := []int{6 * mib, 6 * mib, 4 * mib}
+	id, err := c.NewMultipartUpload(ctx, "kill", "obj", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []minio.CompletePart
+	off := 0
+	for i, n := range sizes {
+		if i == 1 {
+			e.vols[0].Kill()
+		}
+		var p minio.ObjectPart
+		// A part in flight to the killed volume may fail; S3 clients retry
+		// a part.
+		for try := 0; try < 5; try++ {
+			if p, err = c.PutObjectPart(ctx, "kill", "obj", id, i+1, bytes.NewReader(data[off:off+n]), int64(n), minio.PutObjectPartOptions{}); err == nil {
+				break
+			}
+			t.Logf("part %d, try %d: %v", i+1, try+1, err)
+		}
+		if err != nil {
+			t.Fatalf("part %d: %v", i+1, err)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: i + 1, ETag: p.ETag})
+		off += n
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, "kill", "obj", id, parts, minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	obj, err := e.minio(false).GetObject(ctx, "kill", "obj", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || md5hex(got) != md5hex(data) {
+		t.Fatalf("read back: %d bytes, %v", len(got), err)
+	}
+	if code, _, body := e.native("GET", "kill/obj", nil); code != 200 || md5hex([]byte(body)) != md5hex(data) {
+		t.Fatalf("native read back: %d, %d bytes", code, len(body))
+	}
+}
+
+// TestMultipartAbandonedCleanup: an upload neither completed nor aborted
+// is aborted once older than the master's UploadMaxAge, and its parts
+// deleted from the volumes.
+func TestMultipartAbandonedCleanup(t *testing.T) {
+	e := newEnvWith(t, true, 2, func(c *node.MasterConfig) { c.UploadMaxAge = 2 * time.Second })
+	e.mkBucket(t, "old")
+	c := minio.Core{Client: e.minio(false)}
+	ctx := context.Background()
+	id, _ := uploadParts(t, c, "old", "forgotten", randBytes(2*mib, 5), []int{mib, mib}, minio.PutObjectOptions{})
+	if n := e.volumeKeys(); n != 4 {
+		t.Fatalf("volumes hold %d blobs, want 4 (2 parts, 2 replicas)", n)
+	}
+	waitFor(t, 20*time.Second, "the abandoned upload to go", func() bool {
+		_, err := c.ListObjectParts(ctx, "old", "forgotten", id, 0, 10)
+		return errCode(err) == "NoSuchUpload"
+	})
+	waitFor(t, 10*time.Second, "its parts to leave the volumes", func() bool { return e.volumeKeys() == 0 })
+}
