@@ -363,3 +363,98 @@ func TestMultipartAbandonedCleanup(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, "its parts to leave the volumes", func() bool { return e.volumeKeys() == 0 })
 }
+
+func TestParseComplete(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want string // parts as "N:ETAG,..." or the error code
+	}{
+		{`<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"a"</ETag></Part><Part><PartNumber> 2 </PartNumber><ETag>b</ETag></Part></CompleteMultipartUpload>`, `1:"a",2:b`},
+		{`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>x</ETag><PartNumber>3</PartNumber></Part></CompleteMultipartUpload>`, `3:x`},
+		{`<CompleteMultipartUpload></CompleteMultipartUpload>`, "MalformedXML"},
+		{`<CompleteMultipartUpload><Part><PartNumber>one</PartNumber></Part></CompleteMultipartUpload>`, "MalformedXML"},
+		{`<CompleteMultipartUpload><Part><PartNumber>0</PartNumber></Part></CompleteMultipartUpload>`, "InvalidArgument"},
+		{`<CompleteMultipartUpload><Part><PartNumber>10001</PartNumber></Part></CompleteMultipartUpload>`, "InvalidArgument"},
+		{`<Other/>`, "MalformedXML"},
+		{`not xml`, "MalformedXML"},
+	} {
+		parts, aerr := parseComplete([]byte(tc.doc))
+		got := ""
+		if aerr != nil {
+			got = aerr.code
+		} else {
+			var s []string
+			for _, p := range parts {
+				s = append(s, fmt.Sprintf("%d:%s", p.Number, p.ETag))
+			}
+			got = strings.Join(s, ",")
+		}
+		if got != tc.want {
+			t.Errorf("parseComplete(%s) = %s, want %s", tc.doc, got, tc.want)
+		}
+	}
+}
+
+func TestCopySourceRange(t *testing.T) {
+	for _, tc := range []struct {
+		v             string
+		size          int64
+		start, length int64
+		code          string
+	}{
+		{"", 10, 0, 10, ""},
+		{"bytes=0-9", 10, 0, 10, ""},
+		{"bytes=3-3", 10, 3, 1, ""},
+		{"bytes=3-10", 10, 0, 0, "InvalidRange"},
+		{"bytes=5-4", 10, 0, 0, "InvalidArgument"},
+		{"bytes=-4", 10, 0, 0, "InvalidArgument"},
+		{"bytes=4-", 10, 0, 0, "InvalidArgument"},
+		{"4-5", 10, 0, 0, "InvalidArgument"},
+	} {
+		start, length, aerr := copySourceRange([]byte(tc.v), tc.size)
+		code := ""
+		if aerr != nil {
+			code = aerr.code
+		}
+		if code != tc.code || aerr == nil && (start != tc.start || length != tc.length) {
+			t.Errorf("copySourceRange(%q, %d) = %d, %d, %s; want %d, %d, %s", tc.v, tc.size, start, length, code, tc.start, tc.length, tc.code)
+		}
+	}
+}
+
+func FuzzParseComplete(f *testing.F) {
+	f.Add([]byte(`<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"a"</ETag></Part></CompleteMultipartUpload>`))
+	f.Add([]byte(`<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>b</ETag></Part><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>`))
+	f.Add([]byte(`<CompleteMultipartUpload/>`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		parts, aerr := parseComplete(doc)
+		if aerr != nil {
+			if parts != nil {
+				t.Fatal("parts with an error")
+			}
+			return
+		}
+		if len(parts) == 0 || len(parts) > 10000 {
+			t.Fatalf("%d parts", len(parts))
+		}
+		for _, p := range parts {
+			if p.Number < 1 || p.Number > 10000 {
+				t.Fatalf("part number %d", p.Number)
+			}
+		}
+	})
+}
+
+func FuzzCopySourceRange(f *testing.F) {
+	f.Add([]byte("bytes=0-9"), int64(10))
+	f.Add([]byte("bytes=9223372036854775806-9223372036854775807"), int64(1<<62))
+	f.Fuzz(func(t *testing.T, v []byte, size int64) {
+		if size < 0 {
+			return
+		}
+		start, length, aerr := copySourceRange(v, size)
+		if aerr == nil && (start < 0 || length < 0 || start+length > size) {
+			t.Fatalf("copySourceRange(%q, %d) = %d, %d", v, size, start, length)
+		}
+	})
+}
