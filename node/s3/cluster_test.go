@@ -39,6 +39,8 @@ type testEnv struct {
 	keys   []node.APIKey
 	// endpoint is the gateway's HOST:PORT.
 	endpoint string
+	// awsConfig, when set, is the aws cli's config file.
+	awsConfig string
 }
 
 var envSeq atomic.Int64
