@@ -2,10 +2,12 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -96,6 +98,21 @@ func TestMultipartNative(t *testing.T) {
 	tag := h.Get("ETag")
 	if st != 200 || h.Get("Content-Length") != fmt.Sprint(len(whole)) || !strings.HasSuffix(tag, `-3"`) || len(tag) != 20 {
 		t.Fatalf("HEAD: %d %v", st, h)
+	}
+	// The Go client (kvdb get) reads it too.
+	cl, err := client.NewClient(client.ClientConfig{URL: "http://" + c.master.Addr(), IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	vr, err := cl.Get(context.Background(), "bkt/obj")
+	if err != nil {
+		t.Fatalf("client Get: %v", err)
+	}
+	got, err := io.ReadAll(vr)
+	vr.Close()
+	if err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("client Get: %d bytes, %v", len(got), err)
 	}
 	if st, _, _ := c.do("GET", "bkt/obj", nil, "If-None-Match", tag); st != 304 {
 		t.Fatalf("GET If-None-Match: %d, want 304", st)
