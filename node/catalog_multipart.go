@@ -131,11 +131,18 @@ func (c *catalog) endUpload(key []byte, id string) error {
 }
 
 // uploads calls fn for every upload under way whose key starts with
-// prefix, from (key, id) after on, in order, until fn returns false.
+// prefix, after (afterKey, afterID) (S3's key-marker and upload-id-marker),
+// in order of key then ID, until fn returns false.
 func (c *catalog) uploads(prefix, afterKey []byte, afterID string, fn func(key []byte, id string, u *uploadEntry) bool) error {
 	r := util.BytesPrefix(append([]byte{pfxUpload}, prefix...))
 	if len(afterKey) > 0 {
-		if s := append(uploadKey(afterKey, afterID), 0); bytes.Compare(s, r.Start) > 0 {
+		// After (afterKey, afterID); with no afterID, after every upload
+		// of afterKey (IDs are hex digits, below 0xff).
+		s := append(uploadKey(afterKey, afterID), 0)
+		if afterID == "" {
+			s = uploadKey(afterKey, "\xff")
+		}
+		if bytes.Compare(s, r.Start) > 0 {
 			r.Start = s
 		}
 	}

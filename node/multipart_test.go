@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +282,149 @@ func FuzzParsePartKey(f *testing.F) {
 			t.Fatalf("partKey(%q, %d) does not parse back", id, n)
 		}
 	})
+}
+
+// TestPartsStreamFailover: a volume that dies while one of its parts
+// streams (here a server that sends part of the bytes and hangs up) is
+// replaced mid-part by another replica, from the same byte on.
+func TestPartsStreamFailover(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	p1, p2 := mpData(minPartSize+12345, 8), mpData(4321, 9)
+	id := c.mpUpload("bkt/obj", p1, p2)
+	rec, _, _ := c.master.lookup([]byte("bkt/obj"))
+	prec, _, _ := c.master.lookup(partKey(id, 1))
+	var streamer *Volume
+	var holder string
+	for _, v := range c.vols {
+		if contains(prec.Replicas, v.Name()) {
+			holder = v.httpAddr
+		} else {
+			streamer = v
+		}
+	}
+	plan, _, err := streamer.fetchPlan([]byte("bkt/obj"), rec.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(p1))
+				conn.Write(p1[:1<<20]) // and it dies
+			}()
+		}
+	}()
+	plan.Parts[0].Vols = []string{ln.Addr().String(), holder}
+	ps := &partsStream{v: streamer, parts: plan.Parts, left: plan.Size}
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	n, err := ps.WriteTo(bw)
+	bw.Flush()
+	ps.Close()
+	if err != nil || n != plan.Size || !bytes.Equal(out.Bytes(), append(append([]byte(nil), p1...), p2...)) {
+		t.Fatalf("WriteTo: %d of %d bytes, %v; the bytes match: %v", n, plan.Size, err, bytes.Equal(out.Bytes(), append(append([]byte(nil), p1...), p2...)))
+	}
+}
+
+// TestMultipartSecret: with a cluster secret, the redirect to the volume
+// that streams the parts, its request for the manifest and its reads of
+// other volumes' parts are all signed.
+func TestMultipartSecret(t *testing.T) {
+	c := newTestClusterWith(t, 3, 2, func(c *testCluster) { c.mcfg.Secret = []byte("multipart-secret-0123456789") })
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	p1, p2, p3 := mpData(minPartSize, 10), mpData(minPartSize, 11), mpData(10, 12)
+	c.mpUpload("bkt/obj", p1, p2, p3)
+	whole := string(p1) + string(p2) + string(p3)
+	for i := 0; i < 3; i++ { // the master spreads the reads over the volumes
+		if st, body := c.get("bkt/obj"); st != 200 || body != whole {
+			t.Fatalf("GET: %d, %d bytes", st, len(body))
+		}
+	}
+	st, h, _ := c.do("HEAD", "bkt/obj", nil)
+	if st != 200 {
+		t.Fatalf("HEAD: %d", st)
+	}
+	// Unsigned, the volume refuses.
+	req, _ := http.NewRequest("GET", "http://"+c.master.Addr()+"/bkt/obj", nil)
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != 302 || resp.Header.Get("ETag") != h.Get("ETag") || !strings.Contains(loc, "/_kvdb/parts/bkt/obj?v=") || !strings.Contains(loc, "&s=") {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, loc)
+	}
+	unsigned, _, _ := strings.Cut(loc, "&e=")
+	if r, err := http.Get(unsigned); err != nil || r.StatusCode != 403 {
+		t.Fatalf("unsigned read of the parts: %v %v", r.StatusCode, err)
+	}
+}
+
+// TestListUploadsMarkers: ListMultipartUploads' key and upload-ID markers.
+func TestListUploadsMarkers(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	var ids []string
+	for _, k := range []string{"a", "a", "b", "dir/x", "dir/y"} {
+		_, _, body := c.do("POST", "_kvdb/s3/mp/bkt/"+k, nil)
+		var up client.Upload
+		if err := json.Unmarshal([]byte(body), &up); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k+" "+up.ID)
+	}
+	list := func(q string) string {
+		_, _, body := c.do("GET", "_kvdb/s3/uploads/bkt?"+q, nil)
+		var l client.UploadList
+		if err := json.Unmarshal([]byte(body), &l); err != nil {
+			t.Fatalf("%s: %s", q, body)
+		}
+		var s []string
+		for _, u := range l.Uploads {
+			s = append(s, u.Key+" "+u.ID)
+		}
+		for _, p := range l.Prefixes {
+			s = append(s, p)
+		}
+		return strings.Join(s, ",") + fmt.Sprintf(" truncated=%v next=%s/%s", l.Truncated, l.NextKey, l.NextID)
+	}
+	aID, a2ID := strings.Fields(ids[0])[1], strings.Fields(ids[1])[1]
+	for _, tc := range []struct{ q, want string }{
+		{"", strings.Join(ids, ",") + " truncated=false next=/"},
+		{"limit=2", ids[0] + "," + ids[1] + " truncated=true next=a/" + a2ID},
+		{"key=a", ids[2] + "," + ids[3] + "," + ids[4] + " truncated=false next=/"},
+		{"key=a&id=" + aID, ids[1] + "," + ids[2] + "," + ids[3] + "," + ids[4] + " truncated=false next=/"},
+		{"delimiter=/", ids[0] + "," + ids[1] + "," + ids[2] + ",dir/ truncated=false next=/"},
+		{"delimiter=/&limit=3", ids[0] + "," + ids[1] + "," + ids[2] + " truncated=true next=b/" + strings.Fields(ids[2])[1]},
+		{"prefix=dir/&delimiter=/", ids[3] + "," + ids[4] + " truncated=false next=/"},
+	} {
+		if got := list(tc.q); got != tc.want {
+			t.Errorf("?%s:\n got %s\nwant %s", tc.q, got, tc.want)
+		}
+	}
 }

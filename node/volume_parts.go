@@ -157,7 +157,15 @@ type partsStream struct {
 	cur     io.Reader
 	curN    int64
 	closeFn func()
+	// remote is the volume cur reads from ("" for a local file); failed
+	// are the volumes that failed the current part.
+	remote string
+	failed []string
+	buf    []byte
 }
+
+// writerOnly hides a writer's ReadFrom.
+type writerOnly struct{ io.Writer }
 
 // open opens the segment of parts[i] the stream needs next.
 func (p *partsStream) open() error {
@@ -167,19 +175,19 @@ func (p *partsStream) open() error {
 	part := p.parts[p.i]
 	n := min(part.Size-p.skip, p.left)
 	key := []byte(part.Key)
-	if f, _, err := p.v.store.OpenBlob(key, part.Version); err == nil {
+	if f, _, err := p.v.store.OpenBlob(key, part.Version); err == nil && len(p.failed) == 0 {
 		if p.skip > 0 {
 			if _, err := f.Seek(p.skip, io.SeekCurrent); err != nil {
 				f.Close()
 				return fmt.Errorf("seek %q: %w", key, err)
 			}
 		}
-		p.cur, p.curN, p.closeFn = f, n, func() { f.Close() }
+		p.cur, p.curN, p.remote, p.closeFn = f, n, "", func() { f.Close() }
 		return nil
 	}
 	var last error = errors.New("no live volume holds it")
 	for _, addr := range part.Vols {
-		if addr == p.v.httpAddr {
+		if addr == p.v.httpAddr || contains(p.failed, addr) {
 			continue
 		}
 		resp, err := p.v.readRemote(addr, key, part.Version, p.skip, n, part.Size)
@@ -187,7 +195,7 @@ func (p *partsStream) open() error {
 			last = err
 			continue
 		}
-		p.cur, p.curN = resp.BodyStream(), n
+		p.cur, p.curN, p.remote = resp.BodyStream(), n, addr
 		p.closeFn = func() {
 			_ = resp.CloseBodyStream()
 			fasthttp.ReleaseResponse(resp)
@@ -249,25 +257,51 @@ func (p *partsStream) WriteTo(w io.Writer) (int64, error) {
 		lr := &io.LimitedReader{R: p.cur, N: want}
 		var n int64
 		var err error
-		if rf != nil {
-			n, err = rf.ReadFrom(lr)
-		} else {
+		switch {
+		case p.remote != "":
+			// Written, not read into w: a bufio.Writer's ReadFrom keeps a
+			// read error as its own, and the stream could not go on from
+			// another replica.
+			if p.buf == nil {
+				p.buf = make([]byte, 64<<10)
+			}
+			n, err = io.CopyBuffer(writerOnly{w}, lr, p.buf)
+		case rf != nil:
+			n, err = rf.ReadFrom(lr) // sendfile
+		default:
 			n, err = io.Copy(w, lr)
 		}
 		total += n
 		p.left -= n
+		remote := p.remote
 		p.closeSegment()
 		if err == nil && n != want {
 			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && remote != "" && !clientGone(w) {
+			// The volume the part came from failed mid-way: go on from
+			// the same byte on another replica.
+			p.v.log.Warn("a volume failed while its part streamed; trying another", "part", p.parts[p.i].Key, "volume", remote, "err", err)
+			p.failed = append(p.failed, remote)
+			p.skip += n
+			continue
 		}
 		if err != nil {
 			p.v.log.Warn("streaming a multipart value", "part", p.parts[p.i].Key, "err", err)
 			return total, err
 		}
 		p.i++
-		p.skip = 0
+		p.skip, p.failed = 0, nil
 	}
 	return total, nil
+}
+
+// clientGone reports whether writing to the client has failed (then
+// there is no one to go on for): fasthttp's buffered writer keeps its
+// error, and an empty write returns it.
+func clientGone(w io.Writer) bool {
+	_, err := w.Write(nil)
+	return err != nil
 }
 
 // Read reads the stream (WriteTo is the fast way).
