@@ -207,24 +207,26 @@ func (c *catalog) releaseParts(b *leveldb.Batch, key []byte, old *Record) {
 // value, with its S3 metadata (metaJSON), and ends upload id: all in one
 // synced batch under the key's lock, if check accepts the key's current
 // state (found, old). The value it replaces, if any, is queued for
-// deletion (blobs) or released (parts). It reports whether a value was
-// replaced, and which.
-func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifest, metaJSON []byte, check func(found bool, old *Record) error) (bool, Record, error) {
+// deletion (blobs) or released (parts); beforeReplace runs just before,
+// as commitWrite's does. It reports whether a value was replaced.
+func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifest, metaJSON []byte, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (bool, error) {
 	mu := c.lock(key)
 	defer mu.Unlock()
 	var old Record
 	found, err := c.get(key, &old)
 	if err != nil {
-		return false, old, err
+		return false, err
 	}
 	if err := check(found, &old); err != nil {
-		return false, old, err
+		return false, err
 	}
 	if found && old.Version > rec.Version {
-		return false, old, errSuperseded
+		return false, errSuperseded
 	}
+	undo := func() {}
 	var b leveldb.Batch
 	if found {
+		undo = beforeReplace(&old)
 		for _, vol := range old.Replicas {
 			b.Put(garbageKey(vol, key, old.Version), nil)
 		}
@@ -235,7 +237,11 @@ func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifes
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	b.Put(objMetaKey(key), appendObjMeta(nil, rec.Version, metaJSON))
 	b.Delete(uploadKey(key, id))
-	return found, old, c.cached(key, rec, c.write(&b, true), "complete")
+	if err := c.cached(key, rec, c.write(&b, true), "complete"); err != nil {
+		undo()
+		return false, err
+	}
+	return found, nil
 }
 
 // removePart removes a part's record and S3 metadata, and queues its

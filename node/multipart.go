@@ -193,7 +193,7 @@ func (m *Master) createUpload(ctx *fasthttp.RequestCtx, key []byte, bucket strin
 		replyError(ctx, err)
 		return
 	}
-	u := uploadEntry{Initiated: m.cfg.clock().UnixNano(), Meta: &meta}
+	u := uploadEntry{Initiated: m.cat.now().UnixNano(), Meta: &meta}
 	if err := m.cat.setUpload(key, id, &u); err != nil {
 		replyError(ctx, err)
 		return
@@ -314,6 +314,10 @@ func (m *Master) completeUpload(ctx *fasthttp.RequestCtx, key []byte, id string)
 		return
 	}
 	createOnly := string(bytes.TrimSpace(ctx.Request.Header.Peek("If-None-Match"))) == "*"
+	bucket, _, _ := bytes.Cut(key, []byte("/"))
+	if m.s3BucketMissing(ctx, string(bucket)) {
+		return
+	}
 	mu := m.lockUpload(id)
 	defer mu.Unlock()
 	u, found, err := m.cat.getUpload(key, id)
@@ -394,17 +398,21 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	meta.MD5, meta.ETag = "", hex.EncodeToString(whole[:])+"-"+strconv.Itoa(len(list))
 	metaJSON, _ := json.Marshal(meta)
 	rec := Record{Version: version, Size: total, Checksum: xxhash.Sum64(md5s), ModTime: versionTime(version), Parts: len(list)}
-	replaced, old, err := m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
+	replaced, err := m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
 		if found && createOnly {
 			return &completeError{fasthttp.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"}
 		}
 		return nil
+	}, func(old *Record) func() {
+		// Readers redirected to the old version a moment ago still find
+		// it for MoveGrace (as commitWrite does).
+		m.holdGarbage(old.Replicas, key, old.Version)
+		return func() { m.releaseGarbage(old.Replicas, key, old.Version) }
 	})
 	if err != nil {
 		return info, err
 	}
 	if replaced {
-		m.holdGarbage(old.Replicas, key, old.Version)
 		m.kickGC()
 	}
 	// Parts uploaded but left out of the list are not the object's.
@@ -763,7 +771,7 @@ func (m *Master) redirectParts(ctx *fasthttp.RequestCtx, key []byte, rec *Record
 // (after MoveGrace), aborts uploads older than UploadMaxAge, and every
 // UploadMaxAge makes a full pass for parts nothing owns.
 func (m *Master) sweepUploads() {
-	now := m.cfg.clock()
+	now := m.cat.now() // (not m.cfg.clock(), which copies the whole config)
 	var ids []string
 	err := m.cat.releases(func(id string, at int64) bool {
 		if now.Sub(time.Unix(0, at)) >= m.cfg.MoveGrace {

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -531,6 +532,24 @@ func awsMultipart(t *testing.T, size int64, chunk string, wantParts int) {
 	if size <= 64<<20 {
 		if code, _, body := e.native("GET", "awsmp/big.bin", nil); code != 200 || md5hex([]byte(body)) != want {
 			t.Fatalf("native GET: %d, %d bytes", code, len(body))
+		}
+	}
+	if _, err := exec.LookPath("curl"); err == nil && size <= 64<<20 {
+		// curl -L, whole and a range across the first part boundary.
+		u := "http://" + e.master.Addr() + "/awsmp/big.bin"
+		auth := "Authorization: Bearer " + node.S3Token(testID, testSecret)
+		e.run(t, "curl", "-sfL", "-H", auth, "-o", dst, u)
+		if got := fileMD5(t, dst); got != want {
+			t.Fatalf("curl -L: MD5 %s, want %s", got, want)
+		}
+		e.run(t, "curl", "-sfL", "-H", auth, "-r", fmt.Sprintf("%d-%d", 5<<20-8, 5<<20+7), "-o", dst, u)
+		got, _ := os.ReadFile(dst)
+		f, _ := os.Open(src)
+		wantRange := make([]byte, 16)
+		_, _ = f.ReadAt(wantRange, 5<<20-8)
+		f.Close()
+		if !bytes.Equal(got, wantRange) {
+			t.Fatalf("curl -L -r: %x, want %x", got, wantRange)
 		}
 	}
 }
