@@ -115,6 +115,12 @@ func partNumber(args *fasthttp.Args) (int, *apiError) {
 // called once the body is through). It returns the part as recorded.
 func (s *Server) storePart(r *request, key, id string, n int, body io.Reader, size int64, failure func() *apiError, sum func() string) (client.Part, *apiError) {
 	var part client.Part
+	// The master refuses a part of an unknown upload before reading it,
+	// which the gateway, still sending, would see as a broken connection:
+	// ask first (a page of no parts).
+	if aerr := s.masterJSON(&r.id, "GET", uploadPath(key, id, "limit=0"), nil, nil); aerr != nil {
+		return part, uploadError(aerr)
+	}
 	tag, aerr := s.storeTo(&r.id, uploadPath(key, id, "part="+strconv.Itoa(n)), key, body, size, failure)
 	if aerr != nil {
 		return part, uploadError(aerr)

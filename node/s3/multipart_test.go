@@ -258,6 +258,9 @@ func TestMinioMultipartErrors(t *testing.T) {
 	if _, err := c.PutObjectPart(ctx, "mperr", "k", "nonsense", 1, strings.NewReader("x"), 1, minio.PutObjectPartOptions{}); errCode(err) != "NoSuchUpload" {
 		t.Errorf("part of an unknown upload: got %v, want NoSuchUpload", err)
 	}
+	if _, err := c.PutObjectPart(ctx, "mperr", "k", "000000000000000000000000", 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); errCode(err) != "NoSuchUpload" {
+		t.Errorf("11 MiB part of an unknown upload: got %v, want NoSuchUpload", err)
+	}
 	// The failed completes left the upload open: parts 2 and 3 complete it
 	// (unquoted ETags are fine).
 	ok := []minio.CompletePart{{PartNumber: 2, ETag: strings.Trim(parts[1].ETag, `"`)}, parts[2]}
