@@ -631,6 +631,20 @@ func (m *Master) describePart(info *client.ObjectInfo, key []byte, rec *Record, 
 	return nil
 }
 
+// partSums lists the sizes and checksums of the parts of rec, a
+// multipart value of key.
+func (m *Master) partSums(key []byte, rec *Record) ([]client.PartSum, error) {
+	mf, found, err := m.cat.getManifest(key, rec.Version)
+	if err != nil || !found {
+		return nil, err
+	}
+	out := make([]client.PartSum, len(mf.Parts))
+	for i, p := range mf.Parts {
+		out[i] = client.PartSum{Size: p.Size, Sum: p.Checksum}
+	}
+	return out, nil
+}
+
 // partsPlan is the answer of GET /_kvdb/manifest/KEY?v=VER to a volume
 // that streams a multipart value: its parts in order, and where each is.
 type partsPlan struct {

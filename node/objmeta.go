@@ -137,6 +137,12 @@ func (m *Master) s3GetObject(ctx *fasthttp.RequestCtx, key []byte, bucket string
 		info.Location = string(ctx.Response.Header.Peek("Location"))
 		ctx.Response.Header.Del("Location")
 		ctx.Response.Header.Del("ETag")
+		if rec.Parts > 0 {
+			if info.PartSums, err = m.partSums(key, rec); err != nil {
+				replyError(ctx, err)
+				return
+			}
+		}
 	}
 	b, _ := json.Marshal(info)
 	replyJSON(ctx, fasthttp.StatusOK, b)

@@ -64,6 +64,15 @@ type ObjectInfo struct {
 	// PartStart and PartSize are where part ?part=N lies in the value.
 	PartStart int64 `json:"part_start,omitempty"`
 	PartSize  int64 `json:"part_size,omitempty"`
+	// PartSums, with ?locate on a multipart object, are its parts' sizes
+	// and xxHashes in order: a reader checks each part as it passes.
+	PartSums []PartSum `json:"part_sums,omitempty"`
+}
+
+// PartSum is the size and xxHash (kvdb's checksum) of one part.
+type PartSum struct {
+	Size int64  `json:"size"`
+	Sum  uint64 `json:"sum"`
 }
 
 // S3ETag is the ETag the S3 face shows for the object: the MD5 when its

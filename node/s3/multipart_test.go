@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/minio/minio-go/v7"
 
 	"github.com/kvdb/kvdb/node"
+	"github.com/kvdb/kvdb/node/client"
 )
 
 const mib = 1 << 20
@@ -572,4 +574,47 @@ func TestAWSMultipart1GiB(t *testing.T) {
 	}
 	need(t, "aws")
 	awsMultipart(t, 1<<30, "", 128)
+}
+
+func TestPartCheck(t *testing.T) {
+	parts := [][]byte{randBytes(10, 1), randBytes(5, 2), randBytes(7, 3)}
+	var sums []client.PartSum
+	var whole []byte
+	for _, p := range parts {
+		sums = append(sums, client.PartSum{Size: int64(len(p)), Sum: xxhash.Sum64(p)})
+		whole = append(whole, p...)
+	}
+	feed := func(c *partCheck, b []byte, chunk int) bool {
+		for len(b) > 0 {
+			k := min(chunk, len(b))
+			if !c.see(b[:k]) {
+				return false
+			}
+			b = b[k:]
+		}
+		return true
+	}
+	for chunk := 1; chunk <= len(whole); chunk++ {
+		if !feed(newPartCheck(sums, 0), whole, chunk) {
+			t.Fatalf("chunks of %d: the right bytes fail", chunk)
+		}
+		bad := bytes.Clone(whole)
+		bad[12]++ // in part 2
+		if feed(newPartCheck(sums, 0), bad, chunk) {
+			t.Fatalf("chunks of %d: a changed byte passes", chunk)
+		}
+		// From offset 3: part 1 is partial, not checked; part 2 is.
+		bad = bytes.Clone(whole[3:])
+		bad[0]++
+		if !feed(newPartCheck(sums, 3), bad, chunk) {
+			t.Fatalf("chunks of %d: a partial part was checked", chunk)
+		}
+		bad[12-3]++
+		if feed(newPartCheck(sums, 3), bad, chunk) {
+			t.Fatalf("chunks of %d: a changed byte in a whole part passes from offset 3", chunk)
+		}
+	}
+	if newPartCheck(nil, 0) != nil {
+		t.Fatal("a check without sums")
+	}
 }

@@ -274,8 +274,11 @@ func (s *Server) openValue(id *identity, info *client.ObjectInfo, start, length 
 			return nil, errorf(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the object changed while it was being read; retry")
 		}
 		v := &valueStream{resp: resp, length: length, observe: observe}
-		if !partial && info.Parts == 0 {
-			// (A multipart value's ETag is not the xxHash of its bytes.)
+		if info.Parts > 0 {
+			// A multipart value's ETag is not the xxHash of its bytes:
+			// each part read whole is checked against its own.
+			v.parts = newPartCheck(info.PartSums, start)
+		} else if !partial {
 			v.h = xxhash.New()
 			v.want = info.ETag
 		}
@@ -306,8 +309,55 @@ type valueStream struct {
 	n       int64
 	h       *xxhash.Digest
 	want    string
+	parts   *partCheck
 	observe func([]byte) error
 	failed  *apiError
+}
+
+// partCheck checks a multipart value's parts against their xxHashes as
+// the bytes pass (the parts a read covers whole; a range's partial first
+// and last parts go unchecked).
+type partCheck struct {
+	sums  []client.PartSum
+	i     int   // the part the next byte belongs to
+	off   int64 // that byte's offset in it
+	whole bool  // part i is read from its first byte
+	h     *xxhash.Digest
+}
+
+// newPartCheck starts checking at offset start of the value (nil: no
+// part sums known).
+func newPartCheck(sums []client.PartSum, start int64) *partCheck {
+	if len(sums) == 0 {
+		return nil
+	}
+	c := &partCheck{sums: sums, h: xxhash.New()}
+	for c.i < len(sums) && start >= sums[c.i].Size {
+		start -= sums[c.i].Size
+		c.i++
+	}
+	c.off, c.whole = start, start == 0
+	return c
+}
+
+// see checks p, the next bytes; false when a part does not match.
+func (c *partCheck) see(p []byte) bool {
+	for len(p) > 0 && c.i < len(c.sums) {
+		k := int(min(int64(len(p)), c.sums[c.i].Size-c.off))
+		if c.whole {
+			c.h.Write(p[:k])
+		}
+		c.off += int64(k)
+		p = p[k:]
+		if c.off == c.sums[c.i].Size {
+			if c.whole && c.h.Sum64() != c.sums[c.i].Sum {
+				return false
+			}
+			c.i, c.off, c.whole = c.i+1, 0, true
+			c.h.Reset()
+		}
+	}
+	return true
 }
 
 func (v *valueStream) see(p []byte) error {
@@ -317,6 +367,9 @@ func (v *valueStream) see(p []byte) error {
 	}
 	if v.h != nil {
 		v.h.Write(p)
+	}
+	if v.parts != nil && !v.parts.see(p) {
+		return v.fail("a part of the value read does not match its checksum")
 	}
 	if v.observe != nil {
 		return v.observe(p)
