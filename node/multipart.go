@@ -697,7 +697,10 @@ func (m *Master) serveManifest(ctx *fasthttp.RequestCtx, path []byte) bool {
 	plan := partsPlan{Size: rec.Size, ETag: rec.ETag(), Parts: make([]planPart, 0, len(mf.Parts))}
 	for _, p := range mf.Parts {
 		pk := partKey(mf.Upload, p.N)
-		prec, found, err := m.lookup(pk)
+		// Read past the record cache: a value of 10,000 parts must not
+		// push every hot key out of it.
+		var prec Record
+		found, err := m.cat.get(pk, &prec)
 		if err != nil || !found || prec.Version != p.Version {
 			replyError(ctx, withStatus(fasthttp.StatusServiceUnavailable, fmt.Errorf("part %d of %q is missing from the catalog", p.N, key)))
 			return true
