@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,9 +304,10 @@ func (e *testEnv) volumeKeys() int {
 	return n
 }
 
-// TestMultipartVolumeKilled: a volume is killed (no goodbye) in the middle
-// of a multipart upload; the upload goes on (the master writes the next
-// parts to the live volumes), completes, and the object reads back whole.
+// TestMultipartVolumeKilled: a volume is killed (no goodbye) while a part
+// of a multipart upload streams to it; the part is stored on the others
+// (or retried, as S3 clients do), the upload goes on and completes, and the
+// object reads back whole.
 func TestMultipartVolumeKilled(t *testing.T) {
 	e := newEnvWith(t, true, 3, nil)
 	e.mkBucket(t, "kill")
@@ -319,15 +321,18 @@ func TestMultipartVolumeKilled(t *testing.T) {
 	}
 	var parts []minio.CompletePart
 	off := 0
+	var once sync.Once
 	for i, n := range sizes {
-		if i == 1 {
-			e.vols[0].Kill()
-		}
 		var p minio.ObjectPart
 		// A part in flight to the killed volume may fail; S3 clients retry
 		// a part.
 		for try := 0; try < 5; try++ {
-			if p, err = c.PutObjectPart(ctx, "kill", "obj", id, i+1, bytes.NewReader(data[off:off+n]), int64(n), minio.PutObjectPartOptions{}); err == nil {
+			var r io.Reader = bytes.NewReader(data[off : off+n])
+			if i == 1 {
+				// The volume dies once 2 MiB of part 2 have been sent.
+				r = &killingReader{r: r, after: 2 * mib, kill: func() { once.Do(e.vols[0].Kill) }}
+			}
+			if p, err = c.PutObjectPart(ctx, "kill", "obj", id, i+1, r, int64(n), minio.PutObjectPartOptions{}); err == nil {
 				break
 			}
 			t.Logf("part %d, try %d: %v", i+1, try+1, err)
@@ -353,6 +358,23 @@ func TestMultipartVolumeKilled(t *testing.T) {
 	if code, _, body := e.native("GET", "kill/obj", nil); code != 200 || md5hex([]byte(body)) != md5hex(data) {
 		t.Fatalf("native read back: %d, %d bytes", code, len(body))
 	}
+}
+
+// killingReader calls kill once after bytes have been read.
+type killingReader struct {
+	r     io.Reader
+	after int
+	n     int
+	kill  func()
+}
+
+func (k *killingReader) Read(p []byte) (int, error) {
+	if k.n >= k.after {
+		k.kill()
+	}
+	n, err := k.r.Read(p)
+	k.n += n
+	return n, err
 }
 
 // TestMultipartAbandonedCleanup: an upload neither completed nor aborted
