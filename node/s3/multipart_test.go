@@ -130,6 +130,9 @@ func TestMinioMultipart(t *testing.T) {
 	if !bytes.Equal(got, data[5*mib:10*mib]) || hdr.Get("X-Amz-Mp-Parts-Count") != "4" {
 		t.Fatalf("GetObject part 2: %d bytes, parts count %q", len(got), hdr.Get("X-Amz-Mp-Parts-Count"))
 	}
+	if st, err := e.minio(false).StatObject(ctx, "mpb", "big/object.bin", minio.StatObjectOptions{PartNumber: 4}); err != nil || st.Size != 1234567 {
+		t.Fatalf("HeadObject part 4: %+v, %v", st, err)
+	}
 	if _, _, _, err := c.GetObject(ctx, "mpb", "big/object.bin", minio.GetObjectOptions{PartNumber: 5}); errCode(err) != "InvalidPartNumber" {
 		t.Fatalf("GetObject part 5: got %v, want InvalidPartNumber", err)
 	}
@@ -230,7 +233,8 @@ func TestMinioMultipart(t *testing.T) {
 // TestMinioMultipartErrors: the errors S3 answers on multipart uploads,
 // and an abort that leaves no part behind.
 func TestMinioMultipartErrors(t *testing.T) {
-	e := newEnv(t, true)
+	// Values (so parts) of at most 6 MiB: the 10 MiB object is larger.
+	e := newEnvWith(t, true, 2, func(c *node.MasterConfig) { c.MaxValueSize = 6 * mib })
 	e.mkBucket(t, "mperr")
 	c := minio.Core{Client: e.minio(false)}
 	ctx := context.Background()
@@ -264,8 +268,11 @@ func TestMinioMultipartErrors(t *testing.T) {
 	if _, err := c.PutObjectPart(ctx, "mperr", "k", "000000000000000000000000", 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{}); errCode(err) != "NoSuchUpload" {
 		t.Errorf("11 MiB part of an unknown upload: got %v, want NoSuchUpload", err)
 	}
+	if _, err := c.PutObjectPart(ctx, "mperr", "k", id, 4, bytes.NewReader(data[:7*mib]), 7*mib, minio.PutObjectPartOptions{}); errCode(err) != "EntityTooLarge" {
+		t.Errorf("a part over the master's --max-size: got %v, want EntityTooLarge", err)
+	}
 	// The failed completes left the upload open: parts 2 and 3 complete it
-	// (unquoted ETags are fine).
+	// (unquoted ETags are fine), into an object over --max-size.
 	ok := []minio.CompletePart{{PartNumber: 2, ETag: strings.Trim(parts[1].ETag, `"`)}, parts[2]}
 	if err := complete(ok); err != nil {
 		t.Fatalf("complete: %v", err)
