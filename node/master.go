@@ -321,7 +321,8 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
 	// Volumes report lost copies without an API key; see verify.go. And
 	// they commit the writes they coordinate (signed, when the cluster has
-	// a secret); see redirect_write.go.
+	// a secret); see redirect_write.go. And they ask for the parts of the
+	// multipart values they stream (signed too); see multipart.go.
 	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) || m.serveManifest(ctx, path) {
 		return
 	}

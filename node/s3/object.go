@@ -106,8 +106,11 @@ func setObjectHeaders(ctx *fasthttp.RequestCtx, info *client.ObjectInfo) {
 			h.Set(name, v)
 		}
 	}
+	// The names as stored (lower case), as S3 sends them: botocore takes
+	// the metadata's keys from the header names as they arrive.
+	h.DisableNormalizing()
 	for name, v := range m.User {
-		h.Set("X-Amz-Meta-"+name, v)
+		h.Set("x-amz-meta-"+name, v)
 	}
 	h.Set("ETag", info.S3ETag())
 	h.Set("Last-Modified", httpDate(info.Modified))
