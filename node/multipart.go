@@ -30,6 +30,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -439,17 +440,35 @@ func (m *Master) removeParts(id string, drop func(n int) bool) error {
 	if err != nil {
 		return err
 	}
+	// A few at a time: a value may have 10,000 parts.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, partRemovals)
 	for _, k := range keys {
-		rec, found, err := m.cat.removePart(k)
-		if err != nil {
-			return err
-		}
-		if found {
-			m.deleteBlobs(k, rec.Version, rec.Replicas)
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rec, found, err := m.cat.removePart(k)
+			if err != nil {
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+				return
+			}
+			if found {
+				m.deleteBlobs(k, rec.Version, rec.Replicas)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return first
 }
+
+// partRemovals is how many parts removeParts removes at once.
+const partRemovals = 8
 
 // abortUpload ends upload id of key and removes its parts.
 func (m *Master) abortUpload(ctx *fasthttp.RequestCtx, key []byte, id string) {

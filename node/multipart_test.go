@@ -456,3 +456,44 @@ func TestMultipartDrain(t *testing.T) {
 		t.Fatalf("GET after the drain: %d, %d bytes", st, len(body))
 	}
 }
+
+// TestMultipartMasterRestart: an upload under way survives a master crash
+// (its entry and parts are in the catalog): parts go on after the restart,
+// and the upload completes.
+func TestMultipartMasterRestart(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	st, _, body := c.do("POST", "_kvdb/s3/mp/bkt/obj", nil)
+	var up client.Upload
+	if st != 200 || json.Unmarshal([]byte(body), &up) != nil {
+		t.Fatalf("create: %d %s", st, body)
+	}
+	p1, p2 := mpData(minPartSize, 15), mpData(99, 16)
+	var list []client.CompletePart
+	putPart := func(n int, p []byte) {
+		q := fmt.Sprintf("_kvdb/s3/mp/bkt/obj?id=%s&part=%d", up.ID, n)
+		st, h, body := c.do("PUT", q, bytes.NewReader(p))
+		if st != 201 {
+			t.Fatalf("part %d: %d %s", n, st, body)
+		}
+		sum := md5.Sum(p)
+		if st, _, body := c.do("POST", q+"&md5="+hex.EncodeToString(sum[:]), nil, "If-Match", h.Get("ETag")); st != 200 {
+			t.Fatalf("part %d md5: %d %s", n, st, body)
+		}
+		list = append(list, client.CompletePart{Number: n, ETag: hex.EncodeToString(sum[:])})
+	}
+	putPart(1, p1)
+	c.master.Kill()
+	c.startMaster()
+	c.waitVolumes(2)
+	putPart(2, p2)
+	b, _ := json.Marshal(list)
+	if st, _, body := c.do("POST", "_kvdb/s3/mp/bkt/obj?id="+up.ID+"&complete", bytes.NewReader(b)); st != 200 {
+		t.Fatalf("complete: %d %s", st, body)
+	}
+	if st, body := c.get("bkt/obj"); st != 200 || body != string(p1)+string(p2) {
+		t.Fatalf("GET: %d, %d bytes", st, len(body))
+	}
+}
