@@ -22,7 +22,10 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 		m.mergeMu.Lock()
 		merging := len(m.merging)
 		m.mergeMu.Unlock()
+		_, leader := m.leaderHTTP()
 		switch {
+		case !m.leads() && !leader:
+			replyText(ctx, fasthttp.StatusServiceUnavailable, "no master leads the cluster now")
 		case m.cat.isFull():
 			replyText(ctx, fasthttp.StatusServiceUnavailable, "the master's disk is full")
 		case view.ring.Len() < m.cfg.Replicas:
@@ -54,6 +57,7 @@ func (m *Master) clusterState() client.ClusterInfo {
 		Node:     Member{Name: m.cfg.Name, Role: RoleMaster, HTTP: m.http.addr(), Gossip: m.gossip.addr(), State: "alive"},
 		Replicas: m.cfg.Replicas,
 		Members:  m.gossip.snapshot(),
+		Masters:  m.mastersInfo(),
 		Departed: m.gossip.departed(),
 		Ring: client.RingInfo{
 			Partitions: view.ring.Config().Partitions, Load: view.ring.Config().Load,

@@ -36,7 +36,9 @@ import (
 //	m KEY                       -> S3 metadata of one version of KEY (objmeta.go)
 //	u KEY 0x00 UPLOAD           -> JSON uploadEntry: a multipart upload to KEY under way (multipart.go)
 //	x KEY                       -> JSON manifest: the parts of KEY's multipart value, for one version
-//	z UPLOAD                    -> empty: a finished upload whose parts are to be removed
+//	z UPLOAD                    -> TIME(8): a finished upload whose parts are to be removed
+//	a                           -> INDEX(8): the last Raft log entry applied (raft.go)
+//	c                           -> empty: this index predates Raft and is to be carried into its log
 //
 // The parts of multipart uploads are ordinary records under the reserved
 // key prefix "_kvdb/mp/UPLOAD/" (they are placed, repaired and moved like
@@ -57,6 +59,8 @@ const (
 	pfxUpload  = 'u'
 	pfxMfest   = 'x'
 	pfxRelease = 'z'
+	pfxApplied = 'a'
+	pfxCarry   = 'c'
 )
 
 var errIndexClosed = errors.New("node: index closed")
@@ -90,6 +94,17 @@ type catalog struct {
 	lastVersion uint64
 	verCeiling  uint64
 	now         func() time.Time
+
+	// repl, once set, replicates every write through the masters' Raft
+	// log (raft.go): write hands the batch to it, and the log's apply
+	// writes it here on every master.
+	repl atomic.Pointer[raftApplier]
+	// applied is the index of the last Raft log entry applied (also kept
+	// in the database, entry a); only the log's apply touches it.
+	applied atomic.Uint64
+	// room caches roomForLog's last answer, asked at roomAt (monoNow).
+	room   atomic.Bool
+	roomAt atomic.Int64
 }
 
 // lock locks key's stripe and returns it, for the caller to unlock.
@@ -142,12 +157,35 @@ var errCatalogFull = withStatus(fasthttp.StatusInsufficientStorage, errors.New("
 // db is the open database.
 func (c *catalog) db() *leveldb.DB { return c.dbp.Load() }
 
-// write applies b (synced or not); a failure for lack of space marks the
-// catalog full.
+// write makes b part of the catalog: through the Raft log once the
+// catalog is replicated (every master applies it, and it is durable on a
+// quorum when write returns; sync is then moot), else applied here, synced
+// or not.
 func (c *catalog) write(b *leveldb.Batch, sync bool) error {
 	if c.full.Load() {
 		return errCatalogFull
 	}
+	if r := c.repl.Load(); r != nil {
+		// The log cannot fail an append the way goleveldb can (the leader
+		// would step down, and reads stop too): a disk short of room
+		// refuses the write before it is logged.
+		if !c.roomForLog() {
+			c.full.Store(true)
+			return errCatalogFull
+		}
+		err := r.apply(b)
+		if err != nil && isNoSpace(err) {
+			c.full.Store(true)
+			return fmt.Errorf("%w (%v)", errCatalogFull, err)
+		}
+		return err
+	}
+	return c.writeLocal(b, sync)
+}
+
+// writeLocal applies b to this master's database; a failure for lack of
+// space marks the catalog full.
+func (c *catalog) writeLocal(b *leveldb.Batch, sync bool) error {
 	wo := (*opt.WriteOptions)(nil)
 	if sync {
 		wo = syncWrite
@@ -170,6 +208,20 @@ func (c *catalog) del1(k []byte, sync bool) error {
 	var b leveldb.Batch
 	b.Delete(k)
 	return c.write(&b, sync)
+}
+
+// roomForLog reports whether the catalog's disk has catalogMinFree bytes
+// free, as last seen: the disk is asked at most every 100 ms.
+func (c *catalog) roomForLog() bool {
+	now := monoNow()
+	if at := c.roomAt.Load(); at != 0 && now-at < int64(100*time.Millisecond) {
+		return c.room.Load()
+	}
+	c.roomAt.Store(now)
+	var st syscall.Statfs_t
+	ok := syscall.Statfs(c.dir, &st) != nil || st.Bavail*uint64(st.Bsize) >= catalogMinFree
+	c.room.Store(ok)
+	return ok
 }
 
 // isNoSpace reports whether err is the disk (or a quota) being full.
@@ -237,18 +289,25 @@ func openCatalog(dir string, wipe bool, cacheEntries int, now func() time.Time) 
 	}
 	c := &catalog{dir: dir, opts: o, cache: newRecordCache(cacheEntries), now: now}
 	c.dbp.Store(db)
-	if err := c.promotePending(); err != nil {
-		db.Close()
-		return nil, false, err
-	}
 	if recovered {
-		// The recovered index may have lost recent entries: merge every
-		// volume's index again as it joins.
+		// The recovered index may have lost recent entries: the Raft log
+		// is applied again from its start (or its snapshot), and every
+		// volume's index is merged again as it joins.
 		if err := c.deletePrefix([]byte{pfxKnown}); err != nil {
 			db.Close()
 			return nil, false, err
 		}
+		if err := c.writeLocal(deleteOne([]byte{pfxApplied}), true); err != nil {
+			db.Close()
+			return nil, false, err
+		}
 	}
+	idx, err := c.appliedIndex()
+	if err != nil {
+		db.Close()
+		return nil, false, err
+	}
+	c.applied.Store(idx)
 	if c.verCeiling, err = c.versionCeiling(); err != nil {
 		db.Close()
 		return nil, false, err
@@ -642,9 +701,9 @@ func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) 
 }
 
 // promotePending turns every leftover intent (from a master that stopped
-// mid-write) into a garbage entry, and drops every ticket: a redirected
-// write under way fails at its commit. Called only at open, when no write
-// runs.
+// mid-write, or from the previous leader) into a garbage entry, and drops
+// every ticket: a redirected write under way fails at its commit. Called
+// by a master that has just become the leader, before it serves.
 func (c *catalog) promotePending() error {
 	var b leveldb.Batch
 	tk := c.db().NewIterator(util.BytesPrefix([]byte{pfxTicket}), nil)

@@ -90,6 +90,7 @@ func (c *testCluster) startMaster() {
 	// Restarts keep the same ports, as a real node would.
 	c.mcfg.Addr = m.Addr()
 	c.mcfg.Gossip.Bind = m.GossipAddr()
+	c.mcfg.Raft = m.raft.addr
 }
 
 // addVolume starts a new volume, its configuration changed by opts, and

@@ -34,7 +34,7 @@ func checkFilled(t *testing.T, cfg any, mayBeZero ...string) {
 func TestConfigDefaultMasterComplete(t *testing.T) {
 	d := DefaultMasterConfig()
 	// Off by default, or empty because they have no default value.
-	checkFilled(t, d, "Secret", "APIKeys", "Rebuild", "MaxConnsPerIP", "Pprof", "DisableWriteRedirect")
+	checkFilled(t, d, "Secret", "APIKeys", "Rebuild", "MaxConnsPerIP", "Pprof", "DisableWriteRedirect", "Raft")
 	checkFilled(t, d.Gossip, "Bind", "Advertise", "Join", "Secret")
 	if err := d.Validate(); err != nil {
 		t.Fatalf("DefaultMasterConfig().Validate(): %v", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -197,26 +198,48 @@ func (v *Volume) volumeMembers() map[string]Member {
 }
 
 // masterRequest sends one signed POST to the master's internal write API
-// and returns the answer (the caller releases it).
-func (v *Volume) masterRequest(uri string) (*fasthttp.Response, error) {
+// (uri builds its URL for a master's address, starting with master) and
+// returns the answer (the caller releases it). A master that follows
+// answers with a redirect to the leader, or says there is none: nothing was
+// done there, and the request goes to the leader, or again after a pause,
+// for a few seconds at most.
+func (v *Volume) masterRequest(master string, uri func(master string) string) (*fasthttp.Response, error) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI(uri)
-	req.URI().DisablePathNormalizing = true
-	resp := fasthttp.AcquireResponse()
-	if err := v.client.DoTimeout(req, resp, 30*time.Second); err != nil {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.SetRequestURI(uri(master))
+		req.URI().DisablePathNormalizing = true
+		resp := fasthttp.AcquireResponse()
+		if err := v.client.DoTimeout(req, resp, 30*time.Second); err != nil {
+			fasthttp.ReleaseResponse(resp)
+			return nil, err
+		}
+		next := ""
+		switch {
+		case resp.StatusCode() == fasthttp.StatusTemporaryRedirect:
+			if u, err := url.Parse(string(resp.Header.Peek(fasthttp.HeaderLocation))); err == nil {
+				next = u.Host
+			}
+		case resp.StatusCode() == fasthttp.StatusServiceUnavailable && len(resp.Header.Peek(headerNotLeader)) > 0:
+			time.Sleep(100 * time.Millisecond)
+			next, _ = v.gossip.httpOf(RoleMaster)
+		}
+		if next == "" || time.Now().After(deadline) {
+			return resp, nil
+		}
 		fasthttp.ReleaseResponse(resp)
-		return nil, err
+		master = next
 	}
-	return resp, nil
 }
 
 // masterIntent asks the master to record that the value is about to be
 // copied to the spare vol.
 func (v *Volume) masterIntent(master string, key []byte, version uint64, vol string) error {
-	uri := v.sec.signURL(fasthttp.MethodPost, internalURL(master, "intent/", key, version)+"&vol="+vol)
-	resp, err := v.masterRequest(uri)
+	resp, err := v.masterRequest(master, func(master string) string {
+		return v.sec.signURL(fasthttp.MethodPost, internalURL(master, "intent/", key, version)+"&vol="+vol)
+	})
 	if err != nil {
 		return fmt.Errorf("recording the copy to %s with the master: %w", vol, err)
 	}
@@ -230,8 +253,9 @@ func (v *Volume) masterIntent(master string, key []byte, version uint64, vol str
 // abortWrite tells the master a write will not be committed, so that what
 // was written is deleted now rather than when the ticket times out.
 func (v *Volume) abortWrite(master string, key []byte, version uint64, tried []string) {
-	uri := v.sec.signURL(fasthttp.MethodPost, internalURL(master, "commit/", key, version)+"&abort=1&tried="+strings.Join(tried, ","))
-	resp, err := v.masterRequest(uri)
+	resp, err := v.masterRequest(master, func(master string) string {
+		return v.sec.signURL(fasthttp.MethodPost, internalURL(master, "commit/", key, version)+"&abort=1&tried="+strings.Join(tried, ","))
+	})
 	if err != nil {
 		v.log.Warn("abandoning a write with the master", "key", string(key), "err", err)
 		return
@@ -242,7 +266,9 @@ func (v *Volume) abortWrite(master string, key []byte, version uint64, tried []s
 // commitWrite asks the master to commit the write and relays its answer to
 // the client.
 func (v *Volume) commitWrite(ctx *fasthttp.RequestCtx, master string, key []byte, version uint64, size int64, sum uint64, replicas, tried []string) {
-	resp, err := v.masterRequest(commitURL(v.sec, master, key, version, size, sum, replicas, tried))
+	resp, err := v.masterRequest(master, func(master string) string {
+		return commitURL(v.sec, master, key, version, size, sum, replicas, tried)
+	})
 	if err != nil {
 		// The master may or may not have committed: the client must not
 		// take the write as done, nor as failed for sure.

@@ -19,6 +19,9 @@ func (m *Master) kickGC() {
 func (m *Master) gcLoop() {
 	defer m.wg.Done()
 	runEvery(m.stop, m.cfg.GCInterval, m.gcKick, func() {
+		if !m.leads() {
+			return
+		}
 		m.sweepTickets()
 		m.collectGarbage()
 		m.sweepUploads()

@@ -118,6 +118,11 @@ type nodeMeta struct {
 	// this host's (store.Stats.FS): volumes sharing one report the same
 	// space. 0 when they are the volume's own (a capacity).
 	FS uint64 `json:"fs,omitempty"`
+	// A master's Raft transport address, whether it leads, and the last
+	// log index it applied.
+	Raft    string `json:"ra,omitempty"`
+	Leader  bool   `json:"l,omitempty"`
+	Applied uint64 `json:"ap,omitempty"`
 }
 
 const metaFormat = 1
@@ -155,6 +160,11 @@ func decodeMeta(b []byte) (nodeMeta, error) {
 	}
 	if m.Free < 0 || m.Total < 0 || m.Keys < 0 {
 		return m, fmt.Errorf("%w: negative space", errMeta)
+	}
+	if m.Raft != "" {
+		if _, _, err := net.SplitHostPort(m.Raft); err != nil || m.Role != RoleMaster {
+			return m, fmt.Errorf("%w: raft addr %q", errMeta, m.Raft)
+		}
 	}
 	if m.Weight < 0 || m.Weight > ring.MaxWeight {
 		return m, fmt.Errorf("%w: weight %d", errMeta, m.Weight)
@@ -340,16 +350,31 @@ func (m *membership) rejoinLoop(every time.Duration) {
 	})
 }
 
-// httpOf returns the HTTP address of a live member with role.
+// httpOf returns the HTTP address of a live member with role; of masters,
+// the one that says it leads when one does.
 func (m *membership) httpOf(role string) (string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	found := ""
 	for _, mem := range m.members {
 		if mem.Role == role && mem.HTTP != "" {
-			return mem.HTTP, true
+			if mem.Leader || role != RoleMaster {
+				return mem.HTTP, true
+			}
+			if found == "" || mem.HTTP < found {
+				found = mem.HTTP
+			}
 		}
 	}
-	return "", false
+	return found, found != ""
+}
+
+// member returns the live member called name.
+func (m *membership) member(name string) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem, ok := m.members[name]
+	return mem, ok
 }
 
 func (m *membership) seesRole(role string) bool {
@@ -432,6 +457,7 @@ func (m *membership) upsert(node *memberlist.Node, event string) {
 	mem.Role, mem.HTTP, mem.Free, mem.Total = meta.Role, meta.HTTP, meta.Free, meta.Total
 	mem.Keys, mem.Weight, mem.Draining = meta.Keys, max(meta.Weight, 1), meta.Draining
 	mem.FS = meta.FS
+	mem.Raft, mem.Leader, mem.Applied = meta.Raft, meta.Leader, meta.Applied
 	m.mu.Lock()
 	_, known := m.members[mem.Name]
 	m.members[mem.Name] = mem

@@ -89,6 +89,24 @@ type Master struct {
 	// uploads orders S3 multipart completes and aborts (multipart.go).
 	uploads uploadState
 
+	// raft replicates the catalog among the masters (raft.go); the
+	// leader alone serves (masters.go). leading is set once this master
+	// leads and has caught up with the log.
+	raft       *raftNode
+	raftNotify chan bool
+	leading    atomic.Bool
+	lease      readLease
+	// votersN is how many voters the Raft configuration has (1: reads
+	// need no lease).
+	votersN  atomic.Int64
+	bootKick chan struct{}
+	// meta is what this master gossips, but for the fields publishMeta
+	// fills in.
+	metaMu    sync.Mutex
+	meta      nodeMeta
+	goneMu    sync.Mutex
+	goneSince map[string]time.Time
+
 	// missingSem bounds the checks of copies readers did not find.
 	missingSem chan struct{}
 	gcKick     chan struct{}
@@ -120,7 +138,11 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		grace:      make(map[string]time.Time),
 
 		drainSince: make(map[string]time.Time),
+		raftNotify: make(chan bool, 16),
+		bootKick:   make(chan struct{}, 1),
+		goneSince:  make(map[string]time.Time),
 	}
+	m.votersN.Store(1)
 	m.client, m.dialed = newTrackedClient(cfg.IdleTimeout)
 	m.vc = &volumeClient{hc: m.client, sec: m.sec}
 	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
@@ -165,24 +187,58 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	// Volumes sign the commits of the writes they coordinate for this
 	// address.
 	m.sec.setSelf(net.JoinHostPort(host, port))
-	gcfg := cfg.Gossip
-	// The volumes seen last time are dialed too: a restarted master finds
-	// its cluster again at once rather than when the volumes next re-dial.
-	gcfg.Join = appendNew(slices.Clone(gcfg.Join), loadPeers(cfg.Dir)...)
-	m.gossip, err = startMembership(cfg.Name, gcfg, nodeMeta{Role: RoleMaster, HTTP: net.JoinHostPort(host, port)}, m.log)
+	stream, err := listenRaft(cfg.raftBind(), host)
 	if err != nil {
 		m.http.kill()
 		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.wg.Add(5)
+	if err := m.markCarry(); err != nil {
+		stream.Close()
+		m.http.kill()
+		cat.close()
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	fsm := &catalogFSM{c: cat, log: m.log, restored: m.afterRestore}
+	m.raft, err = openRaft(filepath.Join(cfg.Dir, "raft"), cfg.Name, cfg.Gossip.Profile, stream, fsm, m.raftNotify, m.log)
+	if err != nil {
+		stream.Close()
+		m.http.kill()
+		cat.close()
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	_, lease := raftTimings(cfg.Gossip.Profile)
+	m.lease.dur = lease
+	cat.repl.Store(&raftApplier{r: m.raft.r, timeout: 10 * time.Second})
+	gcfg := cfg.Gossip
+	// The volumes seen last time are dialed too: a restarted master finds
+	// its cluster again at once rather than when the volumes next re-dial.
+	gcfg.Join = appendNew(slices.Clone(gcfg.Join), loadPeers(cfg.Dir)...)
+	m.meta = nodeMeta{Role: RoleMaster, HTTP: net.JoinHostPort(host, port), Raft: m.raft.addr}
+	m.gossip, err = startMembership(cfg.Name, gcfg, m.meta, m.log)
+	if err != nil {
+		m.raft.close()
+		m.http.kill()
+		cat.close()
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	m.wg.Add(9)
+	go m.watchLeadership()
+	go m.bootstrap()
+	go m.mastersLoop()
+	go m.leaseLoop()
 	go m.catalogLoop()
 	go m.probeLoop()
 	go m.watchMembers()
 	go m.gcLoop()
 	go m.placementLoop()
 	m.http.serve()
-	m.log.Info("master started", "http", m.http.addr(), "gossip", m.gossip.addr(), "dir", cfg.Dir, "replicas", cfg.Replicas)
+	if cfg.BootstrapExpect <= 1 {
+		// A single master serves as soon as it returns (it elects itself
+		// within a heartbeat timeout or two).
+		m.awaitLeadership(10 * time.Second)
+	}
+	m.log.Info("master started", "http", m.http.addr(), "gossip", m.gossip.addr(), "raft", m.raft.addr, "dir", cfg.Dir, "replicas", cfg.Replicas)
 	return m, nil
 }
 
@@ -200,10 +256,17 @@ func (m *Master) LiveVolumes() int { return m.view.Load().ring.Len() }
 func (m *Master) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		if m.leading.Load() && m.votersN.Load() > 1 {
+			// Hand the leadership over rather than leave the others to
+			// notice the silence.
+			_ = m.raft.r.LeadershipTransfer().Error()
+		}
+		m.leading.Store(false)
 		close(m.stop)
 		m.http.shutdown(10 * time.Second)
 		m.gossip.leave(2 * time.Second)
 		m.wg.Wait()
+		m.raft.close()
 		err = m.cat.close()
 		m.log.Info("master stopped")
 	})
@@ -214,9 +277,11 @@ func (m *Master) Close() error {
 // closed so that the directory can be opened again.
 func (m *Master) Kill() {
 	m.closeOnce.Do(func() {
+		m.leading.Store(false)
 		close(m.stop)
 		m.gossip.shutdown()
 		m.http.kill()
+		m.raft.close()
 		m.wg.Wait()
 		_ = m.cat.close()
 	})
@@ -319,6 +384,9 @@ func sameMembers(r *ring.Ring, members []ring.Member) bool {
 
 func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
+	if !m.serveHere(ctx, path) {
+		return
+	}
 	// Volumes report lost copies without an API key; see verify.go. And
 	// they commit the writes they coordinate (signed, when the cluster has
 	// a secret); see redirect_write.go. And they ask for the parts of the

@@ -122,6 +122,20 @@ type MasterConfig struct {
 	// MaxConnsPerIP 0: clients behind one proxy or NAT share an address.
 	MaxConns      int
 	MaxConnsPerIP int
+	// BootstrapExpect is how many masters form the first Raft
+	// configuration: once that many see each other by gossip, they elect a
+	// leader. Default 1, a single master (a Raft of one). Masters that
+	// join later are added by the leader.
+	BootstrapExpect int
+	// Raft is the Raft transport's bind address (the advertised host is
+	// the gossip one). Empty: the HTTP port plus 2000 (":5000" for
+	// ":3000"); port 0 picks one.
+	Raft string
+	// RemoveDeadMasterAfter is how long a master must be gone (gossip sees
+	// it dead or left) before the leader removes it from the Raft
+	// configuration; never below BootstrapExpect voters. Default 10
+	// minutes.
+	RemoveDeadMasterAfter time.Duration
 	// Pprof serves Go's profiles under /_kvdb/debug/pprof/. Off by
 	// default: profiles reveal internals and cost CPU while taken.
 	Pprof bool
@@ -154,6 +168,9 @@ func (c MasterConfig) Validate() error {
 	}
 	if c.MaxValueSize < 0 {
 		return errors.New("master: max value size must not be negative")
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
+		return fmt.Errorf("master: bootstrap-expect %d: want 1 to 9 masters", c.BootstrapExpect)
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
 		return errors.New("master: connection caps must not be negative (0: no cap)")
@@ -205,6 +222,8 @@ func DefaultMasterConfig() MasterConfig {
 		RedirectedWriteTimeout: time.Hour,
 		MaxConns:               DefaultMaxConns,
 		MaxConnsPerIP:          0,
+		BootstrapExpect:        1,
+		RemoveDeadMasterAfter:  10 * time.Minute,
 		Logger:                 slog.New(slog.DiscardHandler),
 	}
 }
@@ -265,6 +284,12 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	if c.BootstrapExpect == 0 {
+		c.BootstrapExpect = 1
+	}
+	if c.RemoveDeadMasterAfter <= 0 {
+		c.RemoveDeadMasterAfter = d.RemoveDeadMasterAfter
+	}
 	if c.Gossip.Bind == "" {
 		c.Gossip.Bind = defaultGossipBind(c.Addr)
 	}
@@ -275,6 +300,15 @@ func (c MasterConfig) withDefaults() MasterConfig {
 		c.Gossip.Secret = gossipKey(c.Secret)
 	}
 	return c
+}
+
+// raftBind is the Raft transport's bind address: Raft, else the HTTP
+// port plus 2000.
+func (c MasterConfig) raftBind() string {
+	if c.Raft != "" {
+		return c.Raft
+	}
+	return defaultPortPlus(c.Addr, 2000)
 }
 
 func (c MasterConfig) httpLimits() httpLimits {

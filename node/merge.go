@@ -15,6 +15,9 @@ import (
 // master has never merged it: that is how a master whose index was lost (or
 // is new) learns every key again.
 func (m *Master) maybeMerge(vol Member) {
+	if !m.leads() {
+		return
+	}
 	m.mergeMu.Lock()
 	defer m.mergeMu.Unlock()
 	if m.merged[vol.Name] || m.merging[vol.Name] {

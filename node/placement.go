@@ -40,7 +40,11 @@ type repairState struct {
 // has been unchanged for RebalanceDelay, and are throttled (see moveKey).
 func (m *Master) placementLoop() {
 	defer m.wg.Done()
-	runEvery(m.stop, m.cfg.RepairInterval, m.repairKick, m.placementPass)
+	runEvery(m.stop, m.cfg.RepairInterval, m.repairKick, func() {
+		if m.leads() {
+			m.placementPass()
+		}
+	})
 }
 
 // repairBatch is how many keys a pass decides on before it carries out
@@ -84,6 +88,11 @@ func (m *Master) placementPass() {
 	aborted := false
 	m.repairedInPass.Store(0)
 	for {
+		if !m.leads() {
+			// Deposed mid-pass: the new leader runs its own.
+			aborted = true
+			break
+		}
 		var batch []placementItem
 		var next []byte
 		err := m.cat.scanFrom(start, func(key []byte, rec *Record) bool {

@@ -25,6 +25,9 @@ func (m *Master) probeLoop() {
 	defer m.wg.Done()
 	fails := map[string]int{}
 	runEvery(m.stop, m.cfg.ProbeInterval, nil, func() {
+		if !m.leads() {
+			return
+		}
 		view := m.view.Load()
 		var mu sync.Mutex
 		var wg sync.WaitGroup

@@ -72,3 +72,15 @@ func (c *recordCache) forget(key []byte) {
 	delete(s.m, string(key))
 	s.mu.Unlock()
 }
+
+// clear forgets every record: a master that becomes the leader starts with
+// an empty cache, as records changed by the log while it followed may have
+// been cached before they changed.
+func (c *recordCache) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}

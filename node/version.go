@@ -46,3 +46,19 @@ func (c *catalog) observeVersion(v uint64) error {
 	c.lastVersion = v
 	return nil
 }
+
+// resetVersions seeds the counter from the ceiling in the catalog, which
+// the log keeps the same on every master: a master that has just become
+// the leader hands out versions above every one the previous leaders
+// handed out, whatever its clock says.
+func (c *catalog) resetVersions() error {
+	ceil, err := c.versionCeiling()
+	if err != nil {
+		return err
+	}
+	c.verMu.Lock()
+	defer c.verMu.Unlock()
+	c.verCeiling = ceil
+	c.lastVersion = max(c.lastVersion, ceil)
+	return nil
+}

@@ -166,7 +166,11 @@ func (c VolumeConfig) withDefaults() VolumeConfig {
 }
 
 // defaultGossipBind is the HTTP host with the HTTP port + 1000 (port 0 stays 0).
-func defaultGossipBind(httpAddr string) string {
+func defaultGossipBind(httpAddr string) string { return defaultPortPlus(httpAddr, 1000) }
+
+// defaultPortPlus is httpAddr's host with its port plus delta (port 0
+// stays 0: picked at bind).
+func defaultPortPlus(httpAddr string, delta int) string {
 	host, port, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		return ":0"
@@ -175,7 +179,7 @@ func defaultGossipBind(httpAddr string) string {
 	if err != nil || p == 0 {
 		return net.JoinHostPort(host, "0")
 	}
-	return net.JoinHostPort(host, strconv.Itoa(p+1000))
+	return net.JoinHostPort(host, strconv.Itoa(p+delta))
 }
 
 // Volume is a volume server: it keeps values on local disk and serves them.

@@ -371,8 +371,17 @@ func masterFlags(stderr io.Writer) (*flag.FlagSet, *masterOpts) {
 	fs.DurationVar(&c.RedirectTTL, "redirect-ttl", c.RedirectTTL, "with a secret: how long a signed read redirect stays valid (the transfer must start within it)")
 	fs.DurationVar(&c.UploadMaxAge, "upload-max-age", c.UploadMaxAge, "S3 multipart uploads neither completed nor aborted after this long are aborted and their parts deleted")
 	registerWriteRedirect(fs, c)
+	registerRaft(fs, c)
 	o.s3 = registerS3(fs, "")
 	return fs, o
+}
+
+// registerRaft adds the flags of several masters: --bootstrap-expect,
+// --raft and --remove-dead-master-after.
+func registerRaft(fs *flag.FlagSet, c *node.MasterConfig) {
+	fs.Var(intFlag(&c.BootstrapExpect, 1, 9), "bootstrap-expect", "how many masters form the first Raft configuration, `N` from 1 to 9: once N masters see each other by gossip they elect a leader (1: a single master); give every master of a new cluster the same N and --join")
+	fs.StringVar(&c.Raft, "raft", c.Raft, "Raft transport bind address `HOST:PORT`, TCP, for the other masters (default: the HTTP host, HTTP port + 2000); advertised with the gossip host")
+	fs.DurationVar(&c.RemoveDeadMasterAfter, "remove-dead-master-after", c.RemoveDeadMasterAfter, "how long a master must be gone before the leader removes it from the Raft configuration (never below --bootstrap-expect masters)")
 }
 
 // registerWriteRedirect adds --write-redirect and --redirected-write-timeout.
@@ -409,7 +418,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stopS3, err := o.s3.start(localMaster(m.Addr()), cfg.Logger)
+	stopS3, err := o.s3.start(func() (string, error) { return localMaster(m.LeaderAddr())() }, cfg.Logger)
 	if err != nil {
 		_ = m.Close()
 		return err
@@ -515,7 +524,7 @@ default host, or set --secret-file and --api-keys-file.`
 type devOpts struct {
 	master              node.MasterConfig // the master's; caps go to the volumes too
 	addr, dir           string
-	volumes             int
+	volumes, masters    int
 	logFormat, logLevel string
 	secret, secretFile  string
 	keysFile            string
@@ -526,10 +535,11 @@ type devOpts struct {
 // node.DefaultMasterConfig.
 func devFlags(stderr io.Writer) (*flag.FlagSet, *devOpts) {
 	fs := newFlagSet("dev", devSynopsis, stderr)
-	o := &devOpts{master: node.DefaultMasterConfig(), addr: "127.0.0.1:3000", dir: "./data", volumes: 3}
+	o := &devOpts{master: node.DefaultMasterConfig(), addr: "127.0.0.1:3000", dir: "./data", volumes: 3, masters: 1}
 	fs.StringVar(&o.addr, "addr", o.addr, "master HTTP address `HOST:PORT`; the volumes take the next ports on HOST (HOST empty or 0.0.0.0: every interface, reachable by anyone on the network)")
 	fs.StringVar(&o.dir, "dir", o.dir, "data directory (master/, vol1/, ... below it)")
 	fs.Var(intFlag(&o.volumes, 1, 100), "volumes", "how many volumes to start, `N` from 1 to 100")
+	fs.Var(intFlag(&o.masters, 1, 9), "masters", "how many masters to start, `N` from 1 to 9: with more than one, they replicate the index by Raft, on PORT, PORT+1, ... (the volumes on the ports after them)")
 	fs.Var(intFlag(&o.master.Replicas, 1, node.MaxReplicas), "replicas", fmt.Sprintf("how many distinct volumes hold each value, `N` from 1 to %d (at most --volumes)", node.MaxReplicas))
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -573,8 +583,8 @@ func runDev(args []string, stderr io.Writer) error {
 		return fmt.Errorf("--addr %q: %w", o.addr, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port+1000+o.volumes > 65535 {
-		return fmt.Errorf("--addr %q: want a port from 1 to %d", o.addr, 65535-1000-o.volumes)
+	if err != nil || port < 1 || port+2000+o.masters+o.volumes > 65535 {
+		return fmt.Errorf("--addr %q: want a port from 1 to %d", o.addr, 65535-2000-o.masters-o.volumes)
 	}
 	// Gossip never leaves this process's nodes: it stays on loopback unless
 	// --addr names a specific address.
@@ -583,25 +593,41 @@ func runDev(args []string, stderr io.Writer) error {
 		gossipHost = host
 	}
 	at := func(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }
-	mc := o.master
-	mc.Addr, mc.Dir, mc.Logger, mc.Secret, mc.APIKeys = o.addr, filepath.Join(o.dir, "master"), log, secret, keys
-	mc.Gossip.Bind, mc.Gossip.Profile = at(gossipHost, port+1000), node.ProfileLocal
-	m, err := node.NewMaster(mc)
-	if err != nil {
-		return err
-	}
+	var masters []*node.Master
 	var vols []*node.Volume
 	closeAll := func() {
 		for _, v := range vols {
 			_ = v.Close()
 		}
-		_ = m.Close()
+		for _, m := range masters {
+			_ = m.Close()
+		}
+	}
+	var seeds []string
+	for i := 0; i < o.masters; i++ {
+		mc := o.master
+		mc.Addr, mc.Dir, mc.Logger, mc.Secret, mc.APIKeys = at(host, port+i), filepath.Join(o.dir, "master"), log, secret, keys
+		mc.Gossip.Bind, mc.Gossip.Profile = at(gossipHost, port+1000+i), node.ProfileLocal
+		mc.Raft = at(gossipHost, port+2000+i)
+		if o.masters > 1 {
+			mc.Name, mc.Dir = fmt.Sprintf("master%d", i+1), filepath.Join(o.dir, fmt.Sprintf("master%d", i+1))
+			mc.BootstrapExpect = o.masters
+			mc.Gossip.Join = seeds
+		}
+		m, err := node.NewMaster(mc)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		masters = append(masters, m)
+		seeds = append(seeds, m.GossipAddr())
 	}
 	for i := 1; i <= o.volumes; i++ {
+		p := port + o.masters - 1 + i
 		vc := node.DefaultVolumeConfig()
-		vc.Name, vc.Addr, vc.Dir = fmt.Sprintf("vol%d", i), at(host, port+i), filepath.Join(o.dir, fmt.Sprintf("vol%d", i))
-		vc.Logger, vc.Secret, vc.MaxConns, vc.MaxConnsPerIP = log, secret, mc.MaxConns, mc.MaxConnsPerIP
-		vc.Gossip.Bind, vc.Gossip.Profile, vc.Gossip.Join = at(gossipHost, port+1000+i), node.ProfileLocal, []string{m.GossipAddr()}
+		vc.Name, vc.Addr, vc.Dir = fmt.Sprintf("vol%d", i), at(host, p), filepath.Join(o.dir, fmt.Sprintf("vol%d", i))
+		vc.Logger, vc.Secret, vc.MaxConns, vc.MaxConnsPerIP = log, secret, o.master.MaxConns, o.master.MaxConnsPerIP
+		vc.Gossip.Bind, vc.Gossip.Profile, vc.Gossip.Join = at(gossipHost, p+1000), node.ProfileLocal, seeds
 		v, err := node.NewVolume(vc)
 		if err != nil {
 			closeAll()
@@ -613,12 +639,12 @@ func runDev(args []string, stderr io.Writer) error {
 	if ip := net.ParseIP(host); host == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
 		shown = "localhost"
 	}
-	stopS3, err := o.s3.start(localMaster(m.Addr()), log)
+	stopS3, err := o.s3.start(devMasters(masters), log)
 	if err != nil {
 		closeAll()
 		return err
 	}
-	log.Info("dev cluster running", "master", "http://"+at(shown, port), "volumes", o.volumes, "replicas", mc.Replicas, "dir", o.dir, "s3", o.s3.addr)
+	log.Info("dev cluster running", "master", "http://"+at(shown, port), "masters", o.masters, "volumes", o.volumes, "replicas", o.master.Replicas, "dir", o.dir, "s3", o.s3.addr)
 	waitForSignal(log)
 	stopS3()
 	closeAll()

@@ -73,6 +73,23 @@ func localMaster(addr string) func() (string, error) {
 	return func() (string, error) { return addr, nil }
 }
 
+// devMasters finds the leader among the masters of kvdb dev (the first
+// while none leads).
+func devMasters(ms []*node.Master) func() (string, error) {
+	locals := make([]func() (string, error), len(ms))
+	for i, m := range ms {
+		locals[i] = localMaster(m.Addr())
+	}
+	return func() (string, error) {
+		for i, m := range ms {
+			if m.Leads() {
+				return locals[i]()
+			}
+		}
+		return locals[0]()
+	}
+}
+
 // volumeMaster finds the master through the volume's gossip.
 func volumeMaster(v *node.Volume) func() (string, error) {
 	return func() (string, error) {

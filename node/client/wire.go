@@ -57,6 +57,12 @@ type Member struct {
 	// space, to be counted once. 0 when they are the volume's own (it has
 	// a capacity) or it does not say.
 	FS uint64 `json:"fs,omitempty"`
+	// Raft is a master's Raft transport address; Leader says whether it
+	// leads the masters, and Applied is the last Raft log index it applied
+	// (as it last published them).
+	Raft    string `json:"raft,omitempty"`
+	Leader  bool   `json:"leader,omitempty"`
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // ClusterInfo is the master's view of the cluster, from /_kvdb/cluster.
@@ -90,6 +96,9 @@ type ClusterInfo struct {
 	// count in UnderReplicated meanwhile. A volume whose wait is over is
 	// not listed.
 	RepairStartsIn map[string]float64 `json:"repair_starts_in"`
+	// Masters describes the masters' Raft: the leader, the term, and each
+	// master of the configuration.
+	Masters *MastersInfo `json:"masters,omitempty"`
 
 	// Raw is the answer as the master sent it (Client.Cluster fills it
 	// in; it is never marshalled).
@@ -235,4 +244,36 @@ type DrainStatus struct {
 	Done bool  `json:"done"`
 	// Blocked explains why nothing can move, if nothing can.
 	Blocked string `json:"blocked,omitempty"`
+}
+
+// MastersInfo is the masters' Raft as the answering master sees it.
+type MastersInfo struct {
+	// Leader and LeaderAddr name the leader and its HTTP address (empty
+	// while there is none).
+	Leader     string `json:"leader"`
+	LeaderAddr string `json:"leader_addr"`
+	// State is the answering master's Raft state (Leader, Follower,
+	// Candidate), Term its current term, Applied and Commit its last
+	// applied and committed log indexes.
+	State   string `json:"state"`
+	Term    uint64 `json:"term"`
+	Applied uint64 `json:"applied"`
+	Commit  uint64 `json:"commit"`
+	// Servers are the masters of the Raft configuration.
+	Servers []MasterInfo `json:"servers"`
+}
+
+// MasterInfo is one master of the Raft configuration.
+type MasterInfo struct {
+	Name string `json:"name"`
+	// Addr is its HTTP address as gossip reports it (empty when gossip
+	// does not see it), Raft its transport address.
+	Addr  string `json:"addr"`
+	Raft  string `json:"raft"`
+	Voter bool   `json:"voter"`
+	// Alive says whether gossip sees it; Leader whether it leads;
+	// Applied is the last log index it published as applied.
+	Alive   bool   `json:"alive"`
+	Leader  bool   `json:"leader"`
+	Applied uint64 `json:"applied"`
 }
