@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build run test vet fmt-check fuzz bench perf soak clean
+.PHONY: all build run test vet fmt-check fuzz bench perf perf-masters soak clean
 
 all: build
 
@@ -44,6 +44,11 @@ bench:
 # quiet machine; needs curl, jq and wrk).
 perf: build
 	bench/perf.sh
+
+# What several masters cost: one master against three (Raft), and bench
+# --retries through a SIGKILL of the leader. Needs curl and jq.
+perf-masters: build
+	bench/masters.sh
 
 # Verified mixed load (DURATION, default 10m) with two volumes SIGKILLed and
 # restarted; samples goroutines, fds and RSS. Needs curl and jq.

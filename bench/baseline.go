@@ -64,7 +64,7 @@ func RunBaseline(ctx context.Context, cfg Config, dir string) ([]OpStats, error)
 	ws := make([]*worker, cfg.Concurrency)
 	for i := range ws {
 		// Keys are bare file names: "<worker>-<n>".
-		ws[i] = newWorker(ctx, &cfg, client, prog, i, work, "")
+		ws[i] = newWorker(ctx, &cfg, client, prog, i, nil, work, "")
 	}
 	defer func() {
 		for _, w := range ws {

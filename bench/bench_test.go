@@ -947,6 +947,7 @@ type flakyServer struct {
 	seen  map[string]int // method + " " + key → requests on the key's path
 	fail  func(method string, nth int) fault
 	blobs map[string]fault // blob key → fault decided at redirect time
+	gone  map[string]bool  // keys deleted
 }
 
 // fault is what a flakyServer does wrong with one request.
@@ -955,6 +956,8 @@ type fault string
 const (
 	faultNone    fault = ""
 	fault503     fault = "503"     // answer 503 at once
+	fault500     fault = "500"     // answer 500 at once
+	faultLost    fault = "lost"    // a write: apply it, then answer 503 (leadership lost)
 	faultCut     fault = "cut"     // redirect; the volume sends half the body and closes
 	fault404     fault = "404"     // redirect; the volume answers 404
 	faultRefused fault = "refused" // redirect to a port where nothing listens
@@ -962,7 +965,7 @@ const (
 )
 
 func newFlakyServer(fail func(method string, nth int) fault) (*flakyServer, *httptest.Server) {
-	s := &flakyServer{vals: map[string][]byte{}, seen: map[string]int{}, blobs: map[string]fault{}, fail: fail}
+	s := &flakyServer{vals: map[string][]byte{}, seen: map[string]int{}, blobs: map[string]fault{}, gone: map[string]bool{}, fail: fail}
 	return s, httptest.NewServer(s)
 }
 
@@ -988,9 +991,14 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.seen[r.Method+" "+key]++
 	f := s.fail(r.Method, s.seen[r.Method+" "+key])
 	s.mu.Unlock()
-	if f == fault503 {
+	switch f {
+	case fault503:
 		io.Copy(io.Discard, r.Body)
 		http.Error(w, "try later", http.StatusServiceUnavailable)
+		return
+	case fault500:
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "broken", http.StatusInternalServerError)
 		return
 	}
 	switch r.Method {
@@ -1003,6 +1011,10 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.vals[key] = b
 		s.mu.Unlock()
+		if f == faultLost {
+			http.Error(w, "leadership lost", http.StatusServiceUnavailable)
+			return
+		}
 		w.WriteHeader(http.StatusCreated)
 	case http.MethodGet, http.MethodHead:
 		s.mu.Lock()
@@ -1028,9 +1040,21 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case http.MethodDelete:
 		s.mu.Lock()
+		_, ok := s.vals[key]
 		delete(s.vals, key)
+		wasGone := s.gone[key]
+		s.gone[key] = true
 		s.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
+		switch {
+		case f == faultLost:
+			http.Error(w, "leadership lost", http.StatusServiceUnavailable)
+		case !ok && wasGone:
+			// Deleted before (a key never written is "deleted" with 200,
+			// as the tests of the other faults expect).
+			http.NotFound(w, r)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
 	default:
 		w.WriteHeader(http.StatusMethodNotAllowed)
 	}
@@ -1175,19 +1199,26 @@ func TestRetriesNotHiding(t *testing.T) {
 			firstErr: map[string]string{"get": "after 2 retries: status 503"},
 		},
 		{
-			name:     "a failed PUT is not retried",
-			fail:     firstOnly(http.MethodPut, fault503),
+			name:     "a PUT answered 500 is not retried",
+			fail:     firstOnly(http.MethodPut, fault500),
 			errors:   map[string]int64{"put": 10, "get": 10, "delete": 0},
 			requests: map[string]int{"PUT": 10, "GET": 10, "DELETE": 10},
 			// The key was never written: its 404 is final.
 			firstErr: map[string]string{"put": "PUT r/", "get": "status 404"},
 		},
 		{
-			name:     "a failed DELETE is not retried",
-			fail:     always(http.MethodDelete, fault503),
+			name:     "a DELETE answered 500 is not retried",
+			fail:     always(http.MethodDelete, fault500),
 			errors:   map[string]int64{"put": 0, "get": 0, "delete": 10, rowCleanup: 10},
 			requests: map[string]int{"PUT": 10, "GET": 10, "DELETE": 20},
 			firstErr: map[string]string{"delete": "DELETE r/"},
+		},
+		{
+			name:     "a PUT answered 503 gives up after the budget",
+			fail:     always(http.MethodPut, fault503),
+			errors:   map[string]int64{"put": 10, "get": 10, "delete": 0},
+			requests: map[string]int{"PUT": 30, "GET": 10, "DELETE": 10},
+			firstErr: map[string]string{"put": "after 2 retries: status 503"},
 		},
 		{
 			name:     "a verify mismatch is not retried",
@@ -1285,5 +1316,54 @@ func TestRetriesVolumeKilled(t *testing.T) {
 	// The kill was felt: some GET met the dead volume and was retried.
 	if g.Retried == 0 {
 		t.Errorf("get: no retry, so the kill went unnoticed")
+	}
+}
+
+// TestRetriesWrites: with Retries, a PUT or DELETE that failed as a master
+// failing over makes it fail (503, before or after the write was applied)
+// is sent again and counted as retried; without, it is an error.
+func TestRetriesWrites(t *testing.T) {
+	for _, tt := range []struct {
+		name, method, op string
+		fault            fault
+	}{
+		{"put 503", http.MethodPut, "put", fault503},
+		{"put applied then 503", http.MethodPut, "put", faultLost},
+		{"delete 503", http.MethodDelete, "delete", fault503},
+		// The retry finds the key gone: the worker's own key, so the
+		// first attempt deleted it.
+		{"delete applied then 503", http.MethodDelete, "delete", faultLost},
+	} {
+		for _, retries := range []int{0, 2} {
+			t.Run(fmt.Sprintf("%s/retries=%d", tt.name, retries), func(t *testing.T) {
+				s, srv := newFlakyServer(firstOnly(tt.method, tt.fault))
+				defer srv.Close()
+				res, err := Run(context.Background(), Config{
+					URL: srv.URL, Size: SizeRange{4 << 10, 16 << 10}, Count: 30, Concurrency: 3,
+					Ops: mustMix(t, "put,get,delete"), Prefix: "w/", Verify: true, Retries: retries,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := row(t, res, tt.op)
+				if retries == 0 {
+					if r.Errors != 10 || r.Retried != 0 || !strings.Contains(r.FirstErr, "status 503") {
+						t.Errorf("%s: %d errors (%q), %d retried; want 10, 0", tt.op, r.Errors, r.FirstErr, r.Retried)
+					}
+					return
+				}
+				if r.Errors != 0 || r.Retried != 10 || !strings.Contains(r.FirstRetryErr, "status 503") {
+					t.Errorf("%s: %d errors (%q), %d retried (%q); want 0, 10", tt.op, r.Errors, r.FirstErr, r.Retried, r.FirstRetryErr)
+				}
+				if got := s.requests(tt.method); got != 20 {
+					t.Errorf("server saw %d %ss, want 20", got, tt.method)
+				}
+				for _, o := range res.Ops {
+					if o.Op != tt.op && (o.Errors != 0 || o.Retried != 0) {
+						t.Errorf("%s: %d errors (%s), %d retried", o.Op, o.Errors, o.FirstErr, o.Retried)
+					}
+				}
+			})
+		}
 	}
 }

@@ -20,8 +20,12 @@ const (
 // Config describes one benchmark run. The zero value of every field but URL
 // means its default; Run copies the Config and never changes the caller's.
 type Config struct {
-	// URL is the server's base URL, e.g. http://127.0.0.1:3000. Keys are
-	// appended to it as path segments.
+	// URL is the server's base URL, e.g. http://127.0.0.1:3000, or several
+	// masters' separated by commas (http://a:3000,http://b:3000). Keys are
+	// appended to it as path segments. With several, requests go to the
+	// master that answered last; one that cannot be reached or answers 503
+	// is left for the next, and a follower's redirect to another (the
+	// leader) is followed, with or without Retries.
 	URL string
 	// Size is the value size: fixed (Min == Max) or drawn uniformly from
 	// [Min, Max] per key. Bounds 1 KiB to 1 GiB. Default 1 MiB.
@@ -56,20 +60,30 @@ type Config struct {
 	// keys still present at the end are deleted, untimed for the figures of
 	// the run but reported as a "delete (cleanup)" row.
 	Keep bool
-	// Retries is how many times a GET or HEAD is tried again after a
-	// transport error (refused or reset connection, idle timeout, a body
-	// cut mid-way), a 5xx answer, or a 404 for a key this worker wrote and
-	// has not deleted, which a redirect to a replica in the middle of
-	// being replaced can give. Attempts wait 100 ms, 300 ms, 900 ms, ...
-	// (×3, at most 2 s) apart, and each starts over at the server: a new
-	// redirect, and with Verify the check from byte 0. A verify mismatch
-	// or any other 4xx is never retried: a retry could only hide it.
+	// Retries is how many times a failed operation is tried again, each
+	// time from the master (a new redirect, and with Verify the check from
+	// byte 0), on the next master when the failed one could not be reached
+	// or answered 503. Attempts wait 100 ms, 300 ms, 900 ms, ... (×3, at
+	// most 2 s) apart.
 	//
-	// PUT and DELETE are never retried. A write whose answer was lost
-	// may have been applied in part or whole; trying again would turn the
-	// failure bench exists to count into a success (a second PUT of the
-	// same value, a DELETE answered 404), as a client that retries writes
-	// blindly hides them. 0, the default, tries every op once.
+	// A GET or HEAD is tried again after a transport error (refused or
+	// reset connection, idle timeout, a body cut mid-way), a 5xx answer,
+	// or a 404 for a key this worker wrote and has not deleted, which a
+	// redirect to a replica in the middle of being replaced can give.
+	//
+	// A PUT or DELETE is tried again only after what a master failing over
+	// gives: a transport error or a 503. Its first attempt may then have
+	// taken effect, and sending it again must be safe: a PUT sends the same
+	// bytes under the same key (a value is a function of Seed and key), and
+	// a DELETE removes the worker's own key, so a retry that finds it gone
+	// (404) counts as done: only the earlier attempt can have removed it
+	// (a lost write would be, and a GET with Verify finds those). Any
+	// other failed write, a 500 say, is final: a retry could only hide it.
+	//
+	// A verify mismatch or any other 4xx is never retried. Operations that
+	// succeeded after a retry are counted as Retried, with the first error
+	// that led to a retry, so that retries never hide what they rode out.
+	// 0, the default, tries every op once.
 	Retries int
 	// Expect is the value size from which a PUT carries Expect:
 	// 100-continue: a kvdb master then answers 307 before the body is sent
@@ -126,7 +140,7 @@ func (c Config) Validate() error {
 	if err := c.withDefaults().validate(); err != nil {
 		return err
 	}
-	return checkURL(c.URL)
+	return checkURLs(c.URL)
 }
 
 // validate checks everything but the URL, which a baseline does not need.

@@ -91,8 +91,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		n = min(n, working)
 	}
 	ws := make([]*worker, n)
+	masters := newMasterSet(cfg.URL)
 	for i := range ws {
-		ws[i] = newWorker(ctx, &cfg, client, prog, i, cfg.URL, cfg.Prefix)
+		ws[i] = newWorker(ctx, &cfg, client, prog, i, masters, "", cfg.Prefix)
 		ws[i].std = std
 	}
 	defer func() {

@@ -30,7 +30,13 @@ type worker struct {
 	prog   *progress
 	ctx    context.Context
 	id     int
-	// base is the URL keys are appended to, without a trailing '/'.
+	// masters are the servers of Config.URL, shared by the workers; nil
+	// for the baseline, which uses base.
+	masters *masterSet
+	// mi is the index in masters of the master of the current attempt.
+	mi int
+	// base is the URL (or, for the baseline's files, the directory) keys
+	// are appended to when masters is nil, without a trailing '/'.
 	base string
 	// prefix starts every key; the key is prefix + id + "-" + number.
 	prefix string
@@ -49,10 +55,10 @@ type worker struct {
 	rows rows   // this phase's figures
 }
 
-func newWorker(ctx context.Context, cfg *Config, client *fasthttp.Client, prog *progress, id int, base, prefix string) *worker {
+func newWorker(ctx context.Context, cfg *Config, client *fasthttp.Client, prog *progress, id int, masters *masterSet, base, prefix string) *worker {
 	return &worker{
 		cfg: cfg, client: client, prog: prog, ctx: ctx, id: id,
-		base: strings.TrimSuffix(base, "/"), prefix: prefix,
+		masters: masters, base: strings.TrimSuffix(base, "/"), prefix: prefix,
 		req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse(),
 		gbuf: make([]byte, chunkSize), rbuf: make([]byte, chunkSize), ebuf: make([]byte, chunkSize),
 		rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)),
@@ -77,7 +83,7 @@ func (w *worker) newKey() int64 {
 }
 
 // do runs op on key number n, records it under row, and returns its error.
-// A GET or HEAD that fails in a way worth trying again is retried as
+// An operation that fails in a way worth trying again is retried as
 // Config.Retries says; its latency spans every attempt and wait, as a
 // client would see it. An operation cut short by the context is not
 // recorded.
@@ -93,7 +99,11 @@ func (w *worker) do(row string, op Op, n int64) error {
 	for {
 		at := time.Now()
 		moved, err = w.attempt(op, key, v)
-		if err == nil || retries >= w.retryBudget(op) || w.ctx.Err() != nil || !w.retryable(err, n) {
+		var me masterErr
+		if w.masters != nil && errors.As(err, &me) {
+			w.masters.failed(w.mi)
+		}
+		if err == nil || retries >= w.retryBudget(op) || w.ctx.Err() != nil || !w.retryable(op, err, n) {
 			break
 		}
 		if retryErr == nil {
@@ -107,6 +117,12 @@ func (w *worker) do(row string, op Op, n int64) error {
 	d := time.Since(start)
 	if err != nil && w.ctx.Err() != nil {
 		return err
+	}
+	var se *statusErr
+	if op == OpDelete && retries > 0 && errors.As(err, &se) && se.code == fasthttp.StatusNotFound {
+		// The worker's own key, gone after an attempt that may have
+		// deleted it: that attempt did (see Config.Retries).
+		err = nil
 	}
 	if err != nil {
 		switch retries {
@@ -145,22 +161,25 @@ func (w *worker) attempt(op Op, key string, v value) (int64, error) {
 }
 
 // retryBudget is how many retries op may have: Config.Retries for the
-// reads, none for the writes (see Config.Retries for why).
+// operations on a server, none for the baseline's.
 func (w *worker) retryBudget(op Op) int {
-	if op == OpGet || op == OpHead {
-		return w.cfg.Retries
+	if op == opWriteFile {
+		return 0
 	}
-	return 0
+	return w.cfg.Retries
 }
 
-// retryable reports whether a read that failed with err may succeed when
-// tried again: a transport error, a 5xx, or a 404 for key number n while
-// the worker holds it written (a redirect to a replica that is still
-// being filled can give one). Other statuses and verify mismatches are
-// final.
-func (w *worker) retryable(err error, n int64) bool {
+// retryable reports whether op, failed with err, may succeed when tried
+// again, and may be (see Config.Retries): a transport error; for a read,
+// a 5xx or a 404 for key number n while the worker holds it written (a
+// redirect to a replica that is still being filled can give one); for a
+// write, a 503. Other statuses and verify mismatches are final.
+func (w *worker) retryable(op Op, err error, n int64) bool {
 	var se *statusErr
 	if errors.As(err, &se) {
+		if op == OpPut || op == OpDelete {
+			return se.code == fasthttp.StatusServiceUnavailable
+		}
 		return se.code >= 500 || se.code == fasthttp.StatusNotFound && w.live.has(n)
 	}
 	var te transportErr
@@ -189,11 +208,28 @@ func opVerb(op Op) string {
 	return strings.ToUpper(string(op))
 }
 
-func (w *worker) url(key string) []byte {
-	w.ubuf = append(append(w.ubuf[:0], w.base...), '/')
+// url returns the URL of key on the master of this attempt (or on base),
+// and the base URL it starts with.
+func (w *worker) url(key string) (string, string) {
+	base := w.base
+	if w.masters != nil {
+		w.mi, base = w.masters.current()
+	}
+	w.ubuf = append(append(w.ubuf[:0], base...), '/')
 	w.ubuf = appendEscaped(w.ubuf, key)
-	return w.ubuf
+	return string(w.ubuf), base
 }
+
+// answered notes that master answered: the workers keep sending there.
+func (w *worker) answered(master string) {
+	if w.masters != nil {
+		w.masters.answered(master)
+	}
+}
+
+// maxHops bounds the redirects a request follows: a follower's to the
+// leader, the leader's to a volume, and slack.
+const maxHops = 4
 
 // send does w.req into w.resp. fasthttp keeps a Response's SkipBody from
 // one request to the next, and sets it for a HEAD: reset it, or the GET
@@ -211,27 +247,63 @@ func (w *worker) put(key string, v value) (int64, error) {
 		return w.putExpect(key, v)
 	}
 	req, resp := w.req, w.resp
-	req.Reset()
-	req.Header.SetMethod(fasthttp.MethodPut)
-	req.SetRequestURIBytes(w.url(key))
-	req.Header.SetContentType("application/octet-stream")
-	w.body.reset(w.ctx, v, w.gbuf)
-	req.SetBodyStream(&w.body, int(v.size))
-	if err := w.send(); err != nil {
-		return 0, err
+	target, master := w.url(key)
+	suffix := target[len(master):]
+	for hop := 0; ; hop++ {
+		req.Reset()
+		req.Header.SetMethod(fasthttp.MethodPut)
+		req.SetRequestURI(target)
+		req.Header.SetContentType("application/octet-stream")
+		w.body.reset(w.ctx, v, w.gbuf)
+		req.SetBodyStream(&w.body, int(v.size))
+		if err := w.send(); err != nil {
+			return 0, masterErr{err}
+		}
+		if leader, ok := w.leaderRedirect(target, suffix, hop); ok {
+			master, target = leader, leader+suffix
+			continue
+		}
+		defer resp.CloseBodyStream()
+		if st := resp.StatusCode(); st/100 != 2 {
+			if st == fasthttp.StatusServiceUnavailable {
+				return 0, masterErr{statusError(resp)}
+			}
+			return 0, statusError(resp)
+		}
+		w.answered(master)
+		w.drain()
+		return v.size, nil
 	}
-	defer resp.CloseBodyStream()
-	if resp.StatusCode()/100 != 2 {
-		return 0, statusError(resp)
+}
+
+// leaderRedirect reports whether w.resp, the answer of target (a master's
+// base URL followed by suffix), is a follower's redirect to the leader
+// that hop may follow; the response is then done with, and the leader's
+// base URL returned.
+func (w *worker) leaderRedirect(target, suffix string, hop int) (string, bool) {
+	resp := w.resp
+	if !isRedirect(resp.StatusCode()) || hop >= maxHops {
+		return "", false
 	}
-	w.drain()
-	return v.size, nil
+	loc := resp.Header.Peek(fasthttp.HeaderLocation)
+	if len(loc) == 0 {
+		return "", false
+	}
+	leader, ok := leaderOf(target, suffix, resolveLocation(target, string(loc)))
+	if ok {
+		w.drain()
+		resp.CloseBodyStream()
+	}
+	return leader, ok
 }
 
 // putExpect sends a PUT with Expect: 100-continue and, when the server
-// answers 307 before the body, sends the body to the Location instead.
+// answers 307 before the body, sends the body to the Location instead: a
+// volume's, or a follower's leader's, which is asked the same way.
 func (w *worker) putExpect(key string, v value) (int64, error) {
-	target := string(w.url(key))
+	target, master := w.url(key)
+	suffix := target[len(master):]
+	toMaster := true
 	w.body.reset(w.ctx, v, w.gbuf)
 	for hop := 0; ; hop++ {
 		req, err := http.NewRequestWithContext(w.ctx, http.MethodPut, target, io.NopCloser(&w.body))
@@ -243,13 +315,28 @@ func (w *worker) putExpect(key string, v value) (int64, error) {
 		req.Header.Set("Content-Type", "application/octet-stream")
 		resp, err := w.std.Do(req)
 		if err != nil {
+			if toMaster {
+				return 0, masterErr{transportErr{err}}
+			}
 			return 0, transportErr{err}
 		}
 		loc := resp.Header.Get("Location")
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusTemporaryRedirect && loc != "" && hop < 3 {
-			target = resolveLocation(target, loc)
+		if resp.StatusCode == http.StatusTemporaryRedirect && loc != "" && hop < maxHops {
+			next := resolveLocation(target, loc)
+			if leader, ok := leaderOf(target, suffix, next); ok && toMaster {
+				master = leader
+			} else {
+				if toMaster {
+					w.answered(master)
+				}
+				toMaster = false
+			}
+			target = next
+			// Sent again from its first byte, should the body have gone
+			// with the request that was redirected.
+			w.body.reset(w.ctx, v, w.gbuf)
 			continue
 		}
 		if resp.StatusCode/100 != 2 {
@@ -257,7 +344,14 @@ func (w *worker) putExpect(key string, v value) (int64, error) {
 			if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
 				line = line[:i]
 			}
-			return 0, &statusErr{code: resp.StatusCode, line: string(bytes.TrimSpace(line))}
+			err := &statusErr{code: resp.StatusCode, line: string(bytes.TrimSpace(line))}
+			if toMaster && resp.StatusCode == http.StatusServiceUnavailable {
+				return 0, masterErr{err}
+			}
+			return 0, err
+		}
+		if toMaster {
+			w.answered(master)
 		}
 		return v.size, nil
 	}
@@ -265,37 +359,66 @@ func (w *worker) putExpect(key string, v value) (int64, error) {
 
 func (w *worker) delete(key string) error {
 	req, resp := w.req, w.resp
-	req.Reset()
-	req.Header.SetMethod(fasthttp.MethodDelete)
-	req.SetRequestURIBytes(w.url(key))
-	if err := w.send(); err != nil {
-		return err
+	target, master := w.url(key)
+	suffix := target[len(master):]
+	for hop := 0; ; hop++ {
+		req.Reset()
+		req.Header.SetMethod(fasthttp.MethodDelete)
+		req.SetRequestURI(target)
+		if err := w.send(); err != nil {
+			return masterErr{err}
+		}
+		if leader, ok := w.leaderRedirect(target, suffix, hop); ok {
+			master, target = leader, leader+suffix
+			continue
+		}
+		defer resp.CloseBodyStream()
+		if st := resp.StatusCode(); st/100 != 2 {
+			if st == fasthttp.StatusServiceUnavailable {
+				return masterErr{statusError(resp)}
+			}
+			return statusError(resp)
+		}
+		w.answered(master)
+		w.drain()
+		return nil
 	}
-	defer resp.CloseBodyStream()
-	if resp.StatusCode()/100 != 2 {
-		return statusError(resp)
-	}
-	w.drain()
-	return nil
 }
 
-// fetch sends a GET or HEAD and follows one redirect. On success the
-// caller reads and closes the response body stream.
+// fetch sends a GET or HEAD, follows a follower's redirect to the leader,
+// and then one redirect, to a volume. On success the caller reads and
+// closes the response body stream.
 func (w *worker) fetch(method, key string) error {
 	req, resp := w.req, w.resp
-	req.Reset()
-	req.Header.SetMethod(method)
-	req.SetRequestURIBytes(w.url(key))
-	if err := w.send(); err != nil {
-		return err
+	target, master := w.url(key)
+	suffix := target[len(master):]
+	for hop := 0; ; hop++ {
+		req.Reset()
+		req.Header.SetMethod(method)
+		req.SetRequestURI(target)
+		if err := w.send(); err != nil {
+			return masterErr{err}
+		}
+		if leader, ok := w.leaderRedirect(target, suffix, hop); ok {
+			master, target = leader, leader+suffix
+			continue
+		}
+		break
 	}
-	if isRedirect(resp.StatusCode()) {
+	st := resp.StatusCode()
+	if st == fasthttp.StatusServiceUnavailable {
+		err := statusError(resp)
+		resp.CloseBodyStream()
+		return masterErr{err}
+	}
+	w.answered(master)
+	if isRedirect(st) {
 		loc := resp.Header.Peek(fasthttp.HeaderLocation)
 		if len(loc) == 0 {
 			resp.CloseBodyStream()
 			return errNoLocation
 		}
-		target := resolveLocation(string(w.ubuf), string(loc))
+		target := resolveLocation(target, string(loc))
 		w.drain()
 		resp.CloseBodyStream()
 		req.Reset()
@@ -311,7 +434,7 @@ func (w *worker) fetch(method, key string) error {
 		}
 		return nil
 	}
-	if resp.StatusCode()/100 != 2 {
+	if st/100 != 2 {
 		err := statusError(resp)
 		resp.CloseBodyStream()
 		return err

@@ -35,6 +35,9 @@
 //	replicate.go      the fan-out of a body to N volumes and replacement of failed ones (both roles)
 //	catalog_ops.go    the catalog's named operations (commit a write, remove, merge, switch, drop a replica)
 //	version.go        the catalog's version counter and its persisted ceiling
+//	raft.go           the catalog replicated by Raft: log entries, the FSM, snapshots, stores
+//	masters.go        several masters: bootstrap by gossip, configuration changes, the
+//	                  leader's init, follower redirects, the read lease
 //	delete.go         DELETE
 //	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests
 //	peers.go          the volumes the master saw last, re-dialled at start
@@ -131,6 +134,14 @@
 //	u KEY 0x00 UPLOAD           -> a multipart upload to KEY under way
 //	x KEY                       -> the manifest of KEY's multipart value (its parts)
 //	z UPLOAD                    -> a finished upload whose parts are to be deleted
+//	h                           -> VER(8): no version at or above it was handed out
+//	w VER(8) KEY                -> a redirected write's ticket, until its commit
+//	a                           -> INDEX(8): the last Raft log entry applied
+//	c                           -> empty: an index kept before Raft, to be carried into its log
+//
+// Every write of the catalog is a goleveldb batch appended to the masters'
+// Raft log and applied by each master (raft.go); only the leader decides
+// and appends. Entries a and c are each master's own.
 //
 // A multipart value's record has Parts > 0 and no replicas; its parts are
 // ordinary records under the reserved prefix _kvdb/mp/UPLOAD/ (multipart.go),

@@ -48,18 +48,34 @@ func (m *Master) collectGarbage() {
 		return
 	}
 	m.sweepGrace()
+	// Several at once: the deletions on the volumes overlap, and the
+	// catalog entries they clear share log appends.
+	work := make(chan garbageItem)
+	var wg sync.WaitGroup
+	for range gcWorkers {
+		wg.Go(func() {
+			for g := range work {
+				m.collectOne(view, g)
+			}
+		})
+	}
+feed:
 	for _, g := range batch {
-		select {
-		case <-m.stop:
-			return
-		default:
-		}
 		if m.inGrace(g.vol, g.key, g.version) {
 			continue
 		}
-		m.collectOne(view, g)
+		select {
+		case <-m.stop:
+			break feed
+		case work <- g:
+		}
 	}
+	close(work)
+	wg.Wait()
 }
+
+// gcWorkers is how many queued deletions run at once.
+const gcWorkers = 16
 
 // collectOne deletes one queued blob version, unless it is in use after
 // all. The checks and the deletion hold the key's copy lock, which every

@@ -461,8 +461,14 @@ func statusOf(err error) int {
 }
 
 // replyError answers with err's status and a one-line plain-text reason.
+// replyError answers err with its status; a 503 says when to retry (a
+// leader elected, a volume back: seconds).
 func replyError(ctx *fasthttp.RequestCtx, err error) {
-	replyText(ctx, statusOf(err), err.Error())
+	st := statusOf(err)
+	if st == fasthttp.StatusServiceUnavailable {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	replyText(ctx, st, err.Error())
 }
 
 func replyText(ctx *fasthttp.RequestCtx, status int, msg string) {

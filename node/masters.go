@@ -330,6 +330,22 @@ func (m *Master) serveHere(ctx *fasthttp.RequestCtx, path []byte) bool {
 	return false
 }
 
+// followerExpect answers, on a follower, a write that waits for 100
+// Continue: 307 to the leader, before the body is sent, or 503 with no
+// leader.
+func (m *Master) followerExpect(ctx *fasthttp.RequestCtx) int {
+	leader, ok := m.leaderHTTP()
+	if !ok || leader == m.meta.HTTP {
+		ctx.Response.Header.Set("Retry-After", "1")
+		ctx.Response.Header.Set(headerNotLeader, "1")
+		ctx.Response.SetBodyString(errNoLeader.Error() + "\n")
+		return fasthttp.StatusServiceUnavailable
+	}
+	ctx.Response.Header.Set("Location", "http://"+leader+string(ctx.RequestURI()))
+	ctx.Response.SetBodyString("this master follows; the leader is " + leader + "\n")
+	return fasthttp.StatusTemporaryRedirect
+}
+
 // readLease lets the leader answer reads from its own state: it holds
 // while a quorum confirmed the leadership (VerifyLeader) less than half a
 // heartbeat timeout ago, counted from when the confirmation was asked for;

@@ -108,6 +108,10 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	if bytes.HasPrefix(path, []byte("/"+ReservedPrefix)) {
 		return fasthttp.StatusContinue
 	}
+	if !m.leads() {
+		// A follower sends the writer to the leader before the body.
+		return m.followerExpect(ctx)
+	}
 	if st, _ := m.authStatus(ctx, path); st != 0 {
 		return st
 	}

@@ -29,13 +29,21 @@ cycles through it on its own keys) | mixed:70get/20put/10delete (random
 choice per op by weight). get and head alone first PUT a working set,
 reported as "put (setup)".
 
---retries N: a GET or HEAD that hits a transport error (a refused or reset
+--url: one server, or several masters separated by commas. Requests go to
+the master that answered last; one that cannot be reached or answers 503
+is left for the next, and a follower's redirect to the leader is followed.
+
+--retries N: a failed operation is tried again up to N times, 100ms,
+300ms, 900ms... (at most 2s) apart, from the master (the next one when it
+could not be reached or answered 503), a GET verified again from byte 0.
+A GET or HEAD is retried after a transport error (a refused or reset
 connection, a body cut mid-way, the idle timeout), a 5xx, or a 404 for a
-key bench wrote and has not deleted is tried again from the server up to N
-times, 100ms, 300ms, 900ms... (at most 2s) apart, verified again from byte
-0. PUT and DELETE are never retried: a write whose answer was lost may
-have been applied, and a retry would hide the failure. The report counts
-ops that succeeded after a retry as "retried", not as errors.
+key bench wrote and has not deleted. A PUT or DELETE only after a
+transport error or a 503, what a master failing over gives: the PUT sends
+the same bytes again, and a retried DELETE that finds its key gone counts
+as done (bench's keys are its own). Other failures are final, as a retry
+could only hide them. The report counts ops that succeeded after a retry
+as "retried", not as errors, with the first error that led to a retry.
 
 Exit status: 0 when the run completed, even with failed operations (they
 are counted in the report); 1 when every operation failed, the run was
@@ -84,7 +92,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	o := &benchOpts{size: sizeRangeFlag{bench.SizeRange{Min: 1 << 20, Max: 1 << 20}}, baselineDir: "./data/bench-baseline"}
 	_ = o.ops.Set("put,get,delete")
 	cfg := &o.cfg
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:3000", "base URL of the server")
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:3000", "base URL of the server, or several masters' separated by commas")
 	fs.Var(&o.size, "size", "value `SIZE` from 1KiB to 1GiB, or a range MIN-MAX drawn uniformly per key (e.g. 1KiB-16MiB)")
 	fs.IntVar(&cfg.Count, "count", 0, "operations to run (a sequence is rounded up to whole cycles); 0: run for --duration")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to run when --count is 0")
@@ -95,7 +103,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the value generator")
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "idle timeout: a request fails when no byte moves for this long")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
-	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed GET or HEAD up to `N` times (transport error, cut body, 5xx, 404 on a key bench wrote), backing off 100ms, 300ms, 900ms... up to 2s; PUT and DELETE are never retried")
+	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed operation up to `N` times, on the next master when one is down or answers 503, backing off 100ms, 300ms, 900ms... up to 2s: a GET or HEAD after a transport error, cut body, 5xx or 404 on a key bench wrote; a PUT or DELETE after a transport error or 503")
 	fs.Int64Var(&cfg.Expect, "expect", 1<<20, "PUTs of values of at least `BYTES` send Expect: 100-continue (a kvdb master then redirects the body to a volume); -1: never")
 	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON on stdout instead of a table")
 	fs.BoolVar(&o.baseline, "baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")

@@ -52,7 +52,12 @@ Stores the contents of FILE under KEY, replacing any value it holds
 (--create: only if it holds none). FILE - or no FILE reads stdin. The
 value streams to the master, which answers once every replica has it on
 disk. Prints nothing on success; -v prints what was stored on stderr. On a
-terminal, a progress bar for values of 4 MiB or more (or of unknown size).` + clientExitNoKey
+terminal, a progress bar for values of 4 MiB or more (or of unknown size).
+
+With several masters in --url, a write whose master went away or lost
+its leader is sent again to the next (a FILE is read again from its
+start), but for a --create write, or one read from a pipe, that may have
+taken effect: it fails saying it "may or may not have taken effect".` + clientExitNoKey
 
 	getSynopsis = `get [flags] KEY
 
@@ -88,23 +93,27 @@ const progressMin = 4 << 20
 
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
-	url, token string
-	timeout    time.Duration
+	url, token        string
+	timeout, failover time.Duration
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.url, "url", client.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
+	fs.StringVar(&c.url, "url", client.DefaultURL, "master URL, or several masters' separated by commas (tried in turn when one is down or has no leader); the environment's KVDB_URL when the flag is absent")
 	fs.StringVar(&c.token, "token", "", "API key, when the master requires one; without the flag, the environment's KVDB_TOKEN (safer: other users can see command lines)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "idle timeout: fail when no byte moves for this long (the whole transfer is not limited)")
+	fs.DurationVar(&c.failover, "failover-timeout", 15*time.Second, "with several masters in --url: how long to keep trying them, backing off, after the first one that is down or has no leader")
 }
 
 // newClient builds the client.Client the flags describe.
 func (c *clientFlags) newClient(fs *flag.FlagSet) (*client.Client, error) {
 	c.url, c.token = urlAndToken(fs, c.url, c.token)
-	return client.NewClient(client.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout})
+	if c.failover <= 0 {
+		return nil, fmt.Errorf("--failover-timeout %v: want more than 0", c.failover)
+	}
+	return client.NewClient(client.ClientConfig{URL: c.url, Token: c.token, IdleTimeout: c.timeout, FailoverTimeout: c.failover})
 }
 
-// urlAndToken takes the master's URL and the API key from the environment
+// urlAndToken takes the masters' URLs and the API key from the environment
 // (KVDB_URL, KVDB_TOKEN) when the flags did not give them.
 func urlAndToken(fs *flag.FlagSet, url, token string) (string, string) {
 	set := map[string]bool{}
@@ -628,11 +637,36 @@ func (p *progress) finish() {
 	})
 }
 
+// reader counts what is read from r on the bar. A Seeker stays one, so
+// that a write sent again (to another master) can rewind its file.
 func (p *progress) reader(r io.Reader) io.Reader {
 	if p == nil {
 		return r
 	}
+	if s, ok := r.(io.ReadSeeker); ok {
+		return &progressReadSeeker{progressReader{r: r, p: p}, s}
+	}
 	return &progressReader{r: r, p: p}
+}
+
+// progressReadSeeker is a progressReader over an io.ReadSeeker. A seek
+// starts the count over: the client seeks only to rewind a body to where
+// it began, to send it again.
+type progressReadSeeker struct {
+	progressReader
+	s io.Seeker
+}
+
+func (r *progressReadSeeker) Seek(offset int64, whence int) (int64, error) {
+	if whence == io.SeekCurrent && offset == 0 {
+		return r.s.Seek(0, io.SeekCurrent)
+	}
+	n, err := r.s.Seek(offset, whence)
+	if err == nil {
+		r.p.n.Store(0)
+		r.p.eof.Store(false)
+	}
+	return n, err
 }
 
 type progressReader struct {

@@ -349,3 +349,110 @@ func TestClientProgressShown(t *testing.T) {
 		t.Errorf("get --progress: stderr %q", errOut)
 	}
 }
+
+// closedPort returns the URL of a port where nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+// standInFollower plays a follower in front of leader: every request is
+// redirected to the same path and query on leader (307 for writes, 302
+// for reads) before any body is read; /_kvdb/cluster it answers itself.
+func standInFollower(t *testing.T, leader string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_kvdb/cluster" {
+			_, _ = io.WriteString(w, `{"node":{"name":"follower","role":"master"}}`)
+			return
+		}
+		code := http.StatusTemporaryRedirect
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			code = http.StatusFound
+		}
+		w.Header().Set("Location", leader+r.URL.RequestURI())
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Every client command works with several masters in --url or KVDB_URL:
+// past a master that is down, through a follower's redirect, past one
+// without a leader.
+func TestClientFailover(t *testing.T) {
+	u, _ := startClientCluster(t)
+	dir := t.TempDir()
+	src, value := randomFile(t, dir, 5<<20+3)
+	smallSrc, small := randomFile(t, dir, 1000)
+	noLeader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "no leader", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(noLeader.Close)
+	for _, tt := range []struct {
+		name, urls string
+	}{
+		{"first down", closedPort(t) + "," + u},
+		{"follower", standInFollower(t, u).URL},
+		{"follower then down", standInFollower(t, u).URL + "," + closedPort(t)},
+		{"no leader", noLeader.URL + "," + u},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "failover/" + strings.ReplaceAll(tt.name, " ", "-")
+			// Through the flag, the file read again as the write goes on
+			// to another master (the progress bar over it too).
+			wantRun(t, 0, "put", "--url", tt.urls, "--progress", key, src)
+			wantRun(t, 0, "put", "--url", tt.urls, key+"-small", smallSrc)
+			dst := filepath.Join(dir, "out")
+			wantRun(t, 0, "get", "--url", tt.urls, key, "-o", dst)
+			if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, value) {
+				t.Errorf("get: got %d bytes (%v), want the %d put", len(got), err, len(value))
+			}
+			// Through the environment.
+			t.Setenv("KVDB_URL", tt.urls)
+			out, _ := wantRun(t, 0, "get", key+"-small")
+			if out != string(small) {
+				t.Errorf("get: got %d bytes, want %d", len(out), len(small))
+			}
+			out, _ = wantRun(t, 0, "stat", key)
+			if !strings.Contains(out, "size: "+strconv.Itoa(len(value))+"\n") {
+				t.Errorf("stat: got %q", out)
+			}
+			out, _ = wantRun(t, 0, "ls", key)
+			if out != key+"\n"+key+"-small\n" {
+				t.Errorf("ls: got %q", out)
+			}
+			wantRun(t, 0, "cluster", "--json")
+			wantRun(t, 0, "rm", key)
+			wantRun(t, 0, "rm", key+"-small")
+			_, errOut := wantRun(t, 2, "stat", key)
+			if !strings.Contains(errOut, "key not found") {
+				t.Errorf("stat after rm: %q", errOut)
+			}
+		})
+	}
+	t.Run("every master down", func(t *testing.T) {
+		start := time.Now()
+		_, errOut := wantRun(t, 1, "stat", "--url", closedPort(t)+","+closedPort(t), "--failover-timeout", "500ms", "k")
+		if took := time.Since(start); took < 500*time.Millisecond || took > 5*time.Second {
+			t.Errorf("gave up after %v, want about 500ms", took)
+		}
+		if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "on 2 masters") {
+			t.Errorf("stderr %q, want one line with the attempts", errOut)
+		}
+	})
+	t.Run("empty master", func(t *testing.T) {
+		_, errOut := wantRun(t, 1, "stat", "--url", u+",", "k")
+		if !strings.Contains(errOut, "empty master") {
+			t.Errorf("stderr %q", errOut)
+		}
+	})
+}

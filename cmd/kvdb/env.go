@@ -22,6 +22,8 @@ func knownEnv() map[string]bool {
 		"KVDB_STORE_CRASH_DIR": true, "KVDB_STORE_CRASH_MODE": true, "KVDB_STORE_CRASH_RUN": true,
 		"KVDB_LINZ_DURATION": true, "KVDB_LINZ_OPS": true, "KVDB_LINZ_SEED": true,
 		"KVDB_LINZ_CLIENTS": true, "KVDB_LINZ_VOLUME_404": true,
+		// The failover measurement (cmd/kvdb/masters_test.go).
+		"KVDB_FAILOVER_PROFILES": true,
 	}
 	master, _ := masterFlags(io.Discard)
 	volume, _ := volumeFlags(io.Discard)

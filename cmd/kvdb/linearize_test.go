@@ -322,7 +322,7 @@ func (s *linzThrottle) Read(b []byte) (int, error) {
 // linzRun is one run of the clients against a cluster.
 type linzRun struct {
 	ctx           context.Context // done when the test ends early
-	url           string
+	urls          []string        // the masters; each request picks one
 	mix           linzMix
 	skipVolume404 bool
 	start         time.Time
@@ -413,43 +413,59 @@ func (c *linzClient) loop() {
 // 64 KiB to 1 MiB sent at about 1.6 MB/s, so that it overlaps others.
 func (c *linzClient) write(op linzOp, key string) (porcupine.Operation, bool) {
 	in := linzInput{Key: key, Op: op}
-	var body io.Reader
+	throttled := false
 	if op != linzDelete {
 		c.n++
 		in.Value = fmt.Sprintf("c%d-op%d", c.id, c.n)
 		if c.rnd.IntN(6) == 0 {
 			in.Size = 64<<10 + c.rnd.Int64N(960<<10)
-			body = &linzThrottle{r: linzBody(in.Value, in.Size), chunk: 32 << 10, pause: 20 * time.Millisecond}
+			throttled = true
 		} else {
 			in.Size = 64 + c.rnd.Int64N(4<<10)
-			body = linzBody(in.Value, in.Size)
 		}
 	}
-	req, err := http.NewRequestWithContext(c.run.ctx, op.String(), c.run.url+"/"+key, body)
-	if err != nil {
-		panic(err)
+	// Each attempt (a follower sends the write on to the leader) sends the
+	// body afresh.
+	body := func() io.Reader {
+		switch {
+		case op == linzDelete:
+			return nil
+		case throttled:
+			return &linzThrottle{r: linzBody(in.Value, in.Size), chunk: 32 << 10, pause: 20 * time.Millisecond}
+		}
+		return linzBody(in.Value, in.Size)
 	}
-	req.ContentLength = in.Size
 	// The slow (large) writes ask first, as curl does for large bodies:
 	// the master redirects them to a volume, which takes the body and
 	// coordinates the write. The others stream through the master.
 	redirected := in.Size >= 64<<10
-	if redirected {
-		req.Header.Set("Expect", "100-continue")
-	}
+	target := c.run.urls[c.rnd.IntN(len(c.run.urls))] + "/" + key
 	call := c.run.now()
-	resp, err := c.client.Do(req)
-	if err == nil && redirected && resp.StatusCode == http.StatusTemporaryRedirect {
-		loc := resp.Header.Get("Location")
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		c.stats[op.String()+" redirected"]++
-		req, err = http.NewRequestWithContext(c.run.ctx, op.String(), loc, body)
+	var resp *http.Response
+	var err error
+	for hop := 0; hop < 4; hop++ {
+		var req *http.Request
+		req, err = http.NewRequestWithContext(c.run.ctx, op.String(), target, body())
 		if err != nil {
 			panic(err)
 		}
 		req.ContentLength = in.Size
+		toVolume := strings.Contains(target, "/_kvdb/write/")
+		if redirected && !toVolume {
+			req.Header.Set("Expect", "100-continue")
+		}
 		resp, err = c.client.Do(req)
+		if err != nil || resp.StatusCode != http.StatusTemporaryRedirect || toVolume {
+			break
+		}
+		target = resp.Header.Get("Location")
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if strings.Contains(target, "/_kvdb/write/") {
+			c.stats[op.String()+" redirected"]++
+		} else {
+			c.stats[op.String()+" sent on to the leader"]++
+		}
 	}
 	status, reason := 0, ""
 	if err == nil {
@@ -518,7 +534,7 @@ func (c *linzClient) httpGet(u string) (*http.Response, error) {
 func (c *linzClient) get(key string) (porcupine.Operation, bool) {
 	in := linzInput{Key: key, Op: linzGet}
 	call := c.run.now()
-	out, stat, meta, ok := c.fetch(c.run.url + "/" + key)
+	out, stat, meta, ok := c.fetch(c.run.urls[c.rnd.IntN(len(c.run.urls))] + "/" + key)
 	c.stats["GET "+stat]++
 	if !ok {
 		return porcupine.Operation{}, false
@@ -634,9 +650,14 @@ func linzConfig(t *testing.T) linzSettings {
 // the test goroutine, which may call t.Fatal) does its damage, then checks
 // the history.
 func linzTest(t *testing.T, faults func(*testing.T, *testProcCluster, *linzRun)) {
+	linzTestOn(t, startProcCluster(t, 3, 2), faults)
+}
+
+// linzTestOn runs the history check on cluster c, its clients spread over
+// every master.
+func linzTestOn(t *testing.T, c *testProcCluster, faults func(*testing.T, *testProcCluster, *linzRun)) {
 	cfg := linzConfig(t)
-	c := startProcCluster(t, 3, 2)
-	run := &linzRun{url: c.url, mix: linzMixes[cfg.mix], skipVolume404: cfg.skipVolume404, rnd: rand.New(rand.NewPCG(cfg.seed, 1<<32))}
+	run := &linzRun{urls: c.urls, mix: linzMixes[cfg.mix], skipVolume404: cfg.skipVolume404, rnd: rand.New(rand.NewPCG(cfg.seed, 1<<32))}
 	var cancel context.CancelFunc
 	run.ctx, cancel = context.WithCancel(context.Background())
 	run.start = time.Now()
@@ -1186,4 +1207,34 @@ func TestRegressionStaleRedirect(t *testing.T) {
 				delay, linzShow(got), oldName, newName)
 		}
 	}
+}
+
+// TestLinearizableMastersNoFaults: the history check against three masters
+// (Raft), clients sending each request to any of them: followers send them
+// on to the leader.
+func TestLinearizableMastersNoFaults(t *testing.T) {
+	linzTestOn(t, startProcMasters(t, 3, 3, 2), nil)
+}
+
+// TestLinearizableMastersLeaderKill: the same while the leader is
+// SIGKILLed and restarted, or SIGSTOPped and SIGCONTed (a paused leader
+// that resumes must not answer from stale state).
+func TestLinearizableMastersLeaderKill(t *testing.T) {
+	linzTestOn(t, startProcMasters(t, 3, 3, 2), func(t *testing.T, c *testProcCluster, r *linzRun) {
+		for i := 0; r.pause(r.between(1500*time.Millisecond, 2500*time.Millisecond)); i++ {
+			l := c.waitLeader(t)
+			start := r.now()
+			if i%2 == 0 {
+				crashKill(t, c.masters[l])
+				time.Sleep(r.between(100*time.Millisecond, 800*time.Millisecond))
+				c.restartMasterN(t, l)
+				r.annotate(t, start, fmt.Sprintf("leader master%d SIGKILLed and restarted", l+1))
+				continue
+			}
+			linzSignal(t, c.masters[l], syscall.SIGSTOP)
+			time.Sleep(r.between(time.Second, 2*time.Second))
+			linzSignal(t, c.masters[l], syscall.SIGCONT)
+			r.annotate(t, start, fmt.Sprintf("leader master%d SIGSTOPped, then SIGCONTed", l+1))
+		}
+	})
 }

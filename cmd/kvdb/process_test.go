@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/kvdb/kvdb/node/client"
 )
 
 // These tests run kvdb as separate processes, the way users do, so that
@@ -133,26 +135,51 @@ func (p *proc) vmHWM(t *testing.T) int64 {
 }
 
 type testProcCluster struct {
-	master     *proc
+	master     *proc // masters[0]
 	masterArgs []string
 	vols       []*proc
 	url        string
+	// With several masters (startProcMasters): each one's process, its
+	// arguments, and every master's URL.
+	masters     []*proc
+	mastersArgs [][]string
+	urls        []string
 }
 
 // restartMaster starts the master again on the addresses and directory it
 // had, after it was killed.
 func (c *testProcCluster) restartMaster(t *testing.T) {
 	t.Helper()
-	args := append([]string(nil), c.masterArgs...)
+	c.master = restartProc(t, c.master, c.masterArgs)
+	if len(c.masters) > 0 {
+		c.masters[0] = c.master
+	}
+}
+
+// restartMasterN starts master i of several again, on its addresses.
+func (c *testProcCluster) restartMasterN(t *testing.T, i int) {
+	t.Helper()
+	c.masters[i] = restartProc(t, c.masters[i], c.mastersArgs[i])
+	if i == 0 {
+		c.master = c.masters[0]
+	}
+}
+
+// restartProc starts a master again with args, on the addresses old bound.
+func restartProc(t *testing.T, old *proc, args []string) *proc {
+	t.Helper()
+	args = append([]string(nil), args...)
 	for i, a := range args {
 		switch {
 		case a == "--addr":
-			args[i+1] = c.master.field("http")
+			args[i+1] = old.field("http")
 		case a == "--gossip":
-			args[i+1] = c.master.field("gossip")
+			args[i+1] = old.field("gossip")
+		case a == "--raft":
+			args[i+1] = old.field("raft")
 		}
 	}
-	c.master = startProc(t, "master started", args...)
+	return startProc(t, "master started", args...)
 }
 
 func startProcCluster(t *testing.T, volumes, replicas int) *testProcCluster {
@@ -161,10 +188,11 @@ func startProcCluster(t *testing.T, volumes, replicas int) *testProcCluster {
 	label := fmt.Sprintf("proc-%d-%s", os.Getpid(), t.Name())
 	common := []string{"--gossip-profile", "test", "--cluster", label}
 	c := &testProcCluster{}
-	c.masterArgs = append([]string{"master", "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
+	c.masterArgs = append([]string{"master", "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--raft", "127.0.0.1:0",
 		"--replicas", strconv.Itoa(replicas), filepath.Join(dir, "master")}, common...)
 	c.master = startProc(t, "master started", c.masterArgs...)
 	c.url = "http://" + c.master.field("http")
+	c.urls = []string{c.url}
 	for i := 0; i < volumes; i++ {
 		v := startProc(t, "volume started", append([]string{"volume", "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
 			"--join", c.master.field("gossip"), "--name", fmt.Sprintf("vol%d", i+1),
@@ -173,6 +201,91 @@ func startProcCluster(t *testing.T, volumes, replicas int) *testProcCluster {
 	}
 	c.waitLiveVolumes(t, volumes)
 	return c
+}
+
+// startProcMasters starts n masters (--bootstrap-expect n) and the volumes,
+// each a process, and waits until a leader sees every volume.
+func startProcMasters(t *testing.T, n, volumes, replicas int) *testProcCluster {
+	t.Helper()
+	return startProcMastersProfile(t, n, volumes, replicas, "test")
+}
+
+// startProcMastersProfile is startProcMasters with the given gossip (and
+// Raft timing) profile.
+func startProcMastersProfile(t *testing.T, n, volumes, replicas int, profile string) *testProcCluster {
+	t.Helper()
+	dir := t.TempDir()
+	label := fmt.Sprintf("proc-%d-%s-%d", os.Getpid(), t.Name(), time.Now().UnixNano())
+	common := []string{"--gossip-profile", profile, "--cluster", label}
+	c := &testProcCluster{}
+	var seeds []string
+	for i := 0; i < n; i++ {
+		args := append([]string{"master", "--name", fmt.Sprintf("master%d", i+1), "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
+			"--raft", "127.0.0.1:0", "--bootstrap-expect", strconv.Itoa(n),
+			"--replicas", strconv.Itoa(replicas), filepath.Join(dir, fmt.Sprintf("master%d", i+1))}, common...)
+		if len(seeds) > 0 {
+			args = append(args, "--join", strings.Join(seeds, ","))
+		}
+		p := startProc(t, "master started", args...)
+		c.masters = append(c.masters, p)
+		c.mastersArgs = append(c.mastersArgs, args)
+		c.urls = append(c.urls, "http://"+p.field("http"))
+		seeds = append(seeds, p.field("gossip"))
+	}
+	c.master, c.masterArgs, c.url = c.masters[0], c.mastersArgs[0], c.urls[0]
+	for i := 0; i < volumes; i++ {
+		v := startProc(t, "volume started", append([]string{"volume", "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
+			"--join", strings.Join(seeds, ","), "--name", fmt.Sprintf("vol%d", i+1),
+			filepath.Join(dir, fmt.Sprintf("vol%d", i+1))}, common...)...)
+		c.vols = append(c.vols, v)
+	}
+	l := c.waitLeader(t)
+	c.url = c.urls[l]
+	c.waitLiveVolumes(t, volumes)
+	return c
+}
+
+// leaderInfo asks master i who leads.
+func (c *testProcCluster) leaderInfo(i int) (client.MastersInfo, error) {
+	var info client.ClusterInfo
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get(c.urls[i] + "/_kvdb/cluster")
+	if err != nil {
+		return client.MastersInfo{}, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil || info.Masters == nil {
+		return client.MastersInfo{}, fmt.Errorf("cluster: %v", err)
+	}
+	return *info.Masters, nil
+}
+
+// waitLeader waits until a master says it leads (and serves), and returns
+// its index.
+func (c *testProcCluster) waitLeader(t *testing.T) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for i := range c.masters {
+			if c.masters[i] == nil {
+				continue
+			}
+			if info, err := c.leaderInfo(i); err == nil && info.State == "Leader" {
+				// It serves once it has caught up: an absent key is 404.
+				resp, err := http.Head(c.urls[i] + "/_kvdb-probe/absent")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 404 {
+						return i
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no master leads")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (c *testProcCluster) waitLiveVolumes(t *testing.T, n int) {

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -32,14 +34,31 @@ var (
 	// ErrChecksum: the bytes received, or the bytes the server stored, do
 	// not match the checksum the server reported in the ETag.
 	ErrChecksum = errors.New("value checksum mismatch")
+	// ErrUncertain: a write failed in a way that leaves its outcome
+	// unknown (its answer was lost, or a master answered 503 once it had
+	// the request), and the client could not safely send it again. The
+	// write may or may not have taken effect: read the key to know.
+	ErrUncertain = errors.New("may or may not have taken effect")
 )
 
 // ClientConfig configures a Client. The zero value talks to DefaultURL.
 type ClientConfig struct {
-	// URL is the master's base URL, such as http://localhost:3000. A URL
-	// without a scheme is taken as http://. A path is kept as a prefix of
-	// every request (for a master behind a reverse proxy).
+	// URL is the master's base URL, such as http://localhost:3000, or
+	// several masters' separated by commas
+	// (http://a:3000,http://b:3000,http://c:3000): the client then fails
+	// over between them (see the package doc). A URL without a scheme is
+	// taken as http://. A path is kept as a prefix of every request (for a
+	// master behind a reverse proxy).
 	URL string
+	// FailoverTimeout bounds how long one operation keeps trying masters
+	// after the first failed: a master that cannot be reached or answers
+	// 503 is followed by the next, with a backoff of 50 ms doubling to at
+	// most 1 s after each round over all of them. It applies only when
+	// there is more than one master to try (several in URL, or a leader
+	// learned from a redirect): a client of one master tries once, as a
+	// failover could not help. The operation's ctx also ends it. Default
+	// 15 s, room for an election.
+	FailoverTimeout time.Duration
 	// DialTimeout bounds connecting to a node. Default 5 s.
 	DialTimeout time.Duration
 	// IdleTimeout fails a request when no byte moves for this long, in
@@ -66,13 +85,12 @@ type ClientConfig struct {
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
-	if c.URL == "" {
+	if strings.TrimSpace(c.URL) == "" {
 		c.URL = DefaultURL
 	}
-	if !strings.Contains(c.URL, "://") {
-		c.URL = "http://" + c.URL
+	if c.FailoverTimeout <= 0 {
+		c.FailoverTimeout = 15 * time.Second
 	}
-	c.URL = strings.TrimRight(c.URL, "/")
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
 	}
@@ -93,18 +111,34 @@ func (c ClientConfig) withDefaults() ClientConfig {
 
 // Validate reports whether the configuration can be used.
 func (c ClientConfig) Validate() error {
-	c = c.withDefaults()
-	u, err := url.Parse(c.URL)
+	if strings.TrimSpace(c.URL) != "" {
+		for part := range strings.SplitSeq(c.URL, ",") {
+			if strings.TrimSpace(part) == "" {
+				return fmt.Errorf("client: URL %q: an empty master between commas", c.URL)
+			}
+		}
+	}
+	for _, m := range parseURLs(c.withDefaults().URL) {
+		if err := validateURL(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateURL checks one master's base URL.
+func validateURL(s string) error {
+	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("client: URL %q: %w", c.URL, err)
+		return fmt.Errorf("client: URL %q: %w", s, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("client: URL %q: scheme must be http or https", c.URL)
+		return fmt.Errorf("client: URL %q: scheme must be http or https", s)
 	case u.Host == "":
-		return fmt.Errorf("client: URL %q: no host", c.URL)
+		return fmt.Errorf("client: URL %q: no host", s)
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return fmt.Errorf("client: URL %q: want only scheme, host and path", c.URL)
+		return fmt.Errorf("client: URL %q: want only scheme, host and path", s)
 	}
 	return nil
 }
@@ -112,47 +146,35 @@ func (c ClientConfig) Validate() error {
 // Client speaks the client HTTP API of a kvdb master: it writes values
 // (streamed, never held in memory), reads them by following the master's
 // redirect to a volume, and lists, inspects and deletes keys. Values are
-// checked against the checksum the server reports, both ways.
+// checked against the checksum the server reports, both ways. Given
+// several masters, it fails over between them (see the package doc).
 //
 // A Client is safe for concurrent use. Close releases its idle connections.
 type Client struct {
-	cfg  ClientConfig
-	base string // cfg.URL, no trailing '/'
-	hc   *fasthttp.Client
+	cfg ClientConfig
+	// masters are the configured masters' base URLs, no trailing '/'.
+	masters []string
+	// leader is the base URL of the master that answered last, which
+	// operations try first; nil until one answered.
+	leader atomic.Pointer[string]
+	hc     *fasthttp.Client
 	// std sends the writes that carry Expect: 100-continue (fasthttp's
 	// client does not wait for the interim answer; net/http does).
 	std *http.Client
 }
 
-// NewClient returns a client for the master at cfg.URL. It does not
-// connect: the first request does.
+// NewClient returns a client for the master (or masters) at cfg.URL. It
+// does not connect: the first request does.
 func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	idle := cfg.IdleTimeout
-	dial := func(addr string) (net.Conn, error) {
-		conn, err := dialer.Dial("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		// fasthttp's own timeouts cover a whole body, which cannot be
-		// sized for 1 KiB and 1 GiB alike: each read and write pushes an
-		// idle deadline forward instead.
-		return &idleConn{Conn: conn, idle: idle}, nil
-	}
+	dial := dialer(cfg.DialTimeout, cfg.IdleTimeout)
 	std := &http.Client{
 		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				conn, err := dialer.DialContext(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				return &idleConn{Conn: conn, idle: idle}, nil
-			},
-			ExpectContinueTimeout: idle,
+			DialContext:           dial,
+			ExpectContinueTimeout: cfg.IdleTimeout,
 			MaxIdleConnsPerHost:   16,
 			IdleConnTimeout:       10 * time.Second,
 			DisableCompression:    true,
@@ -162,12 +184,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Client{
-		cfg:  cfg,
-		base: cfg.URL,
-		std:  std,
+		cfg:     cfg,
+		masters: parseURLs(cfg.URL),
+		std:     std,
 		hc: &fasthttp.Client{
 			Name:                cfg.UserAgent,
-			Dial:                dial,
+			Dial:                func(addr string) (net.Conn, error) { return dial(context.Background(), "tcp", addr) },
 			ReadBufferSize:      16 << 10,
 			WriteBufferSize:     64 << 10,
 			MaxIdleConnDuration: 10 * time.Second,
@@ -188,8 +210,13 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// URL returns the master's base URL the client uses.
-func (c *Client) URL() string { return c.base }
+// URL returns the base URL of the master the next operation tries first:
+// the one that answered last (the leader, when there are several), at
+// first the first one configured.
+func (c *Client) URL() string { return c.candidates()[0] }
+
+// Masters returns the configured masters' base URLs, in order.
+func (c *Client) Masters() []string { return append([]string(nil), c.masters...) }
 
 // StatusError is an answer with an unexpected HTTP status.
 type StatusError struct {
@@ -266,6 +293,12 @@ type PutResult struct {
 // looked up first, so that the usual conflict is reported before the body
 // is sent: a server that refuses a write before reading a large body closes
 // the connection, and the client would see a reset instead of the reason.
+//
+// With several masters the write may be sent more than once (see the
+// package doc): to send it again r must be an io.Seeker (an *os.File, a
+// bytes.Reader), rewound to where it was when Put was called. A write
+// that may have taken effect and cannot be sent again fails with
+// ErrUncertain. After a retry, Created reports the last attempt's answer.
 func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (PutResult, error) {
 	if err := c.checkKey("put", key); err != nil {
 		return PutResult{}, err
@@ -282,55 +315,114 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if size < 0 {
 		size = -1
 	}
-	body := &putBody{ctx: ctx, r: r, size: size, h: xxhash.New()}
-	if c.cfg.ExpectThreshold >= 0 && (size < 0 || size >= c.cfg.ExpectThreshold) {
-		return c.putExpect(ctx, key, body, opts)
+	body := newPutBody(ctx, r, size)
+	expect := c.cfg.ExpectThreshold >= 0 && (size < 0 || size >= c.cfg.ExpectThreshold)
+	if c.cfg.ExpectThreshold >= 0 && body.seeker == nil && len(c.candidates()) > 1 {
+		// A follower's redirect then comes before the body is sent, which
+		// could not be sent to the leader a second time.
+		expect = true
 	}
-	req := c.newRequest(fasthttp.MethodPut, c.keyURL(key))
+	var res PutResult
+	err := c.failover(ctx, func(err error) error {
+		switch {
+		case opts.CreateOnly:
+			// A second attempt could find the value the first one stored,
+			// and report ErrExists for a write that succeeded.
+			return fmt.Errorf("%w; a create-only write is not sent again, so it %w", err, ErrUncertain)
+		case !body.canResend():
+			return fmt.Errorf("%w; it is not sent again, as the body was read and cannot be rewound (not an io.Seeker), so it %w", err, ErrUncertain)
+		}
+		return nil
+	}, func(master string) error {
+		var err error
+		if expect {
+			res, err = c.putExpect(ctx, master, key, body, opts)
+		} else {
+			res, err = c.putOnce(master, key, body, opts)
+		}
+		return err
+	})
+	return res, err
+}
+
+// putOnce sends a write, body and all, to master, and follows a follower's
+// redirect to the leader (the body then goes again, rewound).
+func (c *Client) putOnce(master, key string, body *putBody, opts PutOptions) (PutResult, error) {
+	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetContentType("application/octet-stream")
-	if opts.CreateOnly {
-		req.Header.Set("If-None-Match", "*")
-	}
-	req.SetBodyStream(body, int(size))
-	err := c.hc.Do(req, resp)
-	defer resp.CloseBodyStream()
-	if err != nil {
-		if body.err != nil {
-			return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
+	suffix := keyPath(key)
+	target := master + suffix
+	for hop := 0; ; hop++ {
+		if err := body.rewind(); err != nil {
+			return PutResult{}, fmt.Errorf("put %q: redirected to %s: %w", key, target, err)
 		}
-		// A master that refuses a write before reading the body (not
-		// enough volumes, say) closes the connection under a large body,
-		// and fasthttp reports the cut rather than the answer. Its
-		// readiness tells the usual reason.
-		if why := c.notReady(); why != "" {
-			return PutResult{}, fmt.Errorf("put %q: %w (the master is not ready: %s)", key, err, why)
+		req.Reset()
+		req.Header.SetMethod(fasthttp.MethodPut)
+		req.SetRequestURI(target)
+		c.authorize(req)
+		req.Header.SetContentType("application/octet-stream")
+		if opts.CreateOnly {
+			req.Header.Set("If-None-Match", "*")
 		}
-		return PutResult{}, fmt.Errorf("put %q: %w", key, err)
+		req.SetBodyStream(body, int(body.size))
+		resp.Reset()
+		err := c.hc.Do(req, resp)
+		if err != nil {
+			resp.CloseBodyStream()
+			if body.err != nil {
+				return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
+			}
+			// A master that refuses a write before reading the body (not
+			// enough volumes, say) closes the connection under a large
+			// body, and fasthttp reports the cut rather than the answer.
+			// Its readiness tells the usual reason.
+			if !isDial(err) {
+				if why := c.notReady(master); why != "" {
+					err = fmt.Errorf("%w (the master is not ready: %s)", err, why)
+				}
+			}
+			return PutResult{}, &masterErr{err: fmt.Errorf("put %q: %w", key, err), maybe: body.sent(err)}
+		}
+		st := resp.StatusCode()
+		if isRedirect(st) && hop < c.cfg.MaxRedirects {
+			if leader, ok := c.leaderRedirect(target, suffix, resp); ok {
+				drain(resp)
+				resp.CloseBodyStream()
+				master, target = leader, leader+suffix
+				continue
+			}
+		}
+		defer resp.CloseBodyStream()
+		if st == fasthttp.StatusServiceUnavailable {
+			return PutResult{}, &masterErr{err: statusError(resp, "put", key), maybe: body.sent(nil)}
+		}
+		c.answered(master)
+		if st != fasthttp.StatusOK && st != fasthttp.StatusCreated {
+			return PutResult{}, statusError(resp, "put", key)
+		}
+		drain(resp)
+		res := PutResult{ETag: string(resp.Header.Peek(fasthttp.HeaderETag)), Created: st == fasthttp.StatusCreated, Size: body.n}
+		return res, body.check(key, res.ETag)
 	}
-	st := resp.StatusCode()
-	if st != fasthttp.StatusOK && st != fasthttp.StatusCreated {
-		return PutResult{}, statusError(resp, "put", key)
-	}
-	drain(resp)
-	res := PutResult{ETag: string(resp.Header.Peek(fasthttp.HeaderETag)), Created: st == fasthttp.StatusCreated, Size: body.n}
-	if sum, ok := parseETag(res.ETag); ok && sum != body.h.Sum64() {
-		return res, fmt.Errorf("put %q: %w: sent %d bytes with checksum %016x, the server stored ETag %s",
-			key, ErrChecksum, body.n, body.h.Sum64(), res.ETag)
-	}
-	return res, nil
 }
 
-// putExpect sends a write with Expect: 100-continue. The master answers
+// putExpect sends a write with Expect: 100-continue. A master answers
 // before the body is sent: with its refusal, with 100 Continue (the body
-// then goes to the master), or with 307 to the volume that takes the body
-// and coordinates the write; the body is then sent there, once.
-func (c *Client) putExpect(ctx context.Context, key string, body *putBody, opts PutOptions) (PutResult, error) {
-	target := c.keyURL(key)
+// then goes to the master), with 307 to the volume that takes the body and
+// coordinates the write (the body then goes there), or, a follower, with
+// 307 to the leader (asked the same way).
+func (c *Client) putExpect(ctx context.Context, master, key string, body *putBody, opts PutOptions) (PutResult, error) {
+	suffix := keyPath(key)
+	target := master + suffix
+	toMaster := true
 	for hop := 0; ; hop++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, io.NopCloser(body))
+		if err := body.rewind(); err != nil {
+			return PutResult{}, fmt.Errorf("put %q: redirected to %s: %w", key, target, err)
+		}
+		sent := &sentBody{b: body, closed: make(chan struct{})}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, sent)
 		if err != nil {
 			return PutResult{}, fmt.Errorf("put %q: %w", key, err)
 		}
@@ -341,7 +433,7 @@ func (c *Client) putExpect(ctx context.Context, key string, body *putBody, opts 
 		req.Header.Set("Expect", "100-continue")
 		req.Header.Set("Content-Type", "application/octet-stream")
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
-		if hop == 0 {
+		if toMaster {
 			if c.cfg.Token != "" {
 				req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 			}
@@ -351,36 +443,90 @@ func (c *Client) putExpect(ctx context.Context, key string, body *putBody, opts 
 		}
 		resp, err := c.std.Do(req)
 		if err != nil {
+			sent.wait(c.cfg.IdleTimeout)
 			if body.err != nil {
 				return PutResult{}, fmt.Errorf("put %q: %w", key, body.err)
 			}
-			return PutResult{}, fmt.Errorf("put %q: %w", key, err)
+			err = fmt.Errorf("put %q: %w", key, err)
+			if toMaster {
+				return PutResult{}, &masterErr{err: err, maybe: body.sent(err)}
+			}
+			return PutResult{}, err
 		}
 		loc := resp.Header.Get("Location")
-		if resp.StatusCode == http.StatusTemporaryRedirect && loc != "" && hop < c.cfg.MaxRedirects && body.n == 0 {
+		if (resp.StatusCode == http.StatusTemporaryRedirect || resp.StatusCode == http.StatusPermanentRedirect) && loc != "" && hop < c.cfg.MaxRedirects {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			if target, err = resolveURL(target, loc); err != nil {
+			next, err := resolveURL(target, loc)
+			if err != nil {
 				return PutResult{}, fmt.Errorf("put %q: redirect: %w", key, err)
 			}
+			if leader, ok := leaderOf(target, suffix, next); ok && toMaster {
+				master = leader
+			} else {
+				if toMaster {
+					c.answered(master)
+				}
+				toMaster = false
+			}
+			target = next
+			sent.wait(c.cfg.IdleTimeout)
 			continue
 		}
 		defer resp.Body.Close()
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			// From the master, or from the volume coordinating the write
+			// when it could not commit it (leadership changed, say).
+			sent.wait(c.cfg.IdleTimeout)
+			return PutResult{}, &masterErr{err: statusErrorOf(resp.StatusCode, msg, "put", key), maybe: body.sent(nil)}
+		}
+		if toMaster {
+			c.answered(master)
+		}
 		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 			return PutResult{}, statusErrorOf(resp.StatusCode, msg, "put", key)
 		}
+		sent.wait(c.cfg.IdleTimeout)
 		res := PutResult{ETag: resp.Header.Get("ETag"), Created: resp.StatusCode == http.StatusCreated, Size: body.n}
-		if sum, ok := parseETag(res.ETag); ok && sum != body.h.Sum64() {
-			return res, fmt.Errorf("put %q: %w: sent %d bytes with checksum %016x, the server stored ETag %s",
-				key, ErrChecksum, body.n, body.h.Sum64(), res.ETag)
-		}
-		return res, nil
+		return res, body.check(key, res.ETag)
+	}
+}
+
+// sentBody is a write's body as one net/http request sends it: closed
+// tells when the transport is done with it, so that it can be rewound
+// for the next request without a race.
+type sentBody struct {
+	b      *putBody
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (s *sentBody) Read(p []byte) (int, error) { return s.b.Read(p) }
+
+func (s *sentBody) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+// wait waits, at most d, for the transport to be done with the body, as
+// it must be before the body's state is read or the body rewound. A
+// request without a body (http.NoBody) leaves nothing to wait for.
+func (s *sentBody) wait(d time.Duration) {
+	if s.b.size == 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.closed:
+	case <-t.C:
 	}
 }
 
 // putBody is a write's body: it stops at size, fails on a short reader or
-// a cancelled ctx, and hashes what it passes on.
+// a cancelled ctx, and hashes what it passes on. When its reader can seek,
+// it can be rewound for another attempt.
 type putBody struct {
 	ctx  context.Context
 	r    io.Reader
@@ -388,9 +534,72 @@ type putBody struct {
 	n    int64
 	h    *xxhash.Digest
 	err  error // why the body failed, as fasthttp may report it otherwise
+	// reads counts Read calls since the last rewind: none, and the body
+	// was not sent.
+	reads int
+	// seeker is r when it can seek (nil otherwise), and start the offset
+	// it had when the write began.
+	seeker io.Seeker
+	start  int64
+}
+
+func newPutBody(ctx context.Context, r io.Reader, size int64) *putBody {
+	b := &putBody{ctx: ctx, r: r, size: size, h: xxhash.New()}
+	if s, ok := r.(io.Seeker); ok {
+		// An *os.File on a pipe is a Seeker whose Seek fails.
+		if off, err := s.Seek(0, io.SeekCurrent); err == nil {
+			b.seeker, b.start = s, off
+		}
+	}
+	return b
+}
+
+// errNoRewind is a body that must be sent again and cannot be.
+var errNoRewind = errors.New("the body was already sent, and its reader cannot be rewound to send it again (it is not an io.Seeker)")
+
+// canResend reports whether the body can be sent (again).
+func (b *putBody) canResend() bool { return b.reads == 0 || b.size == 0 || b.seeker != nil }
+
+// rewind makes the body new again after an attempt read some of it.
+func (b *putBody) rewind() error {
+	switch {
+	case b.reads == 0:
+		return nil
+	case b.size == 0:
+		// Nothing to send again.
+	case b.seeker == nil:
+		return errNoRewind
+	default:
+		if _, err := b.seeker.Seek(b.start, io.SeekStart); err != nil {
+			return fmt.Errorf("rewind the body: %w", err)
+		}
+	}
+	b.n, b.err, b.reads = 0, nil, 0
+	b.h.Reset()
+	return nil
+}
+
+// sent reports whether the request may have reached the server whole,
+// when the attempt ended with err (nil: the server answered): a body was
+// read from, or there is none to send and the connection was made.
+func (b *putBody) sent(err error) bool {
+	if err != nil && isDial(err) {
+		return false
+	}
+	return b.reads > 0 || b.size == 0
+}
+
+// check compares the stored value's ETag with what was sent.
+func (b *putBody) check(key, etag string) error {
+	if sum, ok := parseETag(etag); ok && sum != b.h.Sum64() {
+		return fmt.Errorf("put %q: %w: sent %d bytes with checksum %016x, the server stored ETag %s",
+			key, ErrChecksum, b.n, b.h.Sum64(), etag)
+	}
+	return nil
 }
 
 func (b *putBody) Read(p []byte) (int, error) {
+	b.reads++
 	if err := b.ctx.Err(); err != nil {
 		b.err = err
 		return 0, err
@@ -465,10 +674,24 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 	if err := c.checkKey("get", key); err != nil {
 		return nil, err
 	}
+	var v *ValueReader
+	err := c.failover(ctx, nil, func(master string) error {
+		var err error
+		v, err = c.getOnce(ctx, master, key)
+		return err
+	})
+	return v, err
+}
+
+// getOnce asks master for key and follows the redirects: a follower's to
+// the leader, the master's to a volume.
+func (c *Client) getOnce(ctx context.Context, master, key string) (*ValueReader, error) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()
-	target := c.keyURL(key)
+	suffix := keyPath(key)
+	target := master + suffix
+	atMaster := true
 	// indexTag is the ETag of the master's redirect: the checksum its index
 	// holds, which the bytes must match (a replica's own ETag only says
 	// what that replica has).
@@ -482,40 +705,61 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 		req.Reset()
 		req.Header.SetMethod(fasthttp.MethodGet)
 		req.SetRequestURI(target)
-		if sameHost(target, c.base) {
+		if atMaster {
 			c.authorize(req)
 		}
 		resp.Reset()
-		fromMaster := sameHost(target, c.base)
 		if err := c.hc.Do(req, resp); err != nil {
 			resp.CloseBodyStream()
-			if !fromMaster && retries < maxReplicaRetries {
+			if !atMaster && retries < maxReplicaRetries {
 				// The replica did not answer: ask the master again, which
 				// stops sending readers to a volume that does not answer.
 				retries++
-				target = c.keyURL(key)
+				target, atMaster = master+suffix, true
 				continue
 			}
 			fasthttp.ReleaseResponse(resp)
 			if hop > 0 {
-				return nil, fmt.Errorf("get %q: redirected to %s: %w", key, target, err)
+				err = fmt.Errorf("get %q: redirected to %s: %w", key, target, err)
+			} else {
+				err = fmt.Errorf("get %q: %w", key, err)
 			}
-			return nil, fmt.Errorf("get %q: %w", key, err)
+			if atMaster {
+				return nil, &masterErr{err: err}
+			}
+			return nil, err
 		}
 		st := resp.StatusCode()
-		if fromMaster && isRedirect(st) {
+		if atMaster && isRedirect(st) && hop < c.cfg.MaxRedirects {
+			if leader, ok := c.leaderRedirect(target, suffix, resp); ok {
+				drain(resp)
+				resp.CloseBodyStream()
+				master, target = leader, leader+suffix
+				continue
+			}
+		}
+		if atMaster && st == fasthttp.StatusServiceUnavailable {
+			err := statusError(resp, "get", key)
+			resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			return nil, &masterErr{err: err}
+		}
+		if atMaster {
+			c.answered(master)
+		}
+		if atMaster && isRedirect(st) {
 			indexTag = string(resp.Header.Peek(fasthttp.HeaderETag))
 		}
 		if st == fasthttp.StatusOK {
 			break
 		}
-		if !fromMaster && (st == fasthttp.StatusNotFound || st >= 500) && retries < maxReplicaRetries {
+		if !atMaster && (st == fasthttp.StatusNotFound || st >= 500) && retries < maxReplicaRetries {
 			// A replica without the copy (or failing): the master knows
 			// the others.
 			retries++
 			drain(resp)
 			resp.CloseBodyStream()
-			target = c.keyURL(key)
+			target, atMaster = master+suffix, true
 			continue
 		}
 		var err error
@@ -531,6 +775,7 @@ func (c *Client) Get(ctx context.Context, key string) (*ValueReader, error) {
 			if err != nil {
 				err = fmt.Errorf("get %q: redirect: %w", key, err)
 			}
+			atMaster = false
 			drain(resp)
 		}
 		resp.CloseBodyStream()
@@ -623,50 +868,64 @@ func (c *Client) Stat(ctx context.Context, key string) (Info, error) {
 	if err := c.checkKey("stat", key); err != nil {
 		return Info{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return Info{}, fmt.Errorf("stat %q: %w", key, err)
-	}
-	req := c.newRequest(fasthttp.MethodHead, c.keyURL(key))
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	// fasthttp keeps a pooled Response's SkipBody; a HEAD needs it set.
-	resp.SkipBody = true
-	err := c.hc.Do(req, resp)
-	defer resp.CloseBodyStream()
-	if err != nil {
-		return Info{}, fmt.Errorf("stat %q: %w", key, err)
-	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		// A HEAD answer has no body, so no reason: the status says it.
-		return Info{}, &StatusError{Op: "stat", Key: key, Status: resp.StatusCode()}
-	}
-	return infoOf(&resp.Header), nil
+	var info Info
+	err := c.failover(ctx, nil, func(master string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("stat %q: %w", key, err)
+		}
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		if err := c.ask(master, fasthttp.MethodHead, keyPath(key), resp, "stat", key, false); err != nil {
+			return err
+		}
+		defer resp.CloseBodyStream()
+		if resp.StatusCode() != fasthttp.StatusOK {
+			// A HEAD answer has no body, so no reason: the status says it.
+			return &StatusError{Op: "stat", Key: key, Status: resp.StatusCode()}
+		}
+		info = infoOf(&resp.Header)
+		return nil
+	})
+	return info, err
 }
 
 // Delete removes key's value from every replica and the index. A missing
 // key is ErrNotFound.
+//
+// With several masters a delete whose outcome is unknown (its answer was
+// lost, or a master answered 503) is sent again: if that finds the key
+// gone, the error is ErrUncertain, not ErrNotFound, as the first attempt
+// may have deleted it.
 func (c *Client) Delete(ctx context.Context, key string) error {
 	if err := c.checkKey("delete", key); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
-	}
-	req := c.newRequest(fasthttp.MethodDelete, c.keyURL(key))
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	err := c.hc.Do(req, resp)
-	defer resp.CloseBodyStream()
-	if err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
-	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return statusError(resp, "delete", key)
-	}
-	drain(resp)
-	return nil
+	var uncertain error // the first failure that may have deleted the key
+	return c.failover(ctx, func(err error) error {
+		if uncertain == nil {
+			uncertain = err
+		}
+		return nil
+	}, func(master string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("delete %q: %w", key, err)
+		}
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		if err := c.ask(master, fasthttp.MethodDelete, keyPath(key), resp, "delete", key, true); err != nil {
+			return err
+		}
+		defer resp.CloseBodyStream()
+		st := resp.StatusCode()
+		if st == fasthttp.StatusNotFound && uncertain != nil {
+			return fmt.Errorf("delete %q: not found when sent again, after an attempt that %w (%v)", key, ErrUncertain, uncertain)
+		}
+		if st != fasthttp.StatusOK {
+			return statusError(resp, "delete", key)
+		}
+		drain(resp)
+		return nil
+	})
 }
 
 // MaxListLimit is the largest page the master serves, in keys.
@@ -682,12 +941,8 @@ func (c *Client) List(ctx context.Context, prefix, start string, limit int) (Lis
 	if limit < 0 || limit > MaxListLimit {
 		return ListPage{}, fmt.Errorf("list %q: limit %d: want 0 to %d", prefix, limit, MaxListLimit)
 	}
-	if err := ctx.Err(); err != nil {
-		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
-	}
-	u := make([]byte, 0, len(c.base)+16+3*(len(prefix)+len(start)))
-	u = append(append(u, c.base...), '/')
-	u = AppendEscapedKey(u, []byte(prefix))
+	u := make([]byte, 0, 16+3*(len(prefix)+len(start)))
+	u = AppendEscapedKey(append(u, '/'), []byte(prefix))
 	u = append(u, "?list"...)
 	if limit > 0 {
 		u = strconv.AppendInt(append(u, "&limit="...), int64(limit), 10)
@@ -696,26 +951,33 @@ func (c *Client) List(ctx context.Context, prefix, start string, limit int) (Lis
 		// Escaped like a key, '+' included: in a query '+' means a space.
 		u = AppendEscapedKey(append(u, "&start="...), []byte(start))
 	}
-	req := c.newRequest(fasthttp.MethodGet, string(u))
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	err := c.hc.Do(req, resp)
-	defer resp.CloseBodyStream()
-	if err != nil {
-		return ListPage{}, fmt.Errorf("list %q: %w", prefix, err)
-	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return ListPage{}, statusError(resp, "list", prefix)
-	}
 	var page ListPage
-	if err := json.NewDecoder(bodyOf(resp)).Decode(&page); err != nil {
-		return ListPage{}, fmt.Errorf("list %q: decode the answer: %w", prefix, err)
+	err := c.failover(ctx, nil, func(master string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("list %q: %w", prefix, err)
+		}
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		if err := c.ask(master, fasthttp.MethodGet, string(u), resp, "list", prefix, false); err != nil {
+			return err
+		}
+		defer resp.CloseBodyStream()
+		if resp.StatusCode() != fasthttp.StatusOK {
+			return statusError(resp, "list", prefix)
+		}
+		page = ListPage{}
+		if err := json.NewDecoder(bodyOf(resp)).Decode(&page); err != nil {
+			return fmt.Errorf("list %q: decode the answer: %w", prefix, err)
+		}
+		if page.Next != "" && page.Next <= start {
+			return fmt.Errorf("list %q: the server's next %q does not advance past %q", prefix, page.Next, start)
+		}
+		drain(resp)
+		return nil
+	})
+	if err != nil {
+		return ListPage{}, err
 	}
-	if page.Next != "" && page.Next <= start {
-		return ListPage{}, fmt.Errorf("list %q: the server's next %q does not advance past %q", prefix, page.Next, start)
-	}
-	drain(resp)
 	return page, nil
 }
 
@@ -749,42 +1011,113 @@ const maxClusterJSON = 16 << 20
 
 // Cluster returns the master's view of the cluster. A field whose type
 // the server changed is left zero rather than failing the whole answer.
+// Every master answers it itself, a follower too.
 func (c *Client) Cluster(ctx context.Context) (*ClusterInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	req := c.newRequest(fasthttp.MethodGet, c.base+"/"+ReservedPrefix+"cluster")
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	err := c.hc.Do(req, resp)
-	defer resp.CloseBodyStream()
+	var info *ClusterInfo
+	err := c.failover(ctx, nil, func(master string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		if err := c.ask(master, fasthttp.MethodGet, "/"+ReservedPrefix+"cluster", resp, "cluster", "", false); err != nil {
+			return err
+		}
+		defer resp.CloseBodyStream()
+		if resp.StatusCode() != fasthttp.StatusOK {
+			return statusError(resp, "cluster", "")
+		}
+		// An admin document, not a value: small enough to hold, and bounded.
+		raw, err := io.ReadAll(io.LimitReader(bodyOf(resp), maxClusterJSON+1))
+		if err != nil {
+			return fmt.Errorf("cluster: read the answer: %w", err)
+		}
+		if len(raw) > maxClusterJSON {
+			return fmt.Errorf("cluster: answer over %d bytes", maxClusterJSON)
+		}
+		info = &ClusterInfo{Raw: raw}
+		var typeErr *json.UnmarshalTypeError
+		if err := json.Unmarshal(raw, info); err != nil && !errors.As(err, &typeErr) {
+			return fmt.Errorf("cluster: decode the answer: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return nil, statusError(resp, "cluster", "")
-	}
-	// An admin document, not a value: small enough to hold, and bounded.
-	raw, err := io.ReadAll(io.LimitReader(bodyOf(resp), maxClusterJSON+1))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: read the answer: %w", err)
-	}
-	if len(raw) > maxClusterJSON {
-		return nil, fmt.Errorf("cluster: answer over %d bytes", maxClusterJSON)
-	}
-	info := &ClusterInfo{Raw: raw}
-	var typeErr *json.UnmarshalTypeError
-	if err := json.Unmarshal(raw, info); err != nil && !errors.As(err, &typeErr) {
-		return nil, fmt.Errorf("cluster: decode the answer: %w", err)
+		return nil, err
 	}
 	return info, nil
 }
 
-// notReady returns the master's reason for not being ready, or "" when it
-// is ready or cannot say.
-func (c *Client) notReady() string {
-	req := c.newRequest(fasthttp.MethodGet, c.base+"/"+ReservedPrefix+"ready")
+// ask sends a request without a body to master+suffix and follows a
+// follower's redirects to the leader. On success resp holds the answer of
+// the master that gave it, whose body stream the caller closes. A failed
+// connection or a 503 is a *masterErr; write says whether the request may
+// have taken effect once it reached a master.
+func (c *Client) ask(master, method, suffix string, resp *fasthttp.Response, op, key string, write bool) error {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	target := master + suffix
+	for hop := 0; ; hop++ {
+		req.Reset()
+		req.Header.SetMethod(method)
+		req.SetRequestURI(target)
+		c.authorize(req)
+		resp.Reset()
+		// fasthttp keeps a pooled Response's SkipBody; a HEAD needs it set.
+		resp.SkipBody = method == fasthttp.MethodHead
+		if err := c.hc.Do(req, resp); err != nil {
+			resp.CloseBodyStream()
+			if op == "cluster" {
+				err = fmt.Errorf("cluster: %w", err)
+			} else {
+				err = fmt.Errorf("%s %q: %w", op, key, err)
+			}
+			return &masterErr{err: err, maybe: write && !isDial(err)}
+		}
+		st := resp.StatusCode()
+		if isRedirect(st) && hop < c.cfg.MaxRedirects {
+			if leader, ok := c.leaderRedirect(target, suffix, resp); ok {
+				drain(resp)
+				resp.CloseBodyStream()
+				target = leader + suffix
+				master = leader
+				continue
+			}
+		}
+		if st == fasthttp.StatusServiceUnavailable {
+			var err error
+			if method == fasthttp.MethodHead {
+				err = &StatusError{Op: op, Key: key, Status: st}
+			} else {
+				err = statusError(resp, op, key)
+			}
+			resp.CloseBodyStream()
+			return &masterErr{err: err, maybe: write}
+		}
+		c.answered(master)
+		return nil
+	}
+}
+
+// leaderRedirect returns the leader's base URL when resp, the answer of
+// target (a master's base followed by suffix), is a follower's redirect to
+// the leader.
+func (c *Client) leaderRedirect(target, suffix string, resp *fasthttp.Response) (string, bool) {
+	loc := resp.Header.Peek(fasthttp.HeaderLocation)
+	if len(loc) == 0 {
+		return "", false
+	}
+	abs, err := resolveURL(target, string(loc))
+	if err != nil {
+		return "", false
+	}
+	return leaderOf(target, suffix, abs)
+}
+
+// notReady returns master's reason for not being ready, or "" when it is
+// ready or cannot say.
+func (c *Client) notReady(master string) string {
+	req := c.newRequest(fasthttp.MethodGet, master+"/"+ReservedPrefix+"ready")
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -821,11 +1154,11 @@ func (c *Client) checkKey(op, key string) error {
 	return nil
 }
 
-// keyURL is the master's URL for key, escaped byte for byte.
-func (c *Client) keyURL(key string) string {
-	b := make([]byte, 0, len(c.base)+1+3*len(key))
-	b = append(append(b, c.base...), '/')
-	return string(AppendEscapedKey(b, []byte(key)))
+// keyPath is key's path on a master: '/' and the key, escaped byte for
+// byte, to follow the master's base URL.
+func keyPath(key string) string {
+	b := make([]byte, 0, 1+3*len(key))
+	return string(AppendEscapedKey(append(b, '/'), []byte(key)))
 }
 
 // statusError builds the error for an unexpected answer, with the first
@@ -886,21 +1219,6 @@ func parseETag(tag string) (uint64, bool) {
 	}
 	sum, err := strconv.ParseUint(tag[1:17], 16, 64)
 	return sum, err == nil
-}
-
-// sameHost reports whether two absolute URLs have the same scheme and host.
-func sameHost(a, b string) bool {
-	origin := func(u string) string {
-		i := strings.Index(u, "://")
-		if i < 0 {
-			return u
-		}
-		if j := strings.IndexAny(u[i+3:], "/?#"); j >= 0 {
-			return strings.ToLower(u[:i+3+j])
-		}
-		return strings.ToLower(u)
-	}
-	return origin(a) == origin(b)
 }
 
 func isRedirect(status int) bool {

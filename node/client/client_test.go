@@ -201,7 +201,10 @@ func TestClientTokenStaysWithMaster(t *testing.T) {
 			http.Error(w, "missing API key", http.StatusUnauthorized)
 			return
 		}
-		http.Redirect(w, r, volume.URL+r.URL.EscapedPath(), http.StatusFound)
+		// As a master does: the volume's URL names the version (a
+		// redirect to the same path and query would be a follower's, to
+		// the leader, which gets the token).
+		http.Redirect(w, r, volume.URL+r.URL.EscapedPath()+"?v=1", http.StatusFound)
 	}))
 	t.Cleanup(master.Close)
 
