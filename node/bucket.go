@@ -115,6 +115,20 @@ func (m *Master) handleS3(ctx *fasthttp.RequestCtx, rest []byte) {
 		m.s3Object(ctx, key, string(bucket))
 	case bytes.HasPrefix(rest, []byte("list/")) && (ctx.IsGet() || ctx.IsHead()):
 		m.s3List(ctx, string(rest[len("list/"):]))
+	case bytes.HasPrefix(rest, []byte("mp/")):
+		key, err := ParseKey(nil, rest[len("mp"):])
+		if err != nil {
+			replyError(ctx, err)
+			return
+		}
+		bucket, obj, ok := bytes.Cut(key, []byte("/"))
+		if !ok || len(obj) == 0 {
+			replyText(ctx, fasthttp.StatusBadRequest, "want /_kvdb/s3/mp/BUCKET/KEY")
+			return
+		}
+		m.s3Multipart(ctx, key, string(bucket)) // multipart.go
+	case bytes.HasPrefix(rest, []byte("uploads/")) && (ctx.IsGet() || ctx.IsHead()):
+		m.s3ListUploads(ctx, string(rest[len("uploads/"):]))
 	default:
 		replyText(ctx, fasthttp.StatusNotFound, "no such S3 endpoint")
 	}

@@ -34,8 +34,15 @@ import (
 //	w VER(8) KEY                -> JSON writeIntent: a redirected write's ticket, until its commit
 //	b BUCKET                    -> bucket record of the S3 face (bucket.go)
 //	m KEY                       -> S3 metadata of one version of KEY (objmeta.go)
+//	u KEY 0x00 UPLOAD           -> JSON uploadEntry: a multipart upload to KEY under way (multipart.go)
+//	x KEY                       -> JSON manifest: the parts of KEY's multipart value, for one version
+//	z UPLOAD                    -> TIME(8): a finished upload whose parts are to be removed
 //	a                           -> INDEX(8): the last Raft log entry applied (raft.go)
 //	c                           -> empty: this index predates Raft and is to be carried into its log
+//
+// The parts of multipart uploads are ordinary records under the reserved
+// key prefix "_kvdb/mp/UPLOAD/" (they are placed, repaired and moved like
+// any value); a client listing never shows them.
 //
 // Pending intents let a restarted master delete the blobs of writes that were
 // cut off before they committed; at open they all become garbage entries.
@@ -49,6 +56,9 @@ const (
 	pfxTicket  = 'w'
 	pfxBucket  = 'b'
 	pfxObjMeta = 'm'
+	pfxUpload  = 'u'
+	pfxMfest   = 'x'
+	pfxRelease = 'z'
 	pfxApplied = 'a'
 	pfxCarry   = 'c'
 )
@@ -556,6 +566,7 @@ func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) e
 		for _, vol := range old.Replicas {
 			b.Put(garbageKey(vol, key, old.Version), nil)
 		}
+		c.releaseParts(&b, key, old)
 	}
 	return c.cached(key, rec, c.write(&b, true), "commit")
 }
@@ -567,6 +578,7 @@ func (c *catalog) remove(key []byte, old *Record) error {
 	for _, vol := range old.Replicas {
 		b.Put(garbageKey(vol, key, old.Version), nil)
 	}
+	c.releaseParts(&b, key, old)
 	return c.cached(key, nil, c.write(&b, true), "delete")
 }
 
@@ -656,7 +668,13 @@ func (c *catalog) list(prefix, start []byte, limit int) (keys []string, next str
 		r.Start = s
 	}
 	it := c.db().NewIterator(r, nil)
-	for it.Next() {
+	for ok := it.First(); ok; ok = it.Next() {
+		if bytes.HasPrefix(it.Key()[1:], []byte(ReservedPrefix)) {
+			// The parts of multipart values: not the client's keys.
+			if !it.Seek(recordKey(nil, prefixEnd([]byte(ReservedPrefix)))) {
+				break
+			}
+		}
 		k := string(it.Key()[1:])
 		if len(keys) == limit {
 			next = k

@@ -16,7 +16,7 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	if conditional {
 		check = func(rec *Record) error {
 			var b [24]byte
-			if st := cond.check(false, true, appendETag(b[:0], rec.Checksum), rec.ModTime); st != 0 {
+			if st := cond.check(false, true, rec.appendTag(b[:0]), rec.ModTime); st != 0 {
 				return withStatus(st, errors.New(conditionReason(st)))
 			}
 			return nil

@@ -60,12 +60,16 @@
 //	bucket.go         the S3 gateway's endpoints (/_kvdb/s3/): buckets
 //	objmeta.go        the S3 gateway's endpoints: object metadata, detailed listing
 //	s3keys.go         S3 credentials in the API keys file, and their master tokens
+//	multipart.go      the S3 gateway's endpoints: multipart uploads (parts as values under
+//	                  _kvdb/mp/, manifests), the redirect of a multipart value's GET, the upload sweep
+//	catalog_multipart.go  the catalog's multipart entries and operations (uploads, manifests, releases)
 //
 // The volume:
 //
 //	volume.go         the Volume type, start and stop, blob reads (sendfile, Range) and writes
 //	coordinate.go     a redirected write: the body from the client, to every replica, commit
 //	scrub.go          background scrubbing for bit rot, quarantine, orphan listing
+//	volume_parts.go   streaming a multipart value: its parts in order, local ones by sendfile
 //
 // # Internal endpoints
 //
@@ -87,6 +91,16 @@
 //	PUT    /_kvdb/s3/object/BUCKET/KEY        record S3 metadata (If-Match: the kvdb ETag)
 //	DELETE /_kvdb/s3/object/BUCKET/KEY        delete the value and its metadata
 //	GET    /_kvdb/s3/list/BUCKET?prefix=&delimiter=&after=&limit=   detailed listing
+//	POST   /_kvdb/s3/mp/BUCKET/KEY            start a multipart upload (body: ObjectMeta)
+//	PUT    /_kvdb/s3/mp/BUCKET/KEY?id=&part=N store part N (the body)
+//	POST   /_kvdb/s3/mp/BUCKET/KEY?id=&part=N&md5=  record part N's MD5 (If-Match: its kvdb ETag)
+//	POST   /_kvdb/s3/mp/BUCKET/KEY?id=&complete     complete (body: []client.CompletePart)
+//	GET    /_kvdb/s3/mp/BUCKET/KEY?id=&after=&limit= list the parts
+//	DELETE /_kvdb/s3/mp/BUCKET/KEY?id=        abort: the parts are deleted
+//	GET    /_kvdb/s3/uploads/BUCKET?prefix=&delimiter=&key=&id=&limit=  uploads under way
+//
+// and to a volume streaming a multipart value, GET /_kvdb/manifest/KEY?v=VER
+// (signed like a commit): the parts and the live volumes holding each.
 //
 // A volume serves, to the master only (signed when the cluster has a secret):
 //
@@ -100,7 +114,8 @@
 //	GET    /_kvdb/orphans               blob files the volume's index lacks
 //
 // Clients read a value from a volume at GET /KEY?v=VER (signed and expiring
-// with a secret), the URL of the master's 302, and send the body of a
+// with a secret), the URL of the master's 302 (for a multipart value GET
+// /_kvdb/parts/KEY?v=VER, signed like an internal request), and send the body of a
 // redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
 // the master's 307 (ticket.go).
 //
@@ -116,6 +131,9 @@
 //	d VOL                       -> empty: VOL is being drained by an operator
 //	b BUCKET                    -> a bucket of the S3 face: its creation time
 //	m KEY                       -> S3 metadata (MD5, Content-Type, x-amz-meta-*) of one version of KEY
+//	u KEY 0x00 UPLOAD           -> a multipart upload to KEY under way
+//	x KEY                       -> the manifest of KEY's multipart value (its parts)
+//	z UPLOAD                    -> a finished upload whose parts are to be deleted
 //	h                           -> VER(8): no version at or above it was handed out
 //	w VER(8) KEY                -> a redirected write's ticket, until its commit
 //	a                           -> INDEX(8): the last Raft log entry applied
@@ -124,6 +142,10 @@
 // Every write of the catalog is a goleveldb batch appended to the masters'
 // Raft log and applied by each master (raft.go); only the leader decides
 // and appends. Entries a and c are each master's own.
+//
+// A multipart value's record has Parts > 0 and no replicas; its parts are
+// ordinary records under the reserved prefix _kvdb/mp/UPLOAD/ (multipart.go),
+// which the client API refuses and listings skip.
 //
 // The master's catalog, a volume's own index (package store) and the
 // client's listing (GET /PREFIX?list) are three things; only the volume's

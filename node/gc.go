@@ -24,6 +24,7 @@ func (m *Master) gcLoop() {
 		}
 		m.sweepTickets()
 		m.collectGarbage()
+		m.sweepUploads()
 	})
 }
 

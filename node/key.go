@@ -1,6 +1,10 @@
 package node
 
-import "github.com/kvdb/kvdb/node/client"
+import (
+	"errors"
+
+	"github.com/kvdb/kvdb/node/client"
+)
 
 // The key rules belong to the HTTP API and are declared once, in
 // node/client, which the servers and the client share. The names below are
@@ -27,6 +31,31 @@ var (
 // ParseKey turns the raw (still percent-encoded) request path into a key;
 // see client.ParseKey.
 func ParseKey(dst, rawPath []byte) ([]byte, error) { return client.ParseKey(dst, rawPath) }
+
+// parseStoredKey is ParseKey for the endpoints that handle stored blobs
+// (a volume's reads and internal API, lost-copy reports): it also takes
+// the keys of multipart parts, under the reserved prefix, which the client
+// API refuses.
+func parseStoredKey(dst, rawPath []byte) ([]byte, error) {
+	key, err := client.ParseKey(dst, rawPath)
+	if !errors.Is(err, ErrKeyReserved) {
+		return key, err
+	}
+	if len(rawPath) > 0 && rawPath[0] == '/' {
+		rawPath = rawPath[1:]
+	}
+	key, err = client.AppendUnescapedKey(dst[:0], rawPath)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, ok := parsePartKey(key); !ok {
+		return nil, ErrKeyReserved
+	}
+	if err := client.ValidateKey(key[len(ReservedPrefix):]); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
 
 // ValidateKey checks a decoded key against the rules of ParseKey.
 func ValidateKey(key []byte) error { return client.ValidateKey(key) }

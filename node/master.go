@@ -86,6 +86,8 @@ type Master struct {
 	viewMu sync.Mutex
 	// verifier runs verify and handles volumes' lost-copy reports.
 	verifier verifyState
+	// uploads orders S3 multipart completes and aborts (multipart.go).
+	uploads uploadState
 
 	// raft replicates the catalog among the masters (raft.go); the
 	// leader alone serves (masters.go). leading is set once this master
@@ -387,8 +389,9 @@ func (m *Master) handle(ctx *fasthttp.RequestCtx) {
 	}
 	// Volumes report lost copies without an API key; see verify.go. And
 	// they commit the writes they coordinate (signed, when the cluster has
-	// a secret); see redirect_write.go.
-	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) {
+	// a secret); see redirect_write.go. And they ask for the parts of the
+	// multipart values they stream (signed too); see multipart.go.
+	if m.serveLost(ctx, path) || m.serveWriteInternal(ctx, path) || m.serveManifest(ctx, path) {
 		return
 	}
 	if !m.authorize(ctx, path) {

@@ -90,6 +90,10 @@ type MasterConfig struct {
 	// redirected to it just before (a download already under way is not
 	// cut by the deletion: the open file outlives its name). Default 5 s.
 	MoveGrace time.Duration
+	// UploadMaxAge is how long an S3 multipart upload may stay neither
+	// completed nor aborted: older ones are aborted and their parts
+	// deleted (multipart.go). Default 24 h.
+	UploadMaxAge time.Duration
 	// ProbeInterval is how often the master asks each volume whether it
 	// answers; one that fails twice in a row is avoided for reads and new
 	// writes until it answers again (gossip alone takes seconds to declare
@@ -212,6 +216,7 @@ func DefaultMasterConfig() MasterConfig {
 		RebalanceRate:          128 << 20,
 		RebalanceConcurrency:   4,
 		MoveGrace:              5 * time.Second,
+		UploadMaxAge:           24 * time.Hour,
 		ProbeInterval:          250 * time.Millisecond,
 		CacheEntries:           1 << 16,
 		RedirectedWriteTimeout: time.Hour,
@@ -245,6 +250,9 @@ func (c MasterConfig) withDefaults() MasterConfig {
 	}
 	if c.GCInterval <= 0 {
 		c.GCInterval = d.GCInterval
+	}
+	if c.UploadMaxAge <= 0 {
+		c.UploadMaxAge = d.UploadMaxAge
 	}
 	if c.RepairDelay <= 0 {
 		c.RepairDelay = d.RepairDelay

@@ -120,6 +120,13 @@ func (m *Master) s3GetObject(ctx *fasthttp.RequestCtx, key []byte, bucket string
 		replyError(ctx, err)
 		return
 	}
+	info.Parts = rec.Parts
+	if p := ctx.QueryArgs().Peek("part"); len(p) > 0 {
+		if err := m.describePart(&info, key, rec, p); err != nil {
+			replyError(ctx, err)
+			return
+		}
+	}
 	if ctx.IsGet() && ctx.QueryArgs().Has("locate") {
 		// The same choice of volume (and signed URL) as GET /KEY, for the
 		// very version described.
@@ -130,6 +137,12 @@ func (m *Master) s3GetObject(ctx *fasthttp.RequestCtx, key []byte, bucket string
 		info.Location = string(ctx.Response.Header.Peek("Location"))
 		ctx.Response.Header.Del("Location")
 		ctx.Response.Header.Del("ETag")
+		if rec.Parts > 0 {
+			if info.PartSums, err = m.partSums(key, rec); err != nil {
+				replyError(ctx, err)
+				return
+			}
+		}
 	}
 	b, _ := json.Marshal(info)
 	replyJSON(ctx, fasthttp.StatusOK, b)
@@ -181,7 +194,7 @@ func (m *Master) s3PutObjectMeta(ctx *fasthttp.RequestCtx, key []byte) {
 	case err != nil:
 	case !found:
 	default:
-		tag = appendETag(nil, rec.Checksum)
+		tag = rec.appendTag(nil)
 		if etagListMatches(ifMatch, tag, true) {
 			err = m.cat.put1(objMetaKey(key), appendObjMeta(nil, rec.Version, canon), true)
 		}
@@ -311,9 +324,7 @@ func (m *Master) listObjects(bucket string, prefix, delim, after []byte, limit i
 		if err != nil {
 			return out, err
 		}
-		if meta != nil && len(meta.MD5) == 32 {
-			e.ETag = `"` + meta.MD5 + `"`
-		}
+		e.ETag = client.S3ETagOf(meta, e.ETag)
 		out.Objects = append(out.Objects, e)
 		out.Next = e.Key
 		count++

@@ -87,6 +87,7 @@ func TestRecordRoundTrip(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(appendRecord(nil, &Record{Version: 7, Size: 3, Checksum: 9, ModTime: time.Unix(5, 0), Replicas: []string{"a", "b"}}))
+	f.Add(appendRecord(nil, &Record{Version: 8, Size: 12 << 20, Checksum: 9, ModTime: time.Unix(5, 0), Parts: 3}))
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r Record

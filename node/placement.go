@@ -100,6 +100,9 @@ func (m *Master) placementPass() {
 				next = append([]byte(nil), key...)
 				return false
 			}
+			if rec.Parts > 0 {
+				return true // a multipart value: its parts are keys of their own
+			}
 			for _, name := range rec.Replicas {
 				keysOn[name]++
 				if !pv.Live[name] {

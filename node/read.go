@@ -51,7 +51,7 @@ func (m *Master) readPreconditionFailed(ctx *fasthttp.RequestCtx, rec *Record) b
 		return false
 	}
 	var b [64]byte
-	tag := appendETag(b[:0], rec.Checksum)
+	tag := rec.appendTag(b[:0])
 	st := cond.check(true, true, tag, rec.ModTime)
 	if st == 0 {
 		return false
@@ -137,6 +137,10 @@ func listed(list []byte, name string) bool {
 // redirect answers 302 to a live volume holding rec's version of key,
 // other than those in tried (volumes that did not have it).
 func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tried []byte) {
+	if rec.Parts > 0 {
+		m.redirectParts(ctx, key, rec) // multipart.go
+		return
+	}
 	view := m.view.Load()
 	bad := *m.unreachable.Load()
 	loads := *m.loads.Load()
@@ -191,7 +195,7 @@ func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, re
 	ctx.Response.Header.SetBytesV("Location", loc)
 	// The ETag goes after the URL, in ub while it has room; a long key's
 	// URL has outgrown ub, and ub[len(loc):] would be out of range.
-	ctx.Response.Header.SetBytesV("ETag", appendETag(loc[len(loc):], rec.Checksum))
+	ctx.Response.Header.SetBytesV("ETag", rec.appendTag(loc[len(loc):]))
 	ctx.SetStatusCode(fasthttp.StatusFound)
 }
 
@@ -199,7 +203,7 @@ func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, re
 func headRecord(ctx *fasthttp.RequestCtx, rec *Record) {
 	h := &ctx.Response.Header
 	var b [64]byte
-	h.SetBytesV("ETag", appendETag(b[:0], rec.Checksum))
+	h.SetBytesV("ETag", rec.appendTag(b[:0]))
 	h.SetBytesV("Last-Modified", appendLastModified(b[:0], rec.ModTime))
 	h.SetContentType("application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")

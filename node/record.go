@@ -16,10 +16,30 @@ type Record struct {
 	Checksum uint64
 	ModTime  time.Time
 	Replicas []string // volume names, in placement order
+	// Parts is the number of parts of a multipart value (multipart.go),
+	// 0 for a value stored as one blob. A multipart value's bytes are the
+	// blobs its manifest lists; its own record names no replica.
+	Parts int
 }
 
 // ETag is the value's entity tag: its checksum in quoted hex.
-func (r *Record) ETag() string { return etag(r.Checksum) }
+func (r *Record) ETag() string {
+	var b [32]byte
+	return string(r.appendTag(b[:0]))
+}
+
+// appendTag appends the value's entity tag: the checksum in quoted hex,
+// and for a multipart value "-PARTS" after it (its checksum is not the
+// xxHash of its bytes, and clients check only 16-digit tags).
+func (r *Record) appendTag(dst []byte) []byte {
+	dst = appendETag(dst, r.Checksum)
+	if r.Parts > 0 {
+		dst = append(dst[:len(dst)-1], '-')
+		dst = strconv.AppendInt(dst, int64(r.Parts), 10)
+		dst = append(dst, '"')
+	}
+	return dst
+}
 
 func etag(sum uint64) string {
 	var b [18]byte
@@ -36,8 +56,16 @@ func appendETag(dst []byte, sum uint64) []byte {
 }
 
 // recordFormat is the first byte of every encoded record; bump it when the
-// layout changes and keep decoding the old one.
-const recordFormat = 1
+// layout changes and keep decoding the old one. recordFormatParts is the
+// same layout followed by the uvarint part count, written only for a
+// multipart value (so every other record stays as it was).
+const (
+	recordFormat      = 1
+	recordFormatParts = 2
+)
+
+// maxParts is the most parts a multipart value has (S3's limit).
+const maxParts = 10000
 
 const maxReplicasInRecord = 64
 
@@ -47,7 +75,11 @@ var errRecord = errors.New("node: malformed index record")
 // size, fixed64 checksum, varint mtime (unix ns), uvarint replica count,
 // then each replica name as uvarint length + bytes.
 func appendRecord(dst []byte, r *Record) []byte {
-	dst = append(dst, recordFormat)
+	if r.Parts > 0 {
+		dst = append(dst, recordFormatParts)
+	} else {
+		dst = append(dst, recordFormat)
+	}
 	dst = binary.AppendUvarint(dst, r.Version)
 	dst = binary.AppendVarint(dst, r.Size)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Checksum)
@@ -57,14 +89,18 @@ func appendRecord(dst []byte, r *Record) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(name)))
 		dst = append(dst, name...)
 	}
+	if r.Parts > 0 {
+		dst = binary.AppendUvarint(dst, uint64(r.Parts))
+	}
 	return dst
 }
 
 // decodeRecord parses what appendRecord wrote. It never panics on bad input.
 func decodeRecord(b []byte, r *Record) error {
-	if len(b) == 0 || b[0] != recordFormat {
+	if len(b) == 0 || b[0] != recordFormat && b[0] != recordFormatParts {
 		return fmt.Errorf("%w: unknown format", errRecord)
 	}
+	withParts := b[0] == recordFormatParts
 	b = b[1:]
 	var n int
 	if r.Version, n = binary.Uvarint(b); n <= 0 {
@@ -99,6 +135,15 @@ func decodeRecord(b []byte, r *Record) error {
 		}
 		r.Replicas = append(r.Replicas, string(b[n:n+int(l)]))
 		b = b[n+int(l):]
+	}
+	r.Parts = 0
+	if withParts {
+		parts, n := binary.Uvarint(b)
+		if n <= 0 || parts == 0 || parts > maxParts {
+			return fmt.Errorf("%w: part count", errRecord)
+		}
+		r.Parts = int(parts)
+		b = b[n:]
 	}
 	if len(b) != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", errRecord, len(b))

@@ -361,7 +361,7 @@ func (v *Volume) handleVerifyInternal(ctx *fasthttp.RequestCtx, rest []byte) boo
 
 // keyVersionArgs parses "/KEY" and v=; it answers the error itself.
 func keyVersionArgs(ctx *fasthttp.RequestCtx, rawKey []byte) ([]byte, uint64, bool) {
-	key, err := ParseKey(nil, rawKey)
+	key, err := parseStoredKey(nil, rawKey)
 	if err != nil {
 		replyError(ctx, err)
 		return nil, 0, false

@@ -494,7 +494,7 @@ func (r *verifyRun) walk(names []string) {
 func (r *verifyRun) checkKey(curs []*indexCursor, key []byte, rec *Record) {
 	r.mu.Lock()
 	r.rep.Keys++
-	if liveCount(r.view, rec.Replicas) < r.m.cfg.Replicas {
+	if rec.Parts == 0 && liveCount(r.view, rec.Replicas) < r.m.cfg.Replicas {
 		r.rep.UnderReplicated++
 	}
 	r.mu.Unlock()

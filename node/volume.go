@@ -459,7 +459,7 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 	}
 	switch {
 	case bytes.HasPrefix(rest, []byte("blob/")):
-		key, err := ParseKey(nil, rest[len("blob"):])
+		key, err := parseStoredKey(nil, rest[len("blob"):])
 		if err != nil {
 			replyError(ctx, err)
 			return
@@ -473,8 +473,10 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 			ctx.Response.Header.Set("Allow", "PUT, DELETE")
 			replyText(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 		}
+	case bytes.HasPrefix(rest, []byte("parts/")) && (ctx.IsGet() || ctx.IsHead()):
+		v.serveParts(ctx, rest[len("parts"):]) // volume_parts.go
 	case bytes.HasPrefix(rest, []byte("pull/")):
-		key, err := ParseKey(nil, rest[len("pull"):])
+		key, err := parseStoredKey(nil, rest[len("pull"):])
 		if err != nil {
 			replyError(ctx, err)
 			return
@@ -534,7 +536,7 @@ func requiredVersion(ctx *fasthttp.RequestCtx) (uint64, error) {
 // goes out by sendfile, with Range, ETag and Last-Modified honoured.
 func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	var kb [128]byte
-	key, err := ParseKey(kb[:0], path)
+	key, err := parseStoredKey(kb[:0], path)
 	if err != nil {
 		replyError(ctx, err)
 		return

@@ -37,7 +37,7 @@ func (p *writePlan) refusal(found bool, cur *Record) (int, string) {
 	var tag []byte
 	var mtime time.Time
 	if found {
-		tag, mtime = appendETag(b[:0], cur.Checksum), cur.ModTime
+		tag, mtime = cur.appendTag(b[:0]), cur.ModTime
 	}
 	if st := p.cond.check(false, found, tag, mtime); st != 0 {
 		if found && len(p.cond.ifNoneMatch) > 0 {
@@ -136,7 +136,12 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 
 // handleWrite stores a value: PUT creates or replaces, POST (or PUT with
 // If-None-Match: *) only creates.
-func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
+func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) { m.writeValue(ctx, key, nil) }
+
+// writeValue stores the request's body as key's value; check, if not nil,
+// runs under the key lock at the commit and may refuse it (the parts of a
+// multipart upload are written this way: the upload must still be open).
+func (m *Master) writeValue(ctx *fasthttp.RequestCtx, key []byte, check func() error) {
 	size := bodySize(&ctx.Request.Header)
 	plan, refused, msg := m.admitWrite(ctx, key, size)
 	if refused != 0 {
@@ -173,7 +178,7 @@ func (m *Master) handleWrite(ctx *fasthttp.RequestCtx, key []byte) {
 	for _, r := range ok {
 		rec.Replicas = append(rec.Replicas, r.vol)
 	}
-	replaced, err := m.commitWrite(key, &rec, tried, &plan, nil)
+	replaced, err := m.commitWrite(key, &rec, tried, &plan, check)
 	if err != nil {
 		m.abandonWrite(view, key, version, tried)
 		replyError(ctx, err)

@@ -16,8 +16,9 @@ func knownEnv() map[string]bool {
 	known := map[string]bool{
 		"KVDB_URL": true, "KVDB_TOKEN": true,
 		// Tests: node logs (node/*_test.go), the store's crash helper
-		// (store/*_test.go), and the linearizability runs (cmd/kvdb).
-		"KVDB_TEST_LOG": true, "KVDB_STORE_TEST_KILLED_DIR": true,
+		// (store/*_test.go), the 1 GiB aws cli run (node/s3), and the
+		// linearizability runs (cmd/kvdb).
+		"KVDB_TEST_LOG": true, "KVDB_STORE_TEST_KILLED_DIR": true, "KVDB_TEST_1GIB": true,
 		"KVDB_STORE_CRASH_DIR": true, "KVDB_STORE_CRASH_MODE": true, "KVDB_STORE_CRASH_RUN": true,
 		"KVDB_LINZ_DURATION": true, "KVDB_LINZ_OPS": true, "KVDB_LINZ_SEED": true,
 		"KVDB_LINZ_CLIENTS": true, "KVDB_LINZ_VOLUME_404": true,

@@ -149,9 +149,15 @@ func shouldEscape(c byte) bool {
 }
 
 // AppendEscapedKey appends key to dst percent-encoded for use as a URL path
-// (without the leading '/'). ParseKey inverts it.
+// (without the leading '/'). ParseKey inverts it. A key under the reserved
+// prefix (which only kvdb's own nodes use, for the parts of multipart
+// values) starts "%5F", so that its path never reads as an admin path.
 func AppendEscapedKey(dst, key []byte) []byte {
 	const hexDigits = "0123456789ABCDEF"
+	if bytes.HasPrefix(key, []byte(ReservedPrefix)) {
+		dst = append(dst, "%5F"...)
+		key = key[1:]
+	}
 	for _, c := range key {
 		if shouldEscape(c) {
 			dst = append(dst, '%', hexDigits[c>>4], hexDigits[c&15])

@@ -23,7 +23,10 @@ type BucketList struct {
 // later write of the key (through either API) leaves it behind.
 type ObjectMeta struct {
 	// MD5 is the value's MD5 in lower-case hex (32 digits).
-	MD5                string `json:"md5,omitempty"`
+	MD5 string `json:"md5,omitempty"`
+	// ETag is a multipart object's S3 ETag, unquoted: the MD5 of its
+	// parts' binary MD5s in hex, "-", the part count. MD5 is then empty.
+	ETag               string `json:"etag,omitempty"`
 	ContentType        string `json:"content_type,omitempty"`
 	ContentEncoding    string `json:"content_encoding,omitempty"`
 	ContentDisposition string `json:"content_disposition,omitempty"`
@@ -56,15 +59,39 @@ type ObjectInfo struct {
 	// Location, asked for with ?locate on a GET, is the URL of a volume
 	// that serves this version's bytes (what GET /KEY would redirect to).
 	Location string `json:"location,omitempty"`
+	// Parts is a multipart object's part count (0: one blob).
+	Parts int `json:"parts,omitempty"`
+	// PartStart and PartSize are where part ?part=N lies in the value.
+	PartStart int64 `json:"part_start,omitempty"`
+	PartSize  int64 `json:"part_size,omitempty"`
+	// PartSums, with ?locate on a multipart object, are its parts' sizes
+	// and xxHashes in order: a reader checks each part as it passes.
+	PartSums []PartSum `json:"part_sums,omitempty"`
+}
+
+// PartSum is the size and xxHash (kvdb's checksum) of one part.
+type PartSum struct {
+	Size int64  `json:"size"`
+	Sum  uint64 `json:"sum"`
 }
 
 // S3ETag is the ETag the S3 face shows for the object: the MD5 when its
 // metadata records one, else kvdb's own ETag.
 func (o *ObjectInfo) S3ETag() string {
-	if o.Meta != nil && len(o.Meta.MD5) == 32 {
-		return `"` + o.Meta.MD5 + `"`
+	return S3ETagOf(o.Meta, o.ETag)
+}
+
+// S3ETagOf is the S3 ETag of a value with metadata meta (nil: none) and
+// kvdb ETag tag.
+func S3ETagOf(meta *ObjectMeta, tag string) string {
+	switch {
+	case meta == nil:
+	case len(meta.MD5) == 32:
+		return `"` + meta.MD5 + `"`
+	case meta.ETag != "":
+		return `"` + meta.ETag + `"`
 	}
-	return o.ETag
+	return tag
 }
 
 // ObjectEntry is one object of an ObjectListing.

@@ -102,18 +102,7 @@ func (s *Server) serveBucket(r *request) *apiError {
 		writeXML(ctx, ownerACL())
 		return nil
 	case ctx.IsGet() && args.Has("uploads"):
-		// Multipart uploads are not supported yet, so none is in progress.
-		if aerr := s.checkBucket(&r.id, r.bucket); aerr != nil {
-			return aerr
-		}
-		writeXML(ctx, struct {
-			XMLName     xml.Name `xml:"ListMultipartUploadsResult"`
-			Xmlns       string   `xml:"xmlns,attr"`
-			Bucket      string   `xml:"Bucket"`
-			MaxUploads  int      `xml:"MaxUploads"`
-			IsTruncated bool     `xml:"IsTruncated"`
-		}{Xmlns: xmlns, Bucket: r.bucket, MaxUploads: 1000})
-		return nil
+		return s.listUploads(r) // multipart.go
 	case ctx.IsGet() && string(args.Peek("list-type")) == "2":
 		return s.listObjectsV2(r)
 	case ctx.IsGet():

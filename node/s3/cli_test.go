@@ -36,6 +36,11 @@ func need(t *testing.T, tool string) string {
 // configuration, no instance metadata lookups.
 func (e *testEnv) clientEnv(t *testing.T) []string {
 	home := t.TempDir()
+	if e.awsConfig != "" {
+		if err := os.WriteFile(filepath.Join(home, "aws-config"), []byte(e.awsConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "RCLONE_") || strings.HasPrefix(kv, "HOME=") {

@@ -39,6 +39,8 @@ type testEnv struct {
 	keys   []node.APIKey
 	// endpoint is the gateway's HOST:PORT.
 	endpoint string
+	// awsConfig, when set, is the aws cli's config file.
+	awsConfig string
 }
 
 var envSeq atomic.Int64
@@ -55,6 +57,13 @@ func testLogger() *slog.Logger {
 // read-only); without, there is none and the gateway is open.
 func newEnv(t testing.TB, signed bool, opts ...func(*Config)) *testEnv {
 	t.Helper()
+	return newEnvWith(t, signed, 2, nil, opts...)
+}
+
+// newEnvWith is newEnv with vols volumes and the master's config changed
+// by master (nil: as newEnv).
+func newEnvWith(t testing.TB, signed bool, vols int, master func(*node.MasterConfig), opts ...func(*Config)) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t}
 	if signed {
 		keys, err := node.ParseAPIKeys(strings.NewReader(fmt.Sprintf("s3 %s %s rw\ns3 %s %s ro\n", testID, testSecret, testROID, testROSecret)))
@@ -65,17 +74,21 @@ func newEnv(t testing.TB, signed bool, opts ...func(*Config)) *testEnv {
 	}
 	dir := t.TempDir()
 	label := fmt.Sprintf("s3test-%d-%d", os.Getpid(), envSeq.Add(1))
-	m, err := node.NewMaster(node.MasterConfig{
+	mcfg := node.MasterConfig{
 		Addr: "127.0.0.1:0", Dir: filepath.Join(dir, "master"), Replicas: 2, APIKeys: e.keys,
 		GCInterval: 200 * time.Millisecond, Logger: testLogger(),
 		Gossip: node.GossipConfig{Bind: "127.0.0.1:0", Cluster: label, Profile: node.ProfileTest},
-	})
+	}
+	if master != nil {
+		master(&mcfg)
+	}
+	m, err := node.NewMaster(mcfg)
 	if err != nil {
 		t.Fatalf("start master: %v", err)
 	}
 	e.master = m
 	t.Cleanup(e.close)
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= vols; i++ {
 		v, err := node.NewVolume(node.VolumeConfig{
 			Name: fmt.Sprintf("vol%d", i), Addr: "127.0.0.1:0", Dir: filepath.Join(dir, fmt.Sprintf("vol%d", i)),
 			MetaInterval: 200 * time.Millisecond, Logger: testLogger(),
@@ -86,7 +99,7 @@ func newEnv(t testing.TB, signed bool, opts ...func(*Config)) *testEnv {
 		}
 		e.vols = append(e.vols, v)
 	}
-	waitFor(t, 15*time.Second, "the master to see 2 volumes", func() bool { return m.LiveVolumes() == 2 })
+	waitFor(t, 15*time.Second, fmt.Sprintf("the master to see %d volumes", vols), func() bool { return m.LiveVolumes() == vols })
 	cfg := Config{Addr: "127.0.0.1:0", Master: func() (string, error) { return m.Addr(), nil }, Keys: e.keys, Logger: testLogger()}
 	for _, o := range opts {
 		o(&cfg)

@@ -30,5 +30,7 @@
 //	bucket.go    ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation
 //	list.go      ListObjects (v1) and ListObjectsV2
 //	object.go    PutObject, GetObject, HeadObject, DeleteObject(s), CopyObject
+//	multipart.go multipart uploads: Create, UploadPart(Copy), Complete, Abort,
+//	             ListParts, ListMultipartUploads (parts and manifests on the master)
 //	conn.go      connections with idle deadlines and a lingering close
 package s3

@@ -22,10 +22,12 @@ const maxUserMeta = 2 << 10
 func (s *Server) serveObject(r *request) *apiError {
 	ctx := r.ctx
 	args := ctx.QueryArgs()
-	if args.Has("uploadId") || args.Has("uploads") || args.Has("tagging") || args.Has("retention") ||
-		args.Has("legal-hold") || args.Has("torrent") || args.Has("restore") || args.Has("select") ||
-		args.Has("attributes") {
-		return errNotImplemented // multipart uploads come in a later slice
+	if args.Has("uploadId") || args.Has("uploads") {
+		return s.serveMultipart(r) // multipart.go
+	}
+	if args.Has("tagging") || args.Has("retention") || args.Has("legal-hold") || args.Has("torrent") ||
+		args.Has("restore") || args.Has("select") || args.Has("attributes") {
+		return errNotImplemented
 	}
 	switch {
 	case ctx.IsGet() && args.Has("acl"):
@@ -104,8 +106,11 @@ func setObjectHeaders(ctx *fasthttp.RequestCtx, info *client.ObjectInfo) {
 			h.Set(name, v)
 		}
 	}
+	// The names as stored (lower case), as S3 sends them: botocore takes
+	// the metadata's keys from the header names as they arrive.
+	h.DisableNormalizing()
 	for name, v := range m.User {
-		h.Set("X-Amz-Meta-"+name, v)
+		h.Set("x-amz-meta-"+name, v)
 	}
 	h.Set("ETag", info.S3ETag())
 	h.Set("Last-Modified", httpDate(info.Modified))
@@ -229,7 +234,16 @@ func (s *Server) getObject(r *request) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	info, aerr := s.objectInfo(&r.id, key, ctx.IsGet())
+	part := 0
+	if v := ctx.QueryArgs().Peek("partNumber"); len(v) > 0 {
+		if part, aerr = partNumber(ctx.QueryArgs()); aerr != nil {
+			return aerr
+		}
+		if len(h.Peek("Range")) > 0 {
+			return newError(fasthttp.StatusBadRequest, "InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+		}
+	}
+	info, aerr := s.objectInfoPart(&r.id, key, ctx.IsGet(), part)
 	if aerr != nil {
 		return aerr
 	}
@@ -245,6 +259,15 @@ func (s *Server) getObject(r *request) *apiError {
 		return nil
 	}
 	start, length, partial := int64(0), info.Size, false
+	switch {
+	case part == 0:
+	case info.Parts > 0 && part <= info.Parts:
+		start, length, partial = info.PartStart, info.PartSize, true
+		ctx.Response.Header.Set("X-Amz-Mp-Parts-Count", strconv.Itoa(info.Parts))
+	case info.Parts == 0 && part == 1:
+	default:
+		return errInvalidPartNumber
+	}
 	if rh := h.Peek("Range"); len(rh) > 0 && ifRange(h, etag, info.Modified) {
 		start, length, partial, aerr = parseRange(rh, info.Size)
 		if aerr != nil {
@@ -442,6 +465,21 @@ func (s *Server) deleteObjects(r *request) *apiError {
 	return nil
 }
 
+// copySource is the kvdb key X-Amz-Copy-Source names.
+func copySource(h *fasthttp.RequestHeader) (string, *apiError) {
+	srcRaw := string(h.Peek("X-Amz-Copy-Source"))
+	srcRaw, version, _ := strings.Cut(srcRaw, "?versionId=")
+	if version != "" && version != "null" {
+		return "", newError(fasthttp.StatusNotImplemented, "NotImplemented", "kvdb keeps no object versions")
+	}
+	srcPath, err := url.PathUnescape(strings.TrimPrefix(srcRaw, "/"))
+	srcBucket, srcKey, ok := strings.Cut(srcPath, "/")
+	if err != nil || !ok || srcKey == "" {
+		return "", newError(fasthttp.StatusBadRequest, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+	}
+	return kvdbKey(srcBucket, srcKey)
+}
+
 type copyObjectResult struct {
 	XMLName      xml.Name `xml:"CopyObjectResult"`
 	Xmlns        string   `xml:"xmlns,attr"`
@@ -460,17 +498,7 @@ func (s *Server) copyObject(r *request) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	srcRaw := string(h.Peek("X-Amz-Copy-Source"))
-	srcRaw, version, _ := strings.Cut(srcRaw, "?versionId=")
-	if version != "" && version != "null" {
-		return newError(fasthttp.StatusNotImplemented, "NotImplemented", "kvdb keeps no object versions")
-	}
-	srcPath, err := url.PathUnescape(strings.TrimPrefix(srcRaw, "/"))
-	srcBucket, srcKey, ok := strings.Cut(srcPath, "/")
-	if err != nil || !ok || srcKey == "" {
-		return newError(fasthttp.StatusBadRequest, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
-	}
-	src, aerr := kvdbKey(srcBucket, srcKey)
+	src, aerr := copySource(h)
 	if aerr != nil {
 		return aerr
 	}
@@ -494,17 +522,17 @@ func (s *Server) copyObject(r *request) *apiError {
 		meta = *info.Meta
 	}
 	if replace {
-		md5sum := meta.MD5
+		md5sum, mpTag := meta.MD5, meta.ETag
 		if meta, aerr = metaFromHeaders(h); aerr != nil {
 			return aerr
 		}
-		meta.MD5 = md5sum
+		meta.MD5, meta.ETag = md5sum, mpTag
 	}
 	if src == dst {
 		if !replace {
 			return newError(fasthttp.StatusBadRequest, "InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.")
 		}
-		if meta.MD5 != "" {
+		if meta.MD5 != "" || meta.ETag != "" {
 			// Only the metadata changes: no byte needs to move.
 			got, aerr := s.recordMeta(&r.id, dst, info.ETag, &meta)
 			if aerr != nil {
@@ -521,6 +549,8 @@ func (s *Server) copyObject(r *request) *apiError {
 	if info.Size > s.cfg.MaxObjectSize {
 		return newError(fasthttp.StatusBadRequest, "InvalidRequest", "The specified copy source is larger than the maximum allowable size for a copy source: "+strconv.FormatInt(s.cfg.MaxObjectSize, 10))
 	}
+	// A copy of a multipart object is one value: its ETag is its MD5.
+	meta.ETag = ""
 	if aerr := s.checkBucket(&r.id, r.bucket); aerr != nil {
 		return aerr
 	}

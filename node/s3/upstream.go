@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,10 +129,22 @@ func (s *Server) masterError(resp *fasthttp.Response) *apiError {
 // objectInfo asks the master about an object (key is "BUCKET/KEY"); with
 // locate, where its bytes can be read.
 func (s *Server) objectInfo(id *identity, key string, locate bool) (client.ObjectInfo, *apiError) {
+	return s.objectInfoPart(id, key, locate, 0)
+}
+
+// objectInfoPart is objectInfo that also asks where part (> 0) lies.
+func (s *Server) objectInfoPart(id *identity, key string, locate bool, part int) (client.ObjectInfo, *apiError) {
 	var info client.ObjectInfo
 	p := "/_kvdb/s3/object" + escapedKey(key)
+	var q []string
 	if locate {
-		p += "?locate"
+		q = append(q, "locate")
+	}
+	if part > 0 {
+		q = append(q, "part="+strconv.Itoa(part))
+	}
+	if len(q) > 0 {
+		p += "?" + strings.Join(q, "&")
 	}
 	aerr := s.masterJSON(id, "GET", p, nil, &info)
 	return info, aerr
@@ -144,7 +157,13 @@ func (s *Server) objectInfo(id *identity, key string, locate bool) (client.Objec
 // and commits nothing, and storeValue returns that failure. hdr are extra
 // headers (If-None-Match, If-Match).
 func (s *Server) storeValue(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
-	req, aerr := s.newMasterRequest(id, "PUT", escapedKey(key))
+	return s.storeTo(id, escapedKey(key), key, r, size, failure, hdr...)
+}
+
+// storeTo is storeValue to another of the master's write endpoints (path
+// and query): a part's.
+func (s *Server) storeTo(id *identity, pathAndQuery, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+	req, aerr := s.newMasterRequest(id, "PUT", pathAndQuery)
 	if aerr != nil {
 		return "", aerr
 	}
@@ -255,7 +274,11 @@ func (s *Server) openValue(id *identity, info *client.ObjectInfo, start, length 
 			return nil, errorf(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the object changed while it was being read; retry")
 		}
 		v := &valueStream{resp: resp, length: length, observe: observe}
-		if !partial {
+		if info.Parts > 0 {
+			// A multipart value's ETag is not the xxHash of its bytes:
+			// each part read whole is checked against its own.
+			v.parts = newPartCheck(info.PartSums, start)
+		} else if !partial {
 			v.h = xxhash.New()
 			v.want = info.ETag
 		}
@@ -286,8 +309,55 @@ type valueStream struct {
 	n       int64
 	h       *xxhash.Digest
 	want    string
+	parts   *partCheck
 	observe func([]byte) error
 	failed  *apiError
+}
+
+// partCheck checks a multipart value's parts against their xxHashes as
+// the bytes pass (the parts a read covers whole; a range's partial first
+// and last parts go unchecked).
+type partCheck struct {
+	sums  []client.PartSum
+	i     int   // the part the next byte belongs to
+	off   int64 // that byte's offset in it
+	whole bool  // part i is read from its first byte
+	h     *xxhash.Digest
+}
+
+// newPartCheck starts checking at offset start of the value (nil: no
+// part sums known).
+func newPartCheck(sums []client.PartSum, start int64) *partCheck {
+	if len(sums) == 0 {
+		return nil
+	}
+	c := &partCheck{sums: sums, h: xxhash.New()}
+	for c.i < len(sums) && start >= sums[c.i].Size {
+		start -= sums[c.i].Size
+		c.i++
+	}
+	c.off, c.whole = start, start == 0
+	return c
+}
+
+// see checks p, the next bytes; false when a part does not match.
+func (c *partCheck) see(p []byte) bool {
+	for len(p) > 0 && c.i < len(c.sums) {
+		k := int(min(int64(len(p)), c.sums[c.i].Size-c.off))
+		if c.whole {
+			c.h.Write(p[:k])
+		}
+		c.off += int64(k)
+		p = p[k:]
+		if c.off == c.sums[c.i].Size {
+			if c.whole && c.h.Sum64() != c.sums[c.i].Sum {
+				return false
+			}
+			c.i, c.off, c.whole = c.i+1, 0, true
+			c.h.Reset()
+		}
+	}
+	return true
 }
 
 func (v *valueStream) see(p []byte) error {
@@ -297,6 +367,9 @@ func (v *valueStream) see(p []byte) error {
 	}
 	if v.h != nil {
 		v.h.Write(p)
+	}
+	if v.parts != nil && !v.parts.see(p) {
+		return v.fail("a part of the value read does not match its checksum")
 	}
 	if v.observe != nil {
 		return v.observe(p)
