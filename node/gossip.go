@@ -290,7 +290,7 @@ func startMembership(name string, cfg GossipConfig, meta nodeMeta, logger *slog.
 	}
 	c.Delegate = (*gossipDelegate)(m)
 	c.Events = (*gossipEvents)(m)
-	c.Logger = log.New(slogWriter{logger}, "", 0)
+	c.Logger = log.New(slogWriter{log: logger}, "", 0)
 	if len(cfg.Secret) > 0 {
 		c.SecretKey = cfg.Secret
 		c.GossipVerifyIncoming = true
@@ -512,7 +512,12 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*membership)(e).remov
 
 // slogWriter bridges memberlist's log.Logger lines ("[WARN] memberlist: …")
 // into slog at the matching level.
-type slogWriter struct{ log *slog.Logger }
+// slogWriter writes a library's log lines (memberlist's, or with
+// component set, another's) to slog, at the level their tag names.
+type slogWriter struct {
+	log       *slog.Logger
+	component string
+}
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	line := bytes.TrimSpace(p)
@@ -527,7 +532,11 @@ func (w slogWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	line = bytes.TrimPrefix(line, []byte("memberlist: "))
-	w.log.Log(context.Background(), level, string(line), "component", "memberlist")
+	comp := w.component
+	if comp == "" {
+		comp = "memberlist"
+	}
+	line = bytes.TrimPrefix(line, []byte(comp+": "))
+	w.log.Log(context.Background(), level, string(line), "component", comp)
 	return len(p), nil
 }

@@ -96,6 +96,15 @@ func (m *Master) leaderInit() {
 	clear(m.merged)
 	m.mergeMu.Unlock()
 	m.lease.expire()
+	if f := m.raft.r.GetConfiguration(); f.Error() == nil {
+		voters := 0
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+		m.votersN.Store(int64(voters))
+	}
 	if m.raft.r.State() != raft.Leader {
 		return
 	}
@@ -210,6 +219,12 @@ func (m *Master) reconcileMasters() {
 	live := m.gossipMasters()
 	for name, mem := range live {
 		if s, ok := in[name]; ok && string(s.Address) == mem.Raft {
+			continue
+		}
+		if mem.Leader {
+			// It leads a Raft of its own (a master started with another
+			// --bootstrap-expect): two histories cannot be merged.
+			m.log.Error("a master that leads another raft configuration is in this cluster's gossip; not adding it (start it with an empty directory and the same --bootstrap-expect)", "master", name)
 			continue
 		}
 		if err := m.raft.r.AddVoter(raft.ServerID(name), raft.ServerAddress(mem.Raft), 0, 10*time.Second).Error(); err != nil {

@@ -468,7 +468,7 @@ func listenRaft(bind, advHost string) (*raftStream, error) {
 // openRaft starts this master's Raft over the catalog: the log and
 // snapshots under dir, the transport on stream.
 func openRaft(dir, name, profile string, stream *raftStream, fsm *catalogFSM, notify chan bool, log *slog.Logger) (*raftNode, error) {
-	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{log}, DisableTime: true})
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{log: log, component: "raft"}, DisableTime: true})
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o755); err != nil {
 		return nil, fmt.Errorf("node: raft dir: %w", err)
 	}
