@@ -423,3 +423,80 @@ func TestMastersSnapshotCatchUp(t *testing.T) {
 		}
 	}
 }
+
+// TestMastersCarryOver: an index kept by a single master before Raft is
+// carried into the log when that master first leads, so masters added
+// later learn it too, and serve it once the first one is gone.
+func TestMastersCarryOver(t *testing.T) {
+	dir := t.TempDir()
+	label := fmt.Sprintf("carry-%d", clusterSeq.Add(1))
+	// The index as a master before Raft left it: records, no log.
+	cat, _, err := openCatalog(filepath.Join(dir, "m1", "index"), false, 16, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 20; n++ {
+		rec := Record{Version: uint64(1000 + n), Size: int64(n), Checksum: uint64(n), ModTime: time.Now(), Replicas: []string{"vol1", "vol2"}}
+		if err := cat.writeLocal(putOne(recordKey(nil, []byte(fmt.Sprintf("old/%d", n))), appendRecord(nil, &rec)), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cat.close()
+	cfg := func(name string, expect int, join []string) MasterConfig {
+		return MasterConfig{
+			Name: name, Addr: "127.0.0.1:0", Raft: "127.0.0.1:0", Dir: filepath.Join(dir, name),
+			BootstrapExpect: expect, Logger: testLogger(),
+			Gossip: GossipConfig{Bind: "127.0.0.1:0", Cluster: label, Profile: ProfileTest, Join: join},
+		}
+	}
+	m1, err := NewMaster(cfg("m1", 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m1.Kill() }()
+	if !m1.leads() {
+		t.Fatal("the single master does not lead")
+	}
+	var added []*Master
+	defer func() {
+		for _, m := range added {
+			m.Kill()
+		}
+	}()
+	for _, name := range []string{"m2", "m3"} {
+		m, err := NewMaster(cfg(name, 3, []string{m1.GossipAddr()}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, m)
+	}
+	waitFor(t, 30*time.Second, "the new masters to be added and catch up", func() bool {
+		for _, m := range added {
+			if m.cat.applied.Load() < m1.cat.applied.Load() || m.raft.r.LastIndex() == 0 {
+				return false
+			}
+		}
+		return m1.votersN.Load() == 3
+	})
+	m1.Kill()
+	var leader *Master
+	waitFor(t, 30*time.Second, "a new leader", func() bool {
+		for _, m := range added {
+			if m.leads() {
+				leader = m
+				return true
+			}
+		}
+		return false
+	})
+	for n := 0; n < 20; n++ {
+		resp, err := http.Head(fmt.Sprintf("http://%s/old/%d", leader.Addr(), n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != int64(n) {
+			t.Fatalf("HEAD old/%d on the new leader: %d, length %d", n, resp.StatusCode, resp.ContentLength)
+		}
+	}
+}
