@@ -441,7 +441,7 @@ func freeBasePort(t *testing.T) int {
 			continue
 		}
 		ok := true
-		for _, p := range []int{base, base + 1, base + 2, base + 3, base + 1000, base + 1001, base + 1002, base + 1003} {
+		for _, p := range []int{base, base + 1, base + 2, base + 3, base + 1000, base + 1001, base + 1002, base + 1003, base + 2000} {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
 				ok = false
