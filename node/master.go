@@ -187,7 +187,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	// Volumes sign the commits of the writes they coordinate for this
 	// address.
 	m.sec.setSelf(net.JoinHostPort(host, port))
-	stream, err := listenRaft(cfg.raftBind(), host)
+	stream, err := listenRaft(cfg.raftBind(), host, cfg.Secret)
 	if err != nil {
 		m.http.kill()
 		cat.close()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -80,6 +81,7 @@ func newMastersCluster(t *testing.T, n, vols, replicas int, change func(i int, c
 			Name: fmt.Sprintf("vol%d", i+1), Addr: "127.0.0.1:0",
 			Dir:    filepath.Join(dir, fmt.Sprintf("vol%d", i+1)),
 			Logger: testLogger(),
+			Secret: c.mcfgs[0].Secret,
 			Gossip: GossipConfig{Bind: "127.0.0.1:0", Cluster: c.label, Profile: ProfileTest, Join: seeds},
 		})
 		if err != nil {
@@ -498,5 +500,37 @@ func TestMastersCarryOver(t *testing.T) {
 		if resp.StatusCode != 200 || resp.ContentLength != int64(n) {
 			t.Fatalf("HEAD old/%d on the new leader: %d, length %d", n, resp.StatusCode, resp.ContentLength)
 		}
+	}
+}
+
+// TestMastersRaftSecret: with a cluster secret, the masters' Raft
+// connections open with a challenge; a connection that cannot answer it is
+// closed before any Raft message is read, and the cluster goes on.
+func TestMastersRaftSecret(t *testing.T) {
+	secret := []byte("a cluster secret for raft tests")
+	c := newMastersCluster(t, 3, 2, 2, func(i int, cfg *MasterConfig) { cfg.Secret = secret })
+	l := c.waitLeader()
+	if st, body, _ := c.do((l+1)%3, "PUT", "sec/k", "v"); st != 201 {
+		t.Fatalf("PUT through a follower with a secret: %d %s", st, body)
+	}
+	conn, err := net.Dial("tcp", c.masters[l].raft.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	nonce := make([]byte, raftNonceLen)
+	if _, err := io.ReadFull(conn, nonce); err != nil {
+		t.Fatalf("no challenge: %v", err)
+	}
+	// A wrong answer, then what would be a Raft request.
+	if _, err := conn.Write(append(make([]byte, 32), 0, 1, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := conn.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("the master answered %d bytes to a connection without the secret", n)
+	}
+	if st, body, _ := c.do(l, "PUT", "sec/k2", "v"); st != 201 {
+		t.Fatalf("PUT after the intruder: %d %s", st, body)
 	}
 }

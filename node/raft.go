@@ -20,6 +20,9 @@ package node
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -437,21 +441,110 @@ type raftNode struct {
 
 // raftStream is the transport's stream layer: a TCP listener that
 // advertises a given address (the bind address may be unspecified or
-// port 0).
+// port 0). With a cluster secret, every connection opens with a
+// challenge: the accepting master sends a random nonce, the dialling one
+// answers with its HMAC under a key derived from the secret, and a wrong
+// answer closes the connection before any Raft message is read (the
+// messages themselves travel in the clear: keep the Raft port on the
+// private network).
 type raftStream struct {
 	net.Listener
 	adv net.Addr
+	key []byte // nil: no secret
 }
 
+const raftNonceLen = 32
+
 func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
+	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil || s.key == nil {
+		return c, err
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	nonce := make([]byte, raftNonceLen)
+	if _, err := io.ReadFull(c, nonce); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("node: raft handshake with %s: %w", addr, err)
+	}
+	if _, err := c.Write(raftMAC(s.key, nonce)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("node: raft handshake with %s: %w", addr, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Accept returns connections whose first read checks the peer's answer
+// to the challenge (so a slow peer never holds up the accept loop).
+func (s *raftStream) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil || s.key == nil {
+		return c, err
+	}
+	return &raftServerConn{Conn: c, key: s.key}, nil
+}
+
+// raftServerConn is an accepted connection that runs the challenge before
+// its first read.
+type raftServerConn struct {
+	net.Conn
+	key  []byte
+	once sync.Once
+	err  error
+}
+
+func (c *raftServerConn) Read(p []byte) (int, error) {
+	c.once.Do(func() {
+		_ = c.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+		defer c.Conn.SetDeadline(time.Time{})
+		nonce := make([]byte, raftNonceLen)
+		if _, err := rand.Read(nonce); err != nil {
+			c.err = err
+			return
+		}
+		if _, err := c.Conn.Write(nonce); err != nil {
+			c.err = err
+			return
+		}
+		got := make([]byte, sha256.Size)
+		if _, err := io.ReadFull(c.Conn, got); err != nil {
+			c.err = err
+			return
+		}
+		if !hmac.Equal(got, raftMAC(c.key, nonce)) {
+			c.err = errors.New("node: raft connection without the cluster secret refused")
+		}
+	})
+	if c.err != nil {
+		c.Conn.Close()
+		return 0, c.err
+	}
+	return c.Conn.Read(p)
+}
+
+// raftMAC answers a challenge.
+func raftMAC(key, nonce []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(nonce)
+	return h.Sum(nil)
+}
+
+// raftKey derives the transport's key from the cluster secret (nil
+// without one).
+func raftKey(secret []byte) []byte {
+	if len(secret) == 0 {
+		return nil
+	}
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte("kvdb raft transport v1"))
+	return h.Sum(nil)
 }
 
 func (s *raftStream) Addr() net.Addr { return s.adv }
 
 // listenRaft binds the Raft transport's address and works out the address
 // the other masters dial.
-func listenRaft(bind, advHost string) (*raftStream, error) {
+func listenRaft(bind, advHost string, secret []byte) (*raftStream, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("node: raft listen %s: %w", bind, err)
@@ -462,7 +555,7 @@ func listenRaft(bind, advHost string) (*raftStream, error) {
 		ln.Close()
 		return nil, fmt.Errorf("node: raft advertise: %w", err)
 	}
-	return &raftStream{Listener: ln, adv: adv}, nil
+	return &raftStream{Listener: ln, adv: adv, key: raftKey(secret)}, nil
 }
 
 // openRaft starts this master's Raft over the catalog: the log and
