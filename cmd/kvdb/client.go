@@ -127,6 +127,28 @@ func urlAndToken(fs *flag.FlagSet, url, token string) (string, string) {
 	return url, token
 }
 
+// pickMaster returns, of the comma-separated masters in urls, the first
+// that answers /_kvdb/live (the first when none does): the admin commands
+// talk to one master, which sends them on to the leader.
+func pickMaster(urls string) string {
+	list := strings.Split(urls, ",")
+	if len(list) == 1 {
+		return strings.TrimRight(list[0], "/")
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for _, u := range list {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		resp, err := hc.Get(u + "/_kvdb/live")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return u
+			}
+		}
+	}
+	return strings.TrimRight(strings.TrimSpace(list[0]), "/")
+}
+
 // parseClientArgs parses flags placed before, between or after the
 // positional arguments (`get KEY -o FILE`), and returns the positional
 // ones; after "--" everything is positional (a key starting with '-').

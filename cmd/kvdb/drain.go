@@ -42,7 +42,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	master, token := urlAndToken(fs, cf.url, cf.token)
-	u := strings.TrimRight(master, "/") + "/_kvdb/drain/" + url.PathEscape(pos[0])
+	u := pickMaster(master) + "/_kvdb/drain/" + url.PathEscape(pos[0])
 	method := http.MethodPost
 	if *cancel {
 		method = http.MethodDelete

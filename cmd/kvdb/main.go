@@ -46,8 +46,8 @@ The flags of master, volume, dev and bench can also come from the
 environment: KVDB_ then the flag's name in capitals, - as _ (--max-size as
 KVDB_MAX_SIZE, --name as KVDB_NAME); a flag on the command line wins. PORT
 sets the HTTP port of master, volume and dev. The client commands read only
-KVDB_URL (the master, default http://localhost:3000) and KVDB_TOKEN, and
-exit 0 on success, 1 on error, 2 when the key does not exist. A KVDB_
+KVDB_URL (the master, or several comma-separated; default
+http://localhost:3000) and KVDB_TOKEN, and exit 0 on success, 1 on error, 2 when the key does not exist. A KVDB_
 variable that no command reads (a typo) is named in a warning at start.
 `
 

@@ -343,3 +343,24 @@ func TestMastersFailoverTimes(t *testing.T) {
 		t.Logf("failover, profile %s: median %v (runs: %v)", profile, times[len(times)/2].Round(time.Millisecond), times)
 	}
 }
+
+// TestMastersProcAdminCommands: kvdb verify and the client commands take
+// a list of masters; a dead one is skipped and a follower sends them on to
+// the leader.
+func TestMastersProcAdminCommands(t *testing.T) {
+	c := startProcMasters(t, 3, 2, 2)
+	l := c.waitLeader(t)
+	dead := "http://127.0.0.1:1"
+	list := strings.Join([]string{dead, c.urls[(l+1)%3], c.urls[l]}, ",")
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("admin value"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantRun(t, 0, "put", "--url", list, "admin/k", src)
+	if out, _ := wantRun(t, 0, "get", "--url", list, "admin/k"); out != "admin value" {
+		t.Fatalf("get through a list of masters: %q", out)
+	}
+	if out, _ := wantRun(t, 0, "verify", "--url", list); !strings.Contains(out, "verify") {
+		t.Fatalf("verify through a list of masters: %q", out)
+	}
+}

@@ -35,7 +35,7 @@ const verifyShown = 10
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newClientFlagSet("verify", verifySynopsis, stderr)
-	master := fs.String("url", client.DefaultURL, "master URL; the environment's KVDB_URL when the flag is absent")
+	master := fs.String("url", client.DefaultURL, "master URL, or several comma-separated (the first that answers is asked; a follower sends the request on to the leader); the environment's KVDB_URL when the flag is absent")
 	token := fs.String("token", "", "read-write API key, when the master requires one; without the flag, the environment's KVDB_TOKEN")
 	repair := fs.Bool("repair", false, "fix what can be fixed, then verify again")
 	deep := fs.Bool("deep", false, "also read every value on every volume and check its checksum")
@@ -49,7 +49,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	// No timeout: a deep verify takes as long as reading every volume.
 	hc := &http.Client{}
-	base := strings.TrimRight(*master, "/")
+	base := pickMaster(*master)
 	rep, err := verifyCall(ctx, hc, base, *token, *repair, *deep)
 	if err != nil {
 		return interrupted(ctx, err)
