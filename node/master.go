@@ -200,7 +200,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	fsm := &catalogFSM{c: cat, log: m.log, restored: m.afterRestore}
-	m.raft, err = openRaft(filepath.Join(cfg.Dir, "raft"), cfg.Name, cfg.Gossip.Profile, stream, fsm, m.raftNotify, m.log)
+	m.raft, err = openRaft(filepath.Join(cfg.Dir, "raft"), cfg.Name, cfg.Gossip.Profile, cfg.BootstrapExpect <= 1, stream, fsm, m.raftNotify, m.log)
 	if err != nil {
 		stream.Close()
 		m.http.kill()

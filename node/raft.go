@@ -560,7 +560,9 @@ func listenRaft(bind, advHost string, secret []byte) (*raftStream, error) {
 
 // openRaft starts this master's Raft over the catalog: the log and
 // snapshots under dir, the transport on stream.
-func openRaft(dir, name, profile string, stream *raftStream, fsm *catalogFSM, notify chan bool, log *slog.Logger) (*raftNode, error) {
+// A single master (alone) with no state forms its configuration of one
+// before Raft starts.
+func openRaft(dir, name, profile string, alone bool, stream *raftStream, fsm *catalogFSM, notify chan bool, log *slog.Logger) (*raftNode, error) {
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{log: log, component: "raft"}, DisableTime: true})
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o755); err != nil {
 		return nil, fmt.Errorf("node: raft dir: %w", err)
@@ -611,6 +613,17 @@ func openRaft(dir, name, profile string, stream *raftStream, fsm *catalogFSM, no
 		fsm.c.applied.Store(0)
 	}
 	trans := raft.NewNetworkTransportWithLogger(stream, 4, 10*time.Second, hl)
+	if fresh && alone {
+		self := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans, self); err != nil {
+			trans.Close()
+			logs.Close()
+			meta.Close()
+			return nil, fmt.Errorf("node: raft bootstrap: %w", err)
+		}
+		fresh = false
+		log.Info("raft configuration bootstrapped", "masters", 1)
+	}
 	r, err := raft.NewRaft(rc, fsm, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
