@@ -603,6 +603,10 @@ func openRaft(dir, name, profile string, alone bool, stream *raftStream, fsm *ca
 	rc.ElectionTimeout = hb
 	rc.LeaderLeaseTimeout = lease
 	rc.NotifyCh = notify
+	// A snapshot streams the whole catalog (every record): take one per
+	// quarter million entries (tens of MB of log), not every 8192.
+	rc.SnapshotThreshold = 1 << 18
+	rc.SnapshotInterval = 5 * time.Minute
 	rc.NoSnapshotRestoreOnStart = !restore
 	if restore {
 		if err := fsm.c.wipe(); err != nil {
