@@ -195,7 +195,12 @@ func linzDescribeState(state any) string {
 }
 
 func linzDescribe(input, output any) string {
-	in, out := input.(linzInput), output.(linzOutput)
+	// The visualization may describe an operation it has no input for.
+	in, ok := input.(linzInput)
+	out, ok2 := output.(linzOutput)
+	if !ok || !ok2 {
+		return fmt.Sprintf("%v → %v", input, output)
+	}
 	var b strings.Builder
 	b.WriteString(in.Op.String())
 	if in.Value != "" {
