@@ -716,9 +716,9 @@ func (c *catalog) scanFrom(start []byte, fn func(key []byte, rec *Record) bool) 
 }
 
 // promotePending turns every leftover intent (from a master that stopped
-// mid-write, or from the previous leader) into a garbage entry, and drops
-// every ticket: a redirected write under way fails at its commit. Called
-// by a master that has just become the leader, before it serves.
+// mid-write: its previous run) into a garbage entry, and drops every
+// ticket: a redirected write under way fails at its commit. Called by a
+// master when it first leads in a run, before it serves.
 func (c *catalog) promotePending() error {
 	var b leveldb.Batch
 	tk := c.db().NewIterator(util.BytesPrefix([]byte{pfxTicket}), nil)

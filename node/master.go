@@ -100,6 +100,9 @@ type Master struct {
 	// need no lease).
 	votersN  atomic.Int64
 	bootKick chan struct{}
+	// promoted is set once this run's first leadership turned the
+	// intents left from before into garbage (leaderInit).
+	promoted atomic.Bool
 	// meta is what this master gossips, but for the fields publishMeta
 	// fills in.
 	metaMu    sync.Mutex

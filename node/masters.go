@@ -76,9 +76,18 @@ func (m *Master) leaderInit() {
 		m.log.Error("leadership won, but the version ceiling could not be read; not serving", "err", err)
 		return
 	}
-	if err := c.promotePending(); err != nil {
-		m.log.Warn("leadership won, but the previous leader's writes in flight could not be abandoned; not serving", "err", err)
-		return
+	// The intents this master holds come from its previous run (or from
+	// before it last started) until it first leads: those writes are cut
+	// off, and their copies become garbage. Once it has led in this run,
+	// they may belong to its own writes still in flight from an earlier
+	// term, which may yet commit: they are left alone (those that failed
+	// when the leadership was lost leave orphans that verify reports).
+	if !m.promoted.Load() {
+		if err := c.promotePending(); err != nil {
+			m.log.Warn("leadership won, but the previous run's writes in flight could not be abandoned; not serving", "err", err)
+			return
+		}
+		m.promoted.Store(true)
 	}
 	if carry, err := c.hasCarry(); err == nil && carry {
 		if err := c.carryOver(m.log); err != nil {
