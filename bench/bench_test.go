@@ -1269,7 +1269,7 @@ func TestRetryWait(t *testing.T) {
 	}
 }
 
-// TestRetriesVolumeKilled kills a volume in the middle of a verified mixed
+// TestRetriesVolumeKilled kills a volume in the middle of a verified mixed 8 s
 // run against a real cluster (replicas 2): transfers from it are cut and
 // redirects to it refused until the master notices, and retries, each
 // with a new redirect, ride that out. No GET may fail or return a wrong
@@ -1287,12 +1287,12 @@ func TestRetriesVolumeKilled(t *testing.T) {
 	go func() {
 		defer close(done)
 		res, err = Run(ctx, Config{
-			URL: url, Size: SizeRange{4 << 10, 1 << 20}, Duration: 4 * time.Second, Concurrency: 4,
+			URL: url, Size: SizeRange{4 << 10, 1 << 20}, Duration: 8 * time.Second, Concurrency: 4,
 			Ops: mustMix(t, "mixed:70get/20put/10delete"), Prefix: "kill/", Verify: true, Retries: 3,
 		})
 	}()
 	select {
-	case <-time.After(1500 * time.Millisecond):
+	case <-time.After(2500 * time.Millisecond):
 	case <-done:
 		t.Fatal("run ended before the kill")
 	}
@@ -1311,7 +1311,7 @@ func TestRetriesVolumeKilled(t *testing.T) {
 		t.Errorf("get: %d of %d failed after retries; first: %s", g.Errors, g.Count, g.FirstErr)
 	}
 	if g.Count < 20 {
-		t.Errorf("get: only %d in 4 s", g.Count)
+		t.Errorf("get: only %d in 8 s", g.Count)
 	}
 	// The kill was felt: some GET met the dead volume and was retried.
 	if g.Retried == 0 {
