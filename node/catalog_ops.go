@@ -32,9 +32,15 @@ func (c *catalog) removeKey(key []byte, check func(rec *Record) error) (Record, 
 // version ver of key, as entry) to the catalog: the newest version of a key
 // wins, an equal version adds vol as a replica, and an older one is queued
 // for deletion on vol. A version queued for deletion on vol (deleted or
-// replaced while the volume's listing was read) is not brought back.
+// replaced while the volume's listing was read) is not brought back, nor
+// is a version a write in flight is putting there.
 func (c *catalog) mergeEntry(vol string, key []byte, entry Record) error {
 	if has, err := c.db().Has(garbageKey(vol, key, entry.Version), nil); err != nil || has {
+		return err
+	}
+	// A copy of a write still in flight: its commit records it (or its
+	// failure deletes it), not the merge.
+	if pending, err := c.isPending(entry.Version, vol, key); err != nil || pending {
 		return err
 	}
 	if err := c.observeVersion(entry.Version); err != nil {

@@ -212,7 +212,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	}
 	_, lease := raftTimings(cfg.Gossip.Profile)
 	m.lease.dur = lease
-	cat.repl.Store(&raftApplier{r: m.raft.r, timeout: 10 * time.Second})
+	cat.repl.Store(&raftApplier{r: m.raft.r, timeout: 10 * time.Second, stopped: m.raft.stopped})
 	gcfg := cfg.Gossip
 	// The volumes seen last time are dialed too: a restarted master finds
 	// its cluster again at once rather than when the volumes next re-dial.

@@ -62,6 +62,8 @@ const maxSnapEntry = 64 << 20
 type raftApplier struct {
 	r       *raft.Raft
 	timeout time.Duration
+	// stopped is closed once Raft has shut down.
+	stopped <-chan struct{}
 }
 
 // apply appends b to the log and waits until this master has applied it
@@ -72,7 +74,17 @@ func (p *raftApplier) apply(b *leveldb.Batch) error {
 	cmd[0] = cmdBatch
 	copy(cmd[1:], data)
 	f := p.r.Apply(cmd, p.timeout)
-	if err := f.Error(); err != nil {
+	// Raft may drop a future it has committed but not yet applied when it
+	// shuts down: wait for the answer or the shutdown, whichever comes.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-p.stopped:
+		return raftError(raft.ErrRaftShutdown)
+	}
+	if err != nil {
 		return raftError(err)
 	}
 	if err, ok := f.Response().(error); ok && err != nil {
@@ -434,6 +446,9 @@ type raftNode struct {
 	meta  *metadb.BoltMetaDB
 	snaps *raft.FileSnapshotStore
 	addr  string // advertised transport address
+	// stopped is closed when close has shut Raft down.
+	stopped   chan struct{}
+	closeOnce sync.Once
 	// fresh is true when this master had no Raft state at start.
 	fresh     bool
 	heartbeat time.Duration
@@ -635,13 +650,17 @@ func openRaft(dir, name, profile string, alone bool, stream *raftStream, fsm *ca
 		meta.Close()
 		return nil, fmt.Errorf("node: start raft: %w", err)
 	}
-	return &raftNode{r: r, trans: trans, logs: logs, meta: meta, snaps: snaps, addr: stream.adv.String(), fresh: fresh, heartbeat: hb}, nil
+	return &raftNode{stopped: make(chan struct{}), r: r, trans: trans, logs: logs, meta: meta, snaps: snaps, addr: stream.adv.String(), fresh: fresh, heartbeat: hb}, nil
 }
 
-// close stops Raft and closes its stores.
+// close stops Raft, releases the writes waiting for it, and closes its
+// stores.
 func (n *raftNode) close() {
-	_ = n.r.Shutdown().Error()
-	_ = n.trans.Close()
-	_ = n.logs.Close()
-	_ = n.meta.Close()
+	n.closeOnce.Do(func() {
+		_ = n.r.Shutdown().Error()
+		close(n.stopped)
+		_ = n.trans.Close()
+		_ = n.logs.Close()
+		_ = n.meta.Close()
+	})
 }
