@@ -31,6 +31,10 @@ pids=()
 
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	# A volume that still holds values drains on SIGTERM, which with the
+	# master gone never ends: a second SIGTERM makes it leave at once.
+	sleep 1
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
