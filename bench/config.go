@@ -90,6 +90,11 @@ type Config struct {
 	// and the body goes straight to a volume (any server may answer 100
 	// Continue and take it itself). Default 1 MiB; negative: never.
 	Expect int64
+	// S3, when set, makes URL an S3 endpoint (a kvdb --s3 gateway): keys
+	// are objects addressed path-style, the first segment of Prefix is
+	// their bucket (created at the start if missing), and every request is
+	// signed with Signature V4 with these credentials. Expect is then off.
+	S3 *S3Credentials
 }
 
 // Backoff before retries: first wait, growth factor, longest wait.
@@ -132,6 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.Expect == 0 {
 		c.Expect = 1 << 20
 	}
+	if c.S3 != nil {
+		c.Expect = -1
+	}
 	return c
 }
 
@@ -164,6 +172,11 @@ func (c Config) validate() error {
 		return errors.New("bench: prefix is longer than 900 bytes (keys are at most 1024)")
 	case strings.HasPrefix(c.Prefix, "_kvdb/"):
 		return errors.New("bench: prefix uses the reserved _kvdb/")
+	}
+	if c.S3 != nil {
+		if _, err := s3Bucket(c.Prefix); err != nil {
+			return err
+		}
 	}
 	return nil
 }

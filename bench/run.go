@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer std.CloseIdleConnections()
 	prog := &progress{w: cfg.Progress}
 	mix := cfg.Ops
+	if cfg.S3 != nil {
+		bucket, _ := s3Bucket(cfg.Prefix)
+		if err := createBucket(client, strings.TrimSuffix(strings.Split(cfg.URL, ",")[0], "/"), *cfg.S3, bucket, cfg.Timeout); err != nil {
+			return res, err
+		}
+	}
 
 	n := cfg.Concurrency
 	var working int // keys PUT before the timed phase

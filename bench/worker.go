@@ -49,6 +49,7 @@ type worker struct {
 	ebuf []byte // expected chunks (verify)
 	ubuf []byte // URL being built
 	rng  *rand.Rand
+	s3   *s3Signer // with Config.S3
 
 	next int64  // number of the next new key
 	live keySet // keys written and not deleted
@@ -62,7 +63,16 @@ func newWorker(ctx context.Context, cfg *Config, client *fasthttp.Client, prog *
 		req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse(),
 		gbuf: make([]byte, chunkSize), rbuf: make([]byte, chunkSize), ebuf: make([]byte, chunkSize),
 		rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)),
+		s3:  s3SignerFor(cfg),
 	}
+}
+
+// s3SignerFor is a worker's signer for an S3 run (nil otherwise).
+func s3SignerFor(cfg *Config) *s3Signer {
+	if cfg.S3 == nil {
+		return nil
+	}
+	return newS3Signer(*cfg.S3)
 }
 
 func (w *worker) release() {
@@ -236,6 +246,13 @@ const maxHops = 4
 // after a HEAD would not read its body.
 func (w *worker) send() error {
 	w.resp.SkipBody = w.req.Header.IsHead()
+	if w.s3 != nil {
+		payload := emptySHA256
+		if w.req.Header.IsPut() {
+			payload = unsignedPayload
+		}
+		w.s3.sign(w.req, payload)
+	}
 	if err := w.client.Do(w.req, w.resp); err != nil {
 		return transportErr{err}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -84,6 +85,8 @@ type benchOpts struct {
 	ops                                          mixFlag
 	asJSON, baseline, baselineOnly, showProgress bool
 	baselineDir                                  string
+	s3                                           bool
+	s3Key                                        string
 }
 
 // benchFlags declares kvdb bench's flags, bound to a bench.Config.
@@ -105,6 +108,8 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the keys written in the store (default: delete them at the end, untimed)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "retry a failed operation up to `N` times, on the next master when one is down or answers 503, backing off 100ms, 300ms, 900ms... up to 2s: a GET or HEAD after a transport error, cut body, 5xx or 404 on a key bench wrote; a PUT or DELETE after a transport error or 503")
 	fs.Int64Var(&cfg.Expect, "expect", 1<<20, "PUTs of values of at least `BYTES` send Expect: 100-continue (a kvdb master then redirects the body to a volume); -1: never")
+	fs.BoolVar(&o.s3, "s3", false, "--url is an S3 endpoint (kvdb --s3): objects path-style in the bucket that starts --prefix (created if missing), requests signed with Signature V4")
+	fs.StringVar(&o.s3Key, "s3-key", "", "with --s3, the access key as `ID:SECRET` (default: $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, else kvdb-bench:kvdb-bench, which a gateway without keys accepts)")
 	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON on stdout instead of a table")
 	fs.BoolVar(&o.baseline, "baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
 	fs.BoolVar(&o.baselineOnly, "baseline-only", false, "run only the baseline (no server needed)")
@@ -125,6 +130,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cfg.Size, cfg.Ops = o.size.r, o.ops.m
+	if o.s3 {
+		cfg.S3 = s3Credentials(o.s3Key)
+	}
 	if o.showProgress || isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
@@ -203,4 +211,17 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// s3Credentials are bench --s3's credentials: --s3-key ID:SECRET, else
+// the AWS environment, else a placeholder an open gateway accepts.
+func s3Credentials(flag string) *bench.S3Credentials {
+	c := &bench.S3Credentials{AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Region: os.Getenv("AWS_DEFAULT_REGION")}
+	if id, secret, ok := strings.Cut(flag, ":"); ok {
+		c.AccessKeyID, c.SecretAccessKey = id, secret
+	}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+		c.AccessKeyID, c.SecretAccessKey = "kvdb-bench", "kvdb-bench"
+	}
+	return c
 }

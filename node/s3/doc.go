@@ -6,9 +6,12 @@
 //
 // Bucket B and object K are kvdb key "B/K": both APIs see the same values.
 // Object bytes go through the native API: a PutObject streams the decoded
-// body into PUT /B/K on the master, verifying the payload's signatures and
-// checksums as it streams and computing the MD5 that S3 clients expect as
-// the ETag; a GetObject asks the master where the bytes are and streams them
+// body into PUT /B/K, verifying the payload's signatures and checksums as
+// it streams and computing the MD5 that S3 clients expect as the ETag (on
+// a goroutine one buffer behind the stream); from 1 MiB it takes the
+// redirected write path (Expect: 100-continue, the master's 307, the body
+// to the coordinating volume), so the bytes never cross the master. A
+// multipart part still streams through the master. A GetObject asks the master where the bytes are and streams them
 // from that volume itself (S3 clients do not follow kvdb's 302). What S3
 // keeps beyond the bytes (buckets, Content-Type and x-amz-meta-* headers,
 // the MD5) lives in the master's catalog, behind its /_kvdb/s3/ endpoints

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,28 @@ func TestUploadChecks(t *testing.T) {
 	if _, err := c.PutObject(ctx, "chk", "keep", strings.NewReader("old value"), 9, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	data := randBytes(200<<10+3, 7)
+	// Small values go through the master; from redirectMin the bytes go
+	// to a volume by the redirected write path, and a failed check must
+	// leave nothing behind there too.
+	for _, size := range []int{200<<10 + 3, redirectMin + 70<<10} {
+		t.Run(fmt.Sprintf("%d bytes", size), func(t *testing.T) {
+			before := e.redirectedWrites(t)
+			uploadChecks(t, e, c, size)
+			got := e.redirectedWrites(t) - before
+			if size < redirectMin && got != 0 {
+				t.Errorf("%d uploads of %d bytes redirected, want 0", got, size)
+			}
+			if size >= redirectMin && got < 8 {
+				t.Errorf("%d uploads of %d bytes redirected, want every one", got, size)
+			}
+		})
+	}
+}
+
+// uploadChecks puts size bytes in every payload mode, good and bad.
+func uploadChecks(t *testing.T, e *testEnv, c *minio.Client, size int) {
+	ctx := context.Background()
+	data := randBytes(size, 7)
 	other := append(bytes.Clone(data[:len(data)-1]), data[len(data)-1]^1)
 	b64 := func(h hash.Hash, b []byte) string { h.Write(b); return base64.StdEncoding.EncodeToString(h.Sum(nil)) }
 	url := func(key string) string { return "http://" + e.endpoint + "/chk/" + key }
@@ -173,6 +195,26 @@ func TestUploadChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// redirectedWrites reads the master's count of writes redirected to a
+// volume.
+func (e *testEnv) redirectedWrites(t *testing.T) int {
+	t.Helper()
+	st, _, body := e.native("GET", "_kvdb/metrics", nil)
+	if st != 200 {
+		t.Fatalf("metrics: %d %s", st, body)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, `kvdb_redirected_writes_total{role="master"} `); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("metrics: %q", line)
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // nativeValue reads a value through the native API.

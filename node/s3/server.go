@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,9 +30,12 @@ type Server struct {
 	creds  map[string]*credential
 	open   bool
 	client *fasthttp.Client
-	srv    *fasthttp.Server
-	ln     node.TrackedListener
-	done   chan struct{}
+	// std asks the master for a redirected write (Expect: 100-continue,
+	// which fasthttp's client does not wait on; net/http does).
+	std  *http.Client
+	srv  *fasthttp.Server
+	ln   node.TrackedListener
+	done chan struct{}
 	// idPrefix and seq make request IDs: unique per process and request.
 	idPrefix  string
 	seq       atomic.Uint64
@@ -61,6 +65,7 @@ func New(cfg Config) (*Server, error) {
 	_, _ = rand.Read(rb[:])
 	s.idPrefix = strings.ToUpper(hex.EncodeToString(rb[:]))
 	s.client = node.NewPeerClient(cfg.IdleTimeout)
+	s.std = newExpectClient(cfg.IdleTimeout)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("s3: listen %s: %w", cfg.Addr, err)
@@ -112,6 +117,7 @@ func (s *Server) Close() error {
 		s.ln.CloseAll()
 		<-s.done
 		s.client.CloseIdleConnections()
+		s.std.CloseIdleConnections()
 		s.log.Info("s3 gateway stopped")
 	})
 	return nil

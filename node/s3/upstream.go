@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -157,7 +159,144 @@ func (s *Server) objectInfoPart(id *identity, key string, locate bool, part int)
 // and commits nothing, and storeValue returns that failure. hdr are extra
 // headers (If-None-Match, If-Match).
 func (s *Server) storeValue(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+	if size >= redirectMin {
+		return s.storeRedirected(id, key, r, size, failure, hdr...)
+	}
 	return s.storeTo(id, escapedKey(key), key, r, size, failure, hdr...)
+}
+
+// redirectMin is the smallest value storeValue sends by the redirected
+// write path (as kvdb's own client does from 1 MiB): below it the extra
+// round trip costs more than the master's copy of the bytes.
+const redirectMin = 1 << 20
+
+// newExpectClient is the client of storeRedirected's first request.
+func newExpectClient(idle time.Duration) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			ExpectContinueTimeout: idle,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       10 * time.Second,
+			DisableCompression:    true,
+			ResponseHeaderTimeout: idle,
+		},
+		// The 307 is followed by hand, with fasthttp: the body goes once,
+		// to the volume.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// storeRedirected is storeValue by kvdb's redirected write path, so that
+// no byte of the value crosses the master: the PUT goes to the master with
+// Expect: 100-continue, the master answers 307 with a write ticket on the
+// first replica before the body is sent, and the body streams there; that
+// volume writes the replicas, commits to the master and relays its answer.
+// A master that answers 100 Continue instead (no coordinator reachable,
+// redirects disabled) takes the body itself, as storeTo would send it.
+func (s *Server) storeRedirected(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+	addr, aerr := s.masterAddr()
+	if aerr != nil {
+		return "", aerr
+	}
+	sent := &sentBody{r: r, closed: make(chan struct{})}
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+escapedKey(key), sent)
+	if err != nil {
+		return "", errInternal
+	}
+	req.ContentLength = size
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if t := id.token(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := s.std.Do(req)
+	// Once the transport closed the body it reads it no more.
+	sent.wait(s.cfg.IdleTimeout)
+	if err != nil {
+		if f := failure(); f != nil {
+			return "", f
+		}
+		s.log.Warn("storing a value through the master failed", "key", key, "err", err)
+		return "", errUnavailable
+	}
+	defer resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || loc == "" || sent.n > 0 {
+		// Answered by the master: it took the body, or refused the write.
+		if f := failure(); f != nil {
+			return "", f
+		}
+		return s.stdAnswer(resp)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	vreq := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(vreq)
+	vreq.Header.SetMethod(fasthttp.MethodPut)
+	vreq.SetRequestURI(loc)
+	vreq.Header.SetContentType("application/octet-stream")
+	vreq.SetBodyStream(r, int(size))
+	vresp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(vresp)
+	err = s.client.Do(vreq, vresp)
+	if f := failure(); f != nil {
+		return "", f
+	}
+	if err != nil {
+		s.log.Warn("storing a value at its coordinating volume failed", "key", key, "url", loc, "err", err)
+		return "", errUnavailable
+	}
+	if st := vresp.StatusCode(); st != fasthttp.StatusOK && st != fasthttp.StatusCreated {
+		return "", s.masterError(vresp)
+	}
+	return string(vresp.Header.Peek("ETag")), nil
+}
+
+// stdAnswer is storeTo's handling of a net/http answer of the master.
+func (s *Server) stdAnswer(resp *http.Response) (string, *apiError) {
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated {
+		return resp.Header.Get("ETag"), nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	fr := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(fr)
+	fr.SetStatusCode(resp.StatusCode)
+	fr.Header.SetContentType(resp.Header.Get("Content-Type"))
+	fr.SetBodyRaw(b)
+	return "", s.masterError(fr)
+}
+
+// sentBody is a value's body as net/http sends it: n counts the bytes it
+// read, closed tells when the transport is done with it (it may close it
+// from another goroutine after Do returned).
+type sentBody struct {
+	r      io.Reader
+	n      int64
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *sentBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// wait waits until the transport closed the body, at most d.
+func (b *sentBody) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.closed:
+	case <-t.C:
+	}
 }
 
 // storeTo is storeValue to another of the master's write endpoints (path
