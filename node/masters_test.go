@@ -124,6 +124,13 @@ func (c *mastersCluster) waitLeader() int {
 	return l
 }
 
+// waitLeaderSees waits until master l, which leads, sees n live volumes
+// (a master that has just joined may not know them all yet by gossip).
+func (c *mastersCluster) waitLeaderSees(l, n int) {
+	c.t.Helper()
+	waitFor(c.t, 20*time.Second, "the new leader to see every volume", func() bool { return c.masters[l].LiveVolumes() == n })
+}
+
 // do sends a request to master i (following redirects, as curl -L does).
 func (c *mastersCluster) do(i int, method, key, body string, hdr ...string) (int, string, http.Header) {
 	c.t.Helper()
@@ -266,6 +273,7 @@ func TestMastersLeaderKilled(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	nl := c.waitLeader()
+	c.waitLeaderSees(nl, 3)
 	t.Logf("failover: first acknowledged write %v after the leader was killed; %d writes acknowledged", firstAfterKill.Sub(killedAt).Round(time.Millisecond), len(acked))
 	for i, m := range c.masters {
 		if m == nil {
@@ -367,6 +375,7 @@ func TestMastersClockBehind(t *testing.T) {
 	c.masters[l].Kill()
 	c.masters[l] = nil
 	nl := c.waitLeader()
+	c.waitLeaderSees(nl, 2)
 	st, body, _ := c.do(nl, "PUT", "clock/k", "second")
 	if st != 200 {
 		t.Fatalf("overwrite on the leader whose clock is behind: %d %s", st, body)
@@ -419,6 +428,7 @@ func TestMastersSnapshotCatchUp(t *testing.T) {
 	c.masters[l].Kill()
 	c.masters[l] = nil
 	nl := c.waitLeader()
+	c.waitLeaderSees(nl, 2)
 	for n := 0; n < 50; n++ {
 		if st, body, _ := c.do(nl, "GET", fmt.Sprintf("snap/%d", n), ""); st != 200 || !bytes.Equal([]byte(body), bytes.Repeat([]byte("s"), n)) {
 			t.Fatalf("GET snap/%d from the new leader: %d %q", n, st, body)

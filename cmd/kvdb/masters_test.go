@@ -101,6 +101,8 @@ func TestMastersProcLeaderKilled(t *testing.T) {
 	t.Logf("failover (test profile): first write acknowledged %v after SIGKILL of the leader; %d writes acknowledged in all",
 		firstAfter.Sub(killedAt).Round(time.Millisecond), len(acked))
 	nl := c.waitLeader(t)
+	c.url = c.urls[nl]
+	c.waitLiveVolumes(t, 3)
 	for key, val := range acked {
 		if st, got := mastersGet(hc, c.urls[nl], key); st != 200 || got != val {
 			t.Fatalf("acknowledged %s from the new leader: %d %q, want %q", key, st, got, val)
@@ -165,6 +167,9 @@ func TestMastersProcFollowerRestart(t *testing.T) {
 	// The rejoined master can lead: the others go, one at a time.
 	crashKill(t, c.masters[l])
 	nl := c.waitLeader(t)
+	// The rejoined master may lead before gossip told it of every volume.
+	c.url = c.urls[nl]
+	c.waitLiveVolumes(t, 2)
 	for n := 0; n < 120; n++ {
 		if st, got := mastersGet(hc, c.urls[nl], fmt.Sprintf("f/%d", n)); st != 200 || got != fmt.Sprint(n) {
 			t.Fatalf("f/%d from leader master%d: %d %q", n, nl+1, st, got)
