@@ -233,8 +233,16 @@ func TestMastersProcMinority(t *testing.T) {
 	if st := mastersPut(hc, c.urls[nl], "m/after", "after"); st != 201 {
 		t.Fatalf("PUT after healing: %d", st)
 	}
+	// A master that was paused answers 503 until it knows the leader again
+	// (its heartbeat, and gossip's word on the leader's address).
 	for i := range c.masters {
-		if st, got := mastersGet(hc, c.urls[i], "m/before"); st != 200 || got != "before" {
+		var st int
+		var got string
+		waitUntil(t, 20*time.Second, fmt.Sprintf("m/before through master%d after healing", i+1), func() bool {
+			st, got = mastersGet(hc, c.urls[i], "m/before")
+			return st != 503
+		})
+		if st != 200 || got != "before" {
 			t.Fatalf("m/before through master%d after healing: %d %q", i+1, st, got)
 		}
 	}
