@@ -212,16 +212,9 @@ func (c *catalog) releaseParts(b *leveldb.Batch, key []byte, old *Record) {
 func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifest, metaJSON []byte, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (bool, error) {
 	mu := c.lock(key)
 	defer mu.Unlock()
-	var old Record
-	found, err := c.get(key, &old)
+	old, found, err := c.admitCommit(key, rec.Version, check)
 	if err != nil {
 		return false, err
-	}
-	if err := check(found, &old); err != nil {
-		return false, err
-	}
-	if found && old.Version > rec.Version {
-		return false, errSuperseded
 	}
 	undo := func() {}
 	var b leveldb.Batch

@@ -132,17 +132,10 @@ func (c *catalog) dropReplica(key []byte, version uint64, vol string) (Record, b
 func (c *catalog) commitWrite(key []byte, rec *Record, tried []string, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (replaced bool, err error) {
 	mu := c.lock(key)
 	defer mu.Unlock()
-	var old Record
-	found, err := c.get(key, &old)
-	if err != nil {
-		return false, err
-	}
-	if err := check(found, &old); err != nil {
-		return false, err
-	}
+	old, found, err := c.admitCommit(key, rec.Version, check)
 	switch {
-	case found && old.Version > rec.Version:
-		return false, errSuperseded
+	case err != nil:
+		return false, err
 	case found:
 		undo := beforeReplace(&old)
 		if err := c.commit(key, rec, tried, &old); err != nil {
@@ -153,4 +146,23 @@ func (c *catalog) commitWrite(key []byte, rec *Record, tried []string, check fun
 	default:
 		return false, c.commit(key, rec, tried, nil)
 	}
+}
+
+// admitCommit reads key's record, under its lock (the caller's), for a
+// commit of version: check (the write's conditions) may refuse it, and a
+// version older than the one stored is refused with errSuperseded. It
+// returns the record the commit replaces, if any.
+func (c *catalog) admitCommit(key []byte, version uint64, check func(found bool, old *Record) error) (Record, bool, error) {
+	var old Record
+	found, err := c.get(key, &old)
+	if err != nil {
+		return old, false, err
+	}
+	if err := check(found, &old); err != nil {
+		return old, false, err
+	}
+	if found && old.Version > version {
+		return old, false, errSuperseded
+	}
+	return old, found, nil
 }

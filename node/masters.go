@@ -106,13 +106,7 @@ func (m *Master) leaderInit() {
 	m.mergeMu.Unlock()
 	m.lease.expire()
 	if f := m.raft.r.GetConfiguration(); f.Error() == nil {
-		voters := 0
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				voters++
-			}
-		}
-		m.votersN.Store(int64(voters))
+		m.votersN.Store(int64(countVoters(f.Configuration())))
 	}
 	if m.raft.r.State() != raft.Leader {
 		return
@@ -124,6 +118,17 @@ func (m *Master) leaderInit() {
 	m.refreshView()
 	m.kickRepair()
 	m.kickGC()
+}
+
+// countVoters is how many voters conf has.
+func countVoters(conf raft.Configuration) int {
+	n := 0
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
 }
 
 // raftTerm returns the current leader's ID and this master's term.
@@ -217,13 +222,10 @@ func (m *Master) reconcileMasters() {
 	}
 	conf := f.Configuration()
 	in := map[string]raft.Server{}
-	voters := 0
 	for _, s := range conf.Servers {
 		in[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
 	}
+	voters := countVoters(conf)
 	m.votersN.Store(int64(voters))
 	live := m.gossipMasters()
 	for name, mem := range live {
@@ -329,10 +331,8 @@ func (m *Master) serveHere(ctx *fasthttp.RequestCtx, path []byte) bool {
 			return true
 		}
 	}
-	leader, ok := m.leaderHTTP()
-	if !ok || leader == m.meta.HTTP {
-		ctx.Response.Header.Set("Retry-After", "1")
-		ctx.Response.Header.Set(headerNotLeader, "1")
+	leader, ok := m.otherLeader(ctx)
+	if !ok {
 		replyError(ctx, errNoLeader)
 		return false
 	}
@@ -354,14 +354,26 @@ func (m *Master) serveHere(ctx *fasthttp.RequestCtx, path []byte) bool {
 	return false
 }
 
+// otherLeader returns the HTTP address of the master that leads, when it
+// is another one; when there is none to send the request to, it marks the
+// response as from a master that does not lead (Retry-After,
+// X-Kvdb-Not-Leader) for the caller's 503.
+func (m *Master) otherLeader(ctx *fasthttp.RequestCtx) (string, bool) {
+	leader, ok := m.leaderHTTP()
+	if ok && leader != m.meta.HTTP {
+		return leader, true
+	}
+	ctx.Response.Header.Set("Retry-After", "1")
+	ctx.Response.Header.Set(headerNotLeader, "1")
+	return "", false
+}
+
 // followerExpect answers, on a follower, a write that waits for 100
 // Continue: 307 to the leader, before the body is sent, or 503 with no
 // leader.
 func (m *Master) followerExpect(ctx *fasthttp.RequestCtx) int {
-	leader, ok := m.leaderHTTP()
-	if !ok || leader == m.meta.HTTP {
-		ctx.Response.Header.Set("Retry-After", "1")
-		ctx.Response.Header.Set(headerNotLeader, "1")
+	leader, ok := m.otherLeader(ctx)
+	if !ok {
 		ctx.Response.SetBodyString(errNoLeader.Error() + "\n")
 		return fasthttp.StatusServiceUnavailable
 	}
