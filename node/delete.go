@@ -4,26 +4,36 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
 // handleDelete removes key from the index (under the key lock, after its
-// preconditions, if any, hold), then its blobs from the volumes.
+// preconditions, if any, hold). Its blobs are deleted from the volumes by
+// the GC loop once MoveGrace is over, as a replaced version's are: a reader
+// redirected to the value just before still finds it, rather than being
+// sent back and forth while the key churns.
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	cond, conditional := readConditions(&ctx.Request.Header)
-	var check func(*Record) error
-	if conditional {
-		check = func(rec *Record) error {
+	held := false
+	check := func(rec *Record) error {
+		if conditional {
 			var b [24]byte
 			if st := cond.check(false, true, rec.appendTag(b[:0]), rec.ModTime); st != 0 {
 				return withStatus(st, errors.New(conditionReason(st)))
 			}
-			return nil
 		}
+		// Held before the removal queues the deletions.
+		m.holdGarbage(rec.Replicas, key, rec.Version)
+		held = true
+		return nil
 	}
 	rec, found, err := m.cat.removeKey(key, check)
 	if err != nil {
+		if held {
+			m.releaseGarbage(rec.Replicas, key, rec.Version)
+		}
 		replyError(ctx, err)
 		return
 	}
@@ -31,7 +41,7 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 		replyText(ctx, fasthttp.StatusNotFound, "key not found")
 		return
 	}
-	m.deleteBlobs(key, rec.Version, rec.Replicas)
+	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
 	b, _ := json.Marshal(map[string]string{"deleted": string(key)})
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
