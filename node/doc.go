@@ -87,7 +87,7 @@
 //	PUT    /_kvdb/s3/bucket/NAME              create (409 if it exists)
 //	GET    /_kvdb/s3/bucket/NAME              the bucket (404 if absent); HEAD too
 //	DELETE /_kvdb/s3/bucket/NAME              delete when empty (409 BucketNotEmpty)
-//	GET    /_kvdb/s3/object/BUCKET/KEY        size, ETag, S3 metadata (?locate: a volume URL)
+//	GET    /_kvdb/s3/object/BUCKET/KEY        size, ETag, S3 metadata (?locate: a volume URL, &near=VOL preferred)
 //	PUT    /_kvdb/s3/object/BUCKET/KEY        record S3 metadata (If-Match: the kvdb ETag)
 //	DELETE /_kvdb/s3/object/BUCKET/KEY        delete the value and its metadata
 //	GET    /_kvdb/s3/list/BUCKET?prefix=&delimiter=&after=&limit=   detailed listing

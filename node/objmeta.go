@@ -129,12 +129,13 @@ func (m *Master) s3GetObject(ctx *fasthttp.RequestCtx, key []byte, bucket string
 	}
 	if ctx.IsGet() && ctx.QueryArgs().Has("locate") {
 		// The same choice of volume (and signed URL) as GET /KEY, for the
-		// very version described.
-		m.redirect(ctx, key, rec, nil)
+		// very version described, but for a gateway's own volume first.
+		info.Volume = m.redirectNear(ctx, key, rec, nil, string(ctx.QueryArgs().Peek("near")))
 		if ctx.Response.StatusCode() != fasthttp.StatusFound {
 			return // 503 answered: no live replica
 		}
 		info.Location = string(ctx.Response.Header.Peek("Location"))
+		info.Version = rec.Version
 		ctx.Response.Header.Del("Location")
 		ctx.Response.Header.Del("ETag")
 		if rec.Parts > 0 {

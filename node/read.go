@@ -137,12 +137,25 @@ func listed(list []byte, name string) bool {
 // redirect answers 302 to a live volume holding rec's version of key,
 // other than those in tried (volumes that did not have it).
 func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tried []byte) {
+	m.redirectNear(ctx, key, rec, tried, "")
+}
+
+// redirectNear is redirect with near, when it names a live replica that
+// answers probes, as the volume chosen. It returns the name of the volume
+// chosen ("" for a multipart value's or when none is live).
+func (m *Master) redirectNear(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tried []byte, near string) string {
 	if rec.Parts > 0 {
 		m.redirectParts(ctx, key, rec) // multipart.go
-		return
+		return ""
 	}
 	view := m.view.Load()
 	bad := *m.unreachable.Load()
+	if near != "" && !bad[near] && contains(rec.Replicas, near) {
+		if vol, ok := view.vols[near]; ok {
+			m.redirectTo(ctx, vol, key, rec, tried)
+			return near
+		}
+	}
 	loads := *m.loads.Load()
 	// The least loaded live replica that answers probes (ties go to the
 	// first in the record, the ring's owner); failing that, any live one.
@@ -165,19 +178,20 @@ func (m *Master) redirect(ctx *fasthttp.RequestCtx, key []byte, rec *Record, tri
 			l.sent.Add(1)
 		}
 		m.redirectTo(ctx, view.vols[name], key, rec, tried)
-		return
+		return name
 	}
 	for _, name := range rec.Replicas {
 		if vol, ok := view.vols[name]; ok && (len(tried) == 0 || !listed(tried, name)) {
 			m.redirectTo(ctx, vol, key, rec, tried)
-			return
+			return name
 		}
 	}
 	if len(tried) > 0 {
 		replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this version of the key right now; it is being repaired")
-		return
+		return ""
 	}
 	replyText(ctx, fasthttp.StatusServiceUnavailable, "no live volume holds this key right now")
+	return ""
 }
 
 func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, rec *Record, tried []byte) {

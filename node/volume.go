@@ -621,6 +621,17 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	ctx.SetBodyStream(f, int(length))
 }
 
+// OpenCopy opens this volume's copy of version of key, positioned at the
+// value's first byte, and reports its size: an S3 gateway beside the
+// volume (s3.Config.Local) serves it by sendfile. The caller closes it.
+func (v *Volume) OpenCopy(key []byte, version uint64) (*os.File, int64, error) {
+	f, meta, err := v.store.OpenBlob(key, version)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, meta.Size, nil
+}
+
 // sendBack answers a read of a version this volume does not hold (the key
 // was overwritten since the master's redirect and the old version deleted,
 // or the copy was lost) with a redirect back to a master for a fresh answer:

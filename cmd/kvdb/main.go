@@ -418,7 +418,7 @@ func runMaster(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stopS3, err := o.s3.start(func() (string, error) { return localMaster(m.LeaderAddr())() }, cfg.Logger)
+	stopS3, err := o.s3.start(func() (string, error) { return localMaster(m.LeaderAddr())() }, nil, cfg.Logger)
 	if err != nil {
 		_ = m.Close()
 		return err
@@ -483,7 +483,7 @@ func runVolume(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := cfg.Logger
-	stopS3, err := o.s3.start(volumeMaster(v), log)
+	stopS3, err := o.s3.start(volumeMaster(v), v, log)
 	if err != nil {
 		_ = v.Close()
 		return err
@@ -639,7 +639,12 @@ func runDev(args []string, stderr io.Writer) error {
 	if ip := net.ParseIP(host); host == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
 		shown = "localhost"
 	}
-	stopS3, err := o.s3.start(devMasters(masters), log)
+	// The gateway reads vol1's copies from disk.
+	var local *node.Volume
+	if len(vols) > 0 {
+		local = vols[0]
+	}
+	stopS3, err := o.s3.start(devMasters(masters), local, log)
 	if err != nil {
 		closeAll()
 		return err

@@ -34,8 +34,9 @@ func registerS3(fs *flag.FlagSet, def string) *s3Flags {
 }
 
 // start starts the gateway if --s3 is set; master finds the master's
-// HTTP address. The returned stop is never nil.
-func (f *s3Flags) start(master func() (string, error), log *slog.Logger) (stop func(), err error) {
+// HTTP address; local, if not nil, is the volume beside it (see
+// s3.Config.Local). The returned stop is never nil.
+func (f *s3Flags) start(master func() (string, error), local *node.Volume, log *slog.Logger) (stop func(), err error) {
 	stop = func() {}
 	if f.addr == "" {
 		return stop, nil
@@ -50,7 +51,11 @@ func (f *s3Flags) start(master func() (string, error), log *slog.Logger) (stop f
 	if err != nil {
 		return stop, err
 	}
-	gw, err := s3.New(s3.Config{Addr: f.addr, Master: master, Keys: keys, Logger: log})
+	cfg := s3.Config{Addr: f.addr, Master: master, Keys: keys, Logger: log}
+	if local != nil {
+		cfg.Local = local
+	}
+	gw, err := s3.New(cfg)
 	if err != nil {
 		if soft && errors.Is(err, syscall.EADDRINUSE) {
 			log.Error("S3 API not started: its default address is in use; give --s3 HOST:PORT (or --s3 '' to silence this)", "addr", f.addr)

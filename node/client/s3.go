@@ -57,8 +57,14 @@ type ObjectInfo struct {
 	// cut off between storing the bytes and recording the metadata).
 	Meta *ObjectMeta `json:"meta,omitempty"`
 	// Location, asked for with ?locate on a GET, is the URL of a volume
-	// that serves this version's bytes (what GET /KEY would redirect to).
+	// that serves this version's bytes (what GET /KEY would redirect to,
+	// except that ?near=VOLUME makes that volume the first choice when it
+	// holds a copy). Volume is that volume's name and Version the
+	// version's number, for a gateway beside it that reads its own copy
+	// from disk.
 	Location string `json:"location,omitempty"`
+	Volume   string `json:"volume,omitempty"`
+	Version  uint64 `json:"version,omitempty"`
 	// Parts is a multipart object's part count (0: one blob).
 	Parts int `json:"parts,omitempty"`
 	// PartStart and PartSize are where part ?part=N lies in the value.

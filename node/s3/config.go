@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -46,9 +47,24 @@ type Config struct {
 	MaxClockSkew time.Duration
 	// Logger receives the gateway's logs. Default: discard.
 	Logger *slog.Logger
+	// Local, when the gateway runs beside a volume (kvdb volume --s3), is
+	// that volume: the master is asked to read from it first, and a copy
+	// it holds goes to the client straight from its disk (sendfile), as
+	// the native API's reads do, rather than over loopback HTTP.
+	Local LocalVolume
 
 	// now is the wall clock (time.Now); tests set it.
 	now func() time.Time
+}
+
+// LocalVolume is the volume a gateway runs beside (*node.Volume).
+type LocalVolume interface {
+	// Name is the volume's name in the cluster.
+	Name() string
+	// OpenCopy opens the volume's copy of version of key, positioned at
+	// the value's first byte, and reports the value's size. The caller
+	// closes the file.
+	OpenCopy(key []byte, version uint64) (*os.File, int64, error)
 }
 
 // Validate reports whether the configuration can be used.

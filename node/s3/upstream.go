@@ -141,6 +141,9 @@ func (s *Server) objectInfoPart(id *identity, key string, locate bool, part int)
 	var q []string
 	if locate {
 		q = append(q, "locate")
+		if s.cfg.Local != nil {
+			q = append(q, "near="+s.cfg.Local.Name())
+		}
 	}
 	if part > 0 {
 		q = append(q, "part="+strconv.Itoa(part))
