@@ -35,7 +35,7 @@ func TestLocalVolumeReads(t *testing.T) {
 	if err := c.MakeBucket(ctx, "loc", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	const n, size = 8, 3<<20
+	const n, size = 8, 3 << 20
 	values := map[string][]byte{}
 	for i := range n {
 		k := fmt.Sprintf("obj%d", i)
