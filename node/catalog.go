@@ -528,6 +528,13 @@ func (c *catalog) addPending(version uint64, key []byte, vols ...string) error {
 	return nil
 }
 
+// has reports whether the index holds k (an error reads as true: the
+// caller then deletes it anyway).
+func (c *catalog) has(k []byte) bool {
+	ok, err := c.db().Has(k, nil)
+	return ok || err != nil
+}
+
 // isPending reports whether a write of version of key to vol is under way.
 func (c *catalog) isPending(version uint64, vol string, key []byte) (bool, error) {
 	return c.db().Has(pendingKey(version, vol, key), nil)
@@ -555,7 +562,11 @@ func (c *catalog) abandon(version uint64, key []byte, vols []string) error {
 func (c *catalog) commit(key []byte, rec *Record, tried []string, old *Record) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
-	b.Delete(ticketKey(rec.Version, key))
+	// Only a redirected write has a ticket: a deletion of none would leave
+	// a tombstone that every scan of the tickets walks until compaction.
+	if tk := ticketKey(rec.Version, key); c.has(tk) {
+		b.Delete(tk)
+	}
 	for _, vol := range tried {
 		b.Delete(pendingKey(rec.Version, vol, key))
 		if !contains(rec.Replicas, vol) {

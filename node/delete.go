@@ -4,14 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
 // handleDelete removes key from the index (under the key lock, after its
-// preconditions, if any, hold). Its blobs are deleted from the volumes by
-// the GC loop once MoveGrace is over, as a replaced version's are: a reader
+// preconditions, if any, hold). Its blobs are deleted from the volumes
+// once MoveGrace is over (laterLoop), as a replaced version's are: a reader
 // redirected to the value just before still finds it, rather than being
 // sent back and forth while the key churns.
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
@@ -41,7 +40,6 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 		replyText(ctx, fasthttp.StatusNotFound, "key not found")
 		return
 	}
-	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
 	b, _ := json.Marshal(map[string]string{"deleted": string(key)})
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -114,4 +115,78 @@ func (m *Master) lockCopies(key []byte) *sync.Mutex {
 	mu := &m.copyLocks[xxhash.Sum64(key)%uint64(len(m.copyLocks))]
 	mu.Lock()
 	return mu
+}
+
+// laterDeletion is a copy held by holdGarbage, to be deleted at due.
+type laterDeletion struct {
+	due time.Time
+	garbageItem
+}
+
+// laterLoop deletes the copies holdGarbage held (a replaced or deleted
+// value's, a moved one's) as soon as their grace is over, a batch at a
+// time and several at once, off the request path and without scanning the
+// catalog's queue. On a master that does not lead they are left to the
+// leader's GC passes, as is any that fails here.
+func (m *Master) laterLoop() {
+	defer m.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		m.graceMu.Lock()
+		n := 0
+		for n < len(m.later) && !m.later[n].due.After(now) {
+			n++
+		}
+		due := m.later[:n:n]
+		m.later = m.later[n:]
+		if len(m.later) == 0 {
+			m.later = nil // let the drained array go
+		}
+		wait := time.Hour
+		if len(m.later) > 0 {
+			wait = m.later[0].due.Sub(now)
+		}
+		m.graceMu.Unlock()
+		if len(due) > 0 && m.leads() {
+			m.collectDue(due)
+			continue // more may be due by now
+		}
+		timer.Reset(wait)
+		select {
+		case <-m.stop:
+			return
+		case <-m.laterKick:
+		case <-timer.C:
+		}
+	}
+}
+
+// collectDue deletes the held copies whose grace is over, gcWorkers at a
+// time (collectOne checks each is still garbage).
+func (m *Master) collectDue(due []laterDeletion) {
+	view := m.view.Load()
+	work := make(chan garbageItem)
+	var wg sync.WaitGroup
+	for range min(gcWorkers, len(due)) {
+		wg.Go(func() {
+			for g := range work {
+				m.collectOne(view, g)
+			}
+		})
+	}
+feed:
+	for _, d := range due {
+		if _, ok := view.vols[d.vol]; !ok || m.inGrace(d.vol, d.key, d.version) {
+			continue // not live (GC retries it), or held again since
+		}
+		select {
+		case <-m.stop:
+			break feed
+		case work <- d.garbageItem:
+		}
+	}
+	close(work)
+	wg.Wait()
 }

@@ -76,6 +76,11 @@ type Master struct {
 	// for a while for clients that were just redirected to them.
 	graceMu sync.Mutex
 	grace   map[string]time.Time
+	// later queues the held copies, oldest first, for deletion once their
+	// grace is over (laterLoop); laterKick wakes the loop when the queue
+	// was empty.
+	later     []laterDeletion
+	laterKick chan struct{}
 
 	// drains holds the volumes an operator asked to drain (persisted in
 	// the index); drainSince is when, for the drain endpoint's Done.
@@ -133,6 +138,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		merging: make(map[string]bool),
 		merged:  make(map[string]bool),
 		gcKick:  make(chan struct{}, 1),
+
+		laterKick: make(chan struct{}, 1),
 
 		missingSem: make(chan struct{}, maxRestoring),
 
@@ -225,7 +232,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.wg.Add(9)
+	m.wg.Add(10)
 	go m.watchLeadership()
 	go m.bootstrap()
 	go m.mastersLoop()
@@ -234,6 +241,7 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	go m.probeLoop()
 	go m.watchMembers()
 	go m.gcLoop()
+	go m.laterLoop()
 	go m.placementLoop()
 	m.http.serve()
 	if cfg.BootstrapExpect <= 1 {

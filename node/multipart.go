@@ -399,7 +399,7 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	meta.MD5, meta.ETag = "", hex.EncodeToString(whole[:])+"-"+strconv.Itoa(len(list))
 	metaJSON, _ := json.Marshal(meta)
 	rec := Record{Version: version, Size: total, Checksum: xxhash.Sum64(md5s), ModTime: versionTime(version), Parts: len(list)}
-	replaced, err := m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
+	_, err = m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
 		if found && createOnly {
 			return &completeError{fasthttp.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"}
 		}
@@ -412,9 +412,6 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	})
 	if err != nil {
 		return info, err
-	}
-	if replaced {
-		m.kickGC()
 	}
 	// Parts uploaded but left out of the list are not the object's.
 	listed := make(map[int]bool, len(list))

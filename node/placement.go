@@ -254,8 +254,6 @@ func (m *Master) runBatch(view *clusterView, batch []placementItem) bool {
 		m.moveKey(view, it.key, &it.rec, &it.plan)
 		return true
 	})
-	// Delete the moved-away copies as soon as their grace is over.
-	time.AfterFunc(m.cfg.MoveGrace+10*time.Millisecond, m.kickGC)
 	return ok
 }
 

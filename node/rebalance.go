@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 	"time"
@@ -80,7 +81,6 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record, plan *place
 		m.releaseGarbage(dropped, key, rec.Version)
 		return
 	}
-	m.kickGC()
 	m.setRebalance(func(r *client.RebalanceInfo) {
 		if failed {
 			r.Failed++
@@ -95,16 +95,26 @@ func (m *Master) moveKey(view *clusterView, key []byte, rec *Record, plan *place
 }
 
 // holdGarbage keeps the copies of version of key on vols (about to be
-// queued for deletion) from being deleted for MoveGrace.
+// queued for deletion) from being deleted for MoveGrace, and has them
+// deleted as soon as it is over (laterLoop), rather than by a later GC
+// pass.
 func (m *Master) holdGarbage(vols []string, key []byte, version uint64) {
 	if len(vols) == 0 {
 		return
 	}
 	until := time.Now().Add(m.cfg.MoveGrace)
+	key = bytes.Clone(key)
 	m.graceMu.Lock()
 	defer m.graceMu.Unlock()
+	if len(m.later) == 0 {
+		select {
+		case m.laterKick <- struct{}{}:
+		default:
+		}
+	}
 	for _, vol := range vols {
 		m.grace[string(garbageKey(vol, key, version))] = until
+		m.later = append(m.later, laterDeletion{until, garbageItem{vol, key, version}})
 	}
 }
 

@@ -210,9 +210,6 @@ func (m *Master) commitWrite(key []byte, rec *Record, tried []string, plan *writ
 		m.holdGarbage(old.Replicas, key, old.Version)
 		return func() { m.releaseGarbage(old.Replicas, key, old.Version) }
 	})
-	if replaced {
-		m.kickGC()
-	}
 	return replaced, err
 }
 
