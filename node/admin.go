@@ -19,8 +19,18 @@ func (m *Master) handleAdmin(ctx *fasthttp.RequestCtx, rest []byte) bool {
 		replyText(ctx, fasthttp.StatusOK, "ok")
 	case "ready":
 		view := m.view.Load()
+		// A live volume whose index is not merged yet counts as being
+		// merged: its merge may not have started when this is asked.
+		leads := m.leads()
 		m.mergeMu.Lock()
 		merging := len(m.merging)
+		if leads {
+			for name := range view.vols {
+				if !m.merged[name] && !m.merging[name] {
+					merging++
+				}
+			}
+		}
 		m.mergeMu.Unlock()
 		_, leader := m.leaderHTTP()
 		switch {

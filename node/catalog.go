@@ -627,6 +627,18 @@ func (c *catalog) doneGarbage(vol string, key []byte, version uint64) error {
 	return c.del1(garbageKey(vol, key, version), false)
 }
 
+// doneGarbageAll is doneGarbage of every item, in one write.
+func (c *catalog) doneGarbageAll(items []garbageItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	var b leveldb.Batch
+	for _, g := range items {
+		b.Delete(garbageKey(g.vol, g.key, g.version))
+	}
+	return c.write(&b, false)
+}
+
 // garbage calls fn for every queued deletion until fn returns false.
 func (c *catalog) garbage(fn func(vol string, key []byte, version uint64) bool) error {
 	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxGarbage}), nil)

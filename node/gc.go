@@ -49,22 +49,41 @@ func (m *Master) collectGarbage() {
 		return
 	}
 	m.sweepGrace()
-	// Several at once: the deletions on the volumes overlap, and the
-	// catalog entries they clear share log appends.
+	var todo []garbageItem
+	for _, g := range batch {
+		if !m.inGrace(g.vol, g.key, g.version) {
+			todo = append(todo, g)
+		}
+	}
+	m.collectAll(view, todo)
+}
+
+// collectAll deletes the queued versions in items, gcWorkers at a time
+// (the deletions on the volumes overlap), then clears their catalog
+// entries in one write.
+func (m *Master) collectAll(view *clusterView, items []garbageItem) {
+	if len(items) == 0 {
+		return
+	}
 	work := make(chan garbageItem)
-	var wg sync.WaitGroup
-	for range gcWorkers {
+	var (
+		wg     sync.WaitGroup
+		doneMu sync.Mutex
+		done   []garbageItem
+	)
+	for range min(gcWorkers, len(items)) {
 		wg.Go(func() {
 			for g := range work {
-				m.collectOne(view, g)
+				if m.collectOne(view, g) {
+					doneMu.Lock()
+					done = append(done, g)
+					doneMu.Unlock()
+				}
 			}
 		})
 	}
 feed:
-	for _, g := range batch {
-		if m.inGrace(g.vol, g.key, g.version) {
-			continue
-		}
+	for _, g := range items {
 		select {
 		case <-m.stop:
 			break feed
@@ -73,40 +92,44 @@ feed:
 	}
 	close(work)
 	wg.Wait()
+	if err := m.cat.doneGarbageAll(done); err != nil {
+		m.log.Warn("clearing collected garbage entries; they are collected again", "err", err)
+	}
 }
 
 // gcWorkers is how many queued deletions run at once.
 const gcWorkers = 16
 
 // collectOne deletes one queued blob version, unless it is in use after
-// all. The checks and the deletion hold the key's copy lock, which every
-// copy (repair, move) takes to record its intent: so either the copy's
-// intent is seen here and the version kept, or the copy starts after the
-// deletion and lands whole.
-func (m *Master) collectOne(view *clusterView, g garbageItem) {
+// all, and reports whether its catalog entry is to be cleared (the caller
+// clears many in one write). The checks and the deletion hold the key's
+// copy lock, which every copy (repair, move) takes to record its intent:
+// so either the copy's intent is seen here and the version kept, or the
+// copy starts after the deletion and lands whole. An entry cleared late,
+// after such a copy took it back, is cleared twice: no harm.
+func (m *Master) collectOne(view *clusterView, g garbageItem) bool {
 	mu := m.lockCopies(g.key)
 	defer mu.Unlock()
 	// A copy may have taken this entry back since the scan.
 	if has, err := m.cat.db().Has(garbageKey(g.vol, g.key, g.version), nil); err != nil || !has {
-		return
+		return false
 	}
 	// A copy of this very version may be on its way to the volume
 	// (repair, rebalance): its intent keeps it.
 	if pending, err := m.cat.isPending(g.version, g.vol, g.key); err != nil || pending {
-		return
+		return false
 	}
 	// Never delete the version the catalog points at (a blob that was
 	// abandoned on a volume may have been copied back there since).
 	var rec Record
 	if found, err := m.cat.get(g.key, &rec); err == nil && found && rec.Version == g.version && contains(rec.Replicas, g.vol) {
-		_ = m.cat.doneGarbage(g.vol, g.key, g.version)
-		return
+		return true
 	}
 	if err := m.deleteBlob(view.vols[g.vol].HTTP, g.key, g.version); err != nil {
 		m.log.Debug("gc delete failed; will retry", "volume", g.vol, "key", string(g.key), "err", err)
-		return
+		return false
 	}
-	_ = m.cat.doneGarbage(g.vol, g.key, g.version)
+	return true
 }
 
 // lockCopies locks the stripe of key that orders copies against the
@@ -163,30 +186,15 @@ func (m *Master) laterLoop() {
 	}
 }
 
-// collectDue deletes the held copies whose grace is over, gcWorkers at a
-// time (collectOne checks each is still garbage).
+// collectDue deletes the held copies whose grace is over (collectOne
+// checks each is still garbage).
 func (m *Master) collectDue(due []laterDeletion) {
 	view := m.view.Load()
-	work := make(chan garbageItem)
-	var wg sync.WaitGroup
-	for range min(gcWorkers, len(due)) {
-		wg.Go(func() {
-			for g := range work {
-				m.collectOne(view, g)
-			}
-		})
-	}
-feed:
+	items := make([]garbageItem, 0, len(due))
 	for _, d := range due {
-		if _, ok := view.vols[d.vol]; !ok || m.inGrace(d.vol, d.key, d.version) {
-			continue // not live (GC retries it), or held again since
-		}
-		select {
-		case <-m.stop:
-			break feed
-		case work <- d.garbageItem:
-		}
+		if _, ok := view.vols[d.vol]; ok && !m.inGrace(d.vol, d.key, d.version) {
+			items = append(items, d.garbageItem)
+		} // else not live (a GC pass retries it), or held again since
 	}
-	close(work)
-	wg.Wait()
+	m.collectAll(view, items)
 }
