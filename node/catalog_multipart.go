@@ -227,6 +227,7 @@ func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifes
 	}
 	v, _ := json.Marshal(mf)
 	b.Put(manifestKey(key), v)
+	rec.Meta = true
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	b.Put(objMetaKey(key), appendObjMeta(nil, rec.Version, metaJSON))
 	b.Delete(uploadKey(key, id))

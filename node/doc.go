@@ -113,8 +113,9 @@
 //	POST   /_kvdb/scrub                 scrub now
 //	GET    /_kvdb/orphans               blob files the volume's index lacks
 //
-// Clients read a value from a volume at GET /KEY?v=VER (signed and expiring
-// with a secret), the URL of the master's 302 (for a multipart value GET
+// Clients read a value from a volume at GET /KEY?v=VER[&m=META] (signed and
+// expiring with a secret; m= carries the value's S3 response headers,
+// objmeta.go), the URL of the master's 302 (for a multipart value GET
 // /_kvdb/parts/KEY?v=VER, signed like an internal request), and send the body of a
 // redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
 // the master's 307 (ticket.go).

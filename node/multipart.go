@@ -667,6 +667,9 @@ type partsPlan struct {
 	Size  int64      `json:"size"`
 	ETag  string     `json:"etag"`
 	Parts []planPart `json:"parts"`
+	// Meta holds the response headers of the value's S3 metadata (its
+	// MD5 and ETag left out), nil when none is recorded.
+	Meta *client.ObjectMeta `json:"meta,omitempty"`
 }
 
 type planPart struct {
@@ -711,6 +714,12 @@ func (m *Master) serveManifest(ctx *fasthttp.RequestCtx, path []byte) bool {
 	bad := *m.unreachable.Load()
 	loads := *m.loads.Load()
 	plan := partsPlan{Size: rec.Size, ETag: rec.ETag(), Parts: make([]planPart, 0, len(mf.Parts))}
+	if rec.Meta {
+		if meta, err := m.objMeta(key, ver); err == nil && meta != nil {
+			meta.MD5, meta.ETag = "", ""
+			plan.Meta = meta
+		}
+	}
 	for _, p := range mf.Parts {
 		pk := partKey(mf.Upload, p.N)
 		// Read past the record cache: a value of 10,000 parts must not

@@ -14,6 +14,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -41,6 +43,18 @@ func appendObjMeta(dst []byte, version uint64, metaJSON []byte) []byte {
 	dst = append(dst, objMetaFormat)
 	dst = binary.AppendUvarint(dst, version)
 	return append(dst, metaJSON...)
+}
+
+// setObjMeta records metaJSON as the S3 metadata of rec, key's current
+// record (read under the key lock, which the caller holds), and marks the
+// record as having it, in one write.
+func (c *catalog) setObjMeta(key []byte, rec *Record, metaJSON []byte) error {
+	r := *rec
+	r.Meta = true
+	var b leveldb.Batch
+	b.Put(objMetaKey(key), appendObjMeta(nil, r.Version, metaJSON))
+	b.Put(recordKey(nil, key), appendRecord(nil, &r))
+	return c.cached(key, &r, c.write(&b, true), "metadata")
 }
 
 // objMeta returns the metadata recorded for version of key, nil if none.
@@ -197,7 +211,7 @@ func (m *Master) s3PutObjectMeta(ctx *fasthttp.RequestCtx, key []byte) {
 	default:
 		tag = rec.appendTag(nil)
 		if etagListMatches(ifMatch, tag, true) {
-			err = m.cat.put1(objMetaKey(key), appendObjMeta(nil, rec.Version, canon), true)
+			err = m.cat.setObjMeta(key, &rec, canon)
 		}
 	}
 	mu.Unlock()
@@ -351,4 +365,83 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// maxMetaArg bounds a read redirect's m= argument: the URL stays well
+// within what a volume reads of a request line.
+const maxMetaArg = 4 << 10
+
+// metaArg is the m= argument of a read redirect to version of key: the
+// response headers of its S3 metadata, as base64url JSON, for the volume
+// to send. Nil when none is recorded; without the x-amz-meta-* headers
+// when with them it would be over maxMetaArg, and nil if even then.
+func (m *Master) metaArg(key []byte, version uint64) []byte {
+	meta, err := m.objMeta(key, version)
+	if err != nil || meta == nil {
+		return nil
+	}
+	meta.MD5, meta.ETag = "", ""
+	for range 2 {
+		b, _ := json.Marshal(meta)
+		if n := base64.RawURLEncoding.EncodedLen(len(b)); n <= maxMetaArg {
+			return base64.RawURLEncoding.AppendEncode(make([]byte, 0, n), b)
+		}
+		meta.User = nil
+	}
+	return nil
+}
+
+// decodeMetaArg decodes what metaArg encoded; nil when malformed.
+func decodeMetaArg(arg []byte) *client.ObjectMeta {
+	if len(arg) == 0 || len(arg) > maxMetaArg {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.AppendDecode(nil, arg)
+	if err != nil {
+		return nil
+	}
+	var meta client.ObjectMeta
+	if json.Unmarshal(b, &meta) != nil {
+		return nil
+	}
+	return &meta
+}
+
+// setMetaHeaders sets the response headers S3 metadata records (those of
+// a value's PUT that S3 returns on GET and HEAD). fasthttp drops CR and LF
+// from header values.
+func setMetaHeaders(h *fasthttp.ResponseHeader, meta *client.ObjectMeta) {
+	if meta.ContentType != "" {
+		h.SetContentType(meta.ContentType)
+	}
+	for _, kv := range [...][2]string{
+		{"Content-Encoding", meta.ContentEncoding},
+		{"Content-Disposition", meta.ContentDisposition},
+		{"Content-Language", meta.ContentLanguage},
+		{"Cache-Control", meta.CacheControl},
+		{"Expires", meta.Expires},
+	} {
+		if kv[1] != "" {
+			h.Set(kv[0], kv[1])
+		}
+	}
+	for name, v := range meta.User {
+		if validHeaderName(name) {
+			h.Set("X-Amz-Meta-"+name, v)
+		}
+	}
+}
+
+// validHeaderName reports whether name is a non-empty HTTP token.
+func validHeaderName(name string) bool {
+	if name == "" || len(name) > 256 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

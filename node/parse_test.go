@@ -67,6 +67,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	recs := []Record{
 		{Version: 1, Size: 0, Checksum: 0, ModTime: time.Unix(0, 0).UTC()},
 		{Version: 1<<63 + 5, Size: 1 << 40, Checksum: 0xdeadbeefcafef00d, ModTime: time.Unix(1700000000, 123).UTC(), Replicas: []string{"vol1", "vol-2"}},
+		{Version: 9, Size: 5, Checksum: 3, ModTime: time.Unix(7, 0).UTC(), Replicas: []string{"vol1"}, Meta: true},
+		{Version: 10, Size: 50 << 20, Checksum: 4, ModTime: time.Unix(8, 0).UTC(), Parts: 7, Meta: true},
 	}
 	for _, r := range recs {
 		var got Record
@@ -77,7 +79,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Fatalf("round trip: got %+v, want %+v", got, r)
 		}
 	}
-	for _, bad := range [][]byte{nil, {2}, {1}, {1, 1, 1}, append(appendRecord(nil, &recs[1]), 0)} {
+	for _, bad := range [][]byte{nil, {2}, {1}, {1, 1, 1}, {5}, {8, 1, 1}, {3, 1, 1}, append(appendRecord(nil, &recs[1]), 0)} {
 		var got Record
 		if err := decodeRecord(bad, &got); err == nil {
 			t.Errorf("decodeRecord(%x): got no error", bad)
@@ -88,6 +90,7 @@ func TestRecordRoundTrip(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(appendRecord(nil, &Record{Version: 7, Size: 3, Checksum: 9, ModTime: time.Unix(5, 0), Replicas: []string{"a", "b"}}))
 	f.Add(appendRecord(nil, &Record{Version: 8, Size: 12 << 20, Checksum: 9, ModTime: time.Unix(5, 0), Parts: 3}))
+	f.Add(appendRecord(nil, &Record{Version: 8, Size: 12 << 20, Checksum: 9, ModTime: time.Unix(5, 0), Parts: 3, Meta: true}))
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r Record

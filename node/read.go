@@ -39,7 +39,7 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 		}
 		m.redirect(ctx, key, rec, tried)
 	default:
-		headRecord(ctx, rec)
+		m.headRecord(ctx, key, rec)
 	}
 }
 
@@ -203,8 +203,18 @@ func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, re
 		loc = append(loc, "&tried="...)
 		loc = append(loc, tried...)
 	}
+	var meta []byte
+	if rec.Meta {
+		// The volume sends the value's S3 headers too (Content-Type...).
+		// A copy of the key: it would otherwise escape, and the stack
+		// buffer of every redirect with it.
+		if meta = m.metaArg(bytes.Clone(key), rec.Version); meta != nil {
+			loc = append(loc, "&m="...)
+			loc = append(loc, meta...)
+		}
+	}
 	if m.sec != nil {
-		loc = m.sec.appendReadSig(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix())
+		loc = m.sec.appendReadSigMeta(loc, key, rec.Version, time.Now().Add(m.cfg.RedirectTTL).Unix(), meta)
 	}
 	ctx.Response.Header.SetBytesV("Location", loc)
 	// The ETag goes after the URL, in ub while it has room; a long key's
@@ -214,12 +224,17 @@ func (m *Master) redirectTo(ctx *fasthttp.RequestCtx, vol Member, key []byte, re
 }
 
 // headRecord answers HEAD from the index.
-func headRecord(ctx *fasthttp.RequestCtx, rec *Record) {
+func (m *Master) headRecord(ctx *fasthttp.RequestCtx, key []byte, rec *Record) {
 	h := &ctx.Response.Header
 	var b [64]byte
 	h.SetBytesV("ETag", rec.appendTag(b[:0]))
 	h.SetBytesV("Last-Modified", appendLastModified(b[:0], rec.ModTime))
 	h.SetContentType("application/octet-stream")
+	if rec.Meta {
+		if meta, err := m.objMeta(bytes.Clone(key), rec.Version); err == nil && meta != nil {
+			setMetaHeaders(h, meta)
+		}
+	}
 	h.Set("Accept-Ranges", "bytes")
 	ctx.Response.SkipBody = true
 	h.SetContentLength(int(rec.Size))

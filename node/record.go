@@ -20,6 +20,10 @@ type Record struct {
 	// 0 for a value stored as one blob. A multipart value's bytes are the
 	// blobs its manifest lists; its own record names no replica.
 	Parts int
+	// Meta is set when S3 metadata (Content-Type and the rest) is
+	// recorded for this very version (objmeta.go): the native GET and HEAD
+	// then return it too, and others skip the lookup.
+	Meta bool
 }
 
 // ETag is the value's entity tag: its checksum in quoted hex.
@@ -62,6 +66,9 @@ func appendETag(dst []byte, sum uint64) []byte {
 const (
 	recordFormat      = 1
 	recordFormatParts = 2
+	// recordFlagMeta is added to the format byte of a record with
+	// Meta set.
+	recordFlagMeta = 4
 )
 
 // maxParts is the most parts a multipart value has (S3's limit).
@@ -75,11 +82,14 @@ var errRecord = errors.New("node: malformed index record")
 // size, fixed64 checksum, varint mtime (unix ns), uvarint replica count,
 // then each replica name as uvarint length + bytes.
 func appendRecord(dst []byte, r *Record) []byte {
+	format := byte(recordFormat)
 	if r.Parts > 0 {
-		dst = append(dst, recordFormatParts)
-	} else {
-		dst = append(dst, recordFormat)
+		format = recordFormatParts
 	}
+	if r.Meta {
+		format |= recordFlagMeta
+	}
+	dst = append(dst, format)
 	dst = binary.AppendUvarint(dst, r.Version)
 	dst = binary.AppendVarint(dst, r.Size)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Checksum)
@@ -97,10 +107,15 @@ func appendRecord(dst []byte, r *Record) []byte {
 
 // decodeRecord parses what appendRecord wrote. It never panics on bad input.
 func decodeRecord(b []byte, r *Record) error {
-	if len(b) == 0 || b[0] != recordFormat && b[0] != recordFormatParts {
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty", errRecord)
+	}
+	format := b[0] &^ recordFlagMeta
+	if format != recordFormat && format != recordFormatParts {
 		return fmt.Errorf("%w: unknown format", errRecord)
 	}
-	withParts := b[0] == recordFormatParts
+	withParts := format == recordFormatParts
+	r.Meta = b[0]&recordFlagMeta != 0
 	b = b[1:]
 	var n int
 	if r.Version, n = binary.Uvarint(b); n <= 0 {

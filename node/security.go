@@ -188,23 +188,37 @@ func (s *signer) put(st *macState) {
 	s.pool.Put(st)
 }
 
-func appendReadMsg(dst, key []byte, version uint64, expiry int64) []byte {
+// appendReadMsg is the message a read URL's signature covers: key,
+// version, expiry and, when the URL carries one, its m= argument (the
+// response headers the volume is to send, see metaArg).
+func appendReadMsg(dst, key []byte, version uint64, expiry int64, meta []byte) []byte {
 	dst = append(dst, readMsgLabel...)
 	dst = append(dst, 0)
 	dst = append(dst, key...)
 	dst = append(dst, 0)
 	dst = binary.BigEndian.AppendUint64(dst, version)
-	return binary.BigEndian.AppendUint64(dst, uint64(expiry))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(expiry))
+	if len(meta) > 0 {
+		dst = append(dst, 'm')
+		dst = append(dst, meta...)
+	}
+	return dst
 }
 
 // appendReadSig appends "&e=EXPIRY&s=SIG" to a blob URL (which ends in
 // "?v=VERSION") for key and version. It allocates nothing when dst has room.
 func (s *signer) appendReadSig(dst, key []byte, version uint64, expiry int64) []byte {
+	return s.appendReadSigMeta(dst, key, version, expiry, nil)
+}
+
+// appendReadSigMeta is appendReadSig of a URL that carries meta as its
+// m= argument.
+func (s *signer) appendReadSigMeta(dst, key []byte, version uint64, expiry int64, meta []byte) []byte {
 	if s == nil {
 		return dst
 	}
 	st := s.get()
-	st.msg = appendReadMsg(st.msg, key, version, expiry)
+	st.msg = appendReadMsg(st.msg, key, version, expiry, meta)
 	sum := st.compute()
 	dst = append(dst, "&e="...)
 	dst = strconv.AppendInt(dst, expiry, 10)
@@ -307,12 +321,17 @@ func checkExpiry(expiry int64, now time.Time) error {
 
 // verifyRead checks a read URL's signature (e= and s= from the query).
 func (s *signer) verifyRead(key []byte, version uint64, e, sv []byte, now time.Time) error {
+	return s.verifyReadMeta(key, version, e, sv, nil, now)
+}
+
+// verifyReadMeta is verifyRead of a URL whose m= argument is meta.
+func (s *signer) verifyReadMeta(key []byte, version uint64, e, sv, meta []byte, now time.Time) error {
 	expiry, sig, err := parseSigArgs(e, sv)
 	if err != nil {
 		return err
 	}
 	st := s.get()
-	st.msg = appendReadMsg(st.msg, key, version, expiry)
+	st.msg = appendReadMsg(st.msg, key, version, expiry, meta)
 	ok := hmac.Equal(st.compute(), sig[:])
 	s.put(st)
 	if !ok {
@@ -362,7 +381,7 @@ func (s *signer) allowRead(ctx *fasthttp.RequestCtx, key []byte, version uint64)
 		return true
 	}
 	args := ctx.QueryArgs()
-	if err := s.verifyRead(key, version, args.Peek("e"), args.Peek("s"), time.Now()); err != nil {
+	if err := s.verifyReadMeta(key, version, args.Peek("e"), args.Peek("s"), args.Peek("m"), time.Now()); err != nil {
 		forbid(ctx, err)
 		return false
 	}

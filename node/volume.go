@@ -576,6 +576,13 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	h.SetBytesV("Last-Modified", appendLastModified(hb[len(tag):len(tag)], mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
+	if arg := ctx.QueryArgs().Peek("m"); len(arg) > 0 {
+		// The value's S3 metadata, from the master's redirect (covered by
+		// its signature when the cluster has a secret).
+		if meta := decodeMetaArg(arg); meta != nil {
+			setMetaHeaders(h, meta)
+		}
+	}
 	if cond, any := readConditions(&ctx.Request.Header); any {
 		if st := cond.check(true, true, tag, mtime); st != 0 {
 			f.Close()

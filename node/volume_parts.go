@@ -43,6 +43,9 @@ func (v *Volume) serveParts(ctx *fasthttp.RequestCtx, raw []byte) {
 	h.SetBytesV("Last-Modified", appendLastModified(nil, mtime))
 	h.Set("Accept-Ranges", "bytes")
 	h.SetContentType("application/octet-stream")
+	if plan.Meta != nil {
+		setMetaHeaders(h, plan.Meta)
+	}
 	start, length := int64(0), plan.Size
 	if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && ifRangeMatches(ctx, []byte(plan.ETag), mtime) {
 		s, e, err := parseRange(rh, plan.Size)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -280,12 +281,37 @@ func TestNativeInterop(t *testing.T) {
 	if err := c.MakeBucket(ctx, "both", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutObject(ctx, "both", "from s3/a+b.txt", strings.NewReader("written by S3"), 13, minio.PutObjectOptions{}); err != nil {
+	opts := minio.PutObjectOptions{ContentType: "text/plain; charset=utf-8", ContentDisposition: "inline", UserMetadata: map[string]string{"Origin": "s3"}}
+	if _, err := c.PutObject(ctx, "both", "from s3/a+b.txt", strings.NewReader("written by S3"), 13, opts); err != nil {
 		t.Fatal(err)
 	}
-	if st, _, body := e.native("GET", "both/from%20s3/a%2Bb.txt", nil); st != 200 || body != "written by S3" {
+	// Its metadata comes back on the native API too (as curl -L sees it).
+	checkMeta := func(what string, h http.Header) {
+		t.Helper()
+		if h.Get("Content-Type") != opts.ContentType || h.Get("Content-Disposition") != "inline" || h.Get("X-Amz-Meta-Origin") != "s3" {
+			t.Errorf("%s: Content-Type %q, Content-Disposition %q, x-amz-meta-origin %q; want the S3 PUT's", what, h.Get("Content-Type"), h.Get("Content-Disposition"), h.Get("X-Amz-Meta-Origin"))
+		}
+	}
+	st, h, body := e.native("GET", "both/from%20s3/a%2Bb.txt", nil)
+	if st != 200 || body != "written by S3" {
 		t.Fatalf("native GET of an S3 object: %d %q", st, body)
 	}
+	checkMeta("native GET", h)
+	_, h, _ = e.native("HEAD", "both/from%20s3/a%2Bb.txt", nil)
+	checkMeta("native HEAD", h)
+	// A multipart object's too (its bytes come from a volume's parts
+	// stream).
+	big := bytes.Repeat([]byte("0123456789abcdef"), 11<<16) // 11 MiB: 3 parts of 5 MiB
+	mopts := opts
+	mopts.PartSize = 5 << 20
+	if _, err := c.PutObject(ctx, "both", "big.txt", bytes.NewReader(big), int64(len(big)), mopts); err != nil {
+		t.Fatal(err)
+	}
+	st, h, body = e.native("GET", "both/big.txt", nil)
+	if st != 200 || body != string(big) {
+		t.Fatalf("native GET of a multipart S3 object: %d, %d bytes", st, len(body))
+	}
+	checkMeta("native GET of a multipart object", h)
 	st, hdr, _ := e.native("PUT", "both/native.txt", strings.NewReader("written natively"))
 	if st != 201 {
 		t.Fatalf("native PUT: %d", st)
