@@ -200,8 +200,9 @@ const maxMasterHops = 3
 // commits to the master and relays its answer. A master that follows
 // answers 307 to the leader, which is asked the same way. A master that
 // answers 100 Continue instead (no coordinator reachable, redirects
-// disabled) takes the body itself, as storeTo would send it. key names
-// the value in the log; the rest is as storeValue's.
+// disabled) takes the body itself, as storeTo would send it; so does the
+// master when the volume cannot be reached before a byte is sent. key
+// names the value in the log; the rest is as storeValue's.
 func (s *Server) storeRedirected(id *identity, pathAndQuery, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
 	addr, aerr := s.masterAddr()
 	if aerr != nil {
@@ -264,12 +265,20 @@ func (s *Server) storeRedirected(id *identity, pathAndQuery, key string, r io.Re
 			vreq.Header.Set(hdr[i], hdr[i+1])
 		}
 	}
-	vreq.SetBodyStream(r, int(size))
+	sent := &sentBody{r: r, closed: make(chan struct{})}
+	vreq.SetBodyStream(sent, int(size))
 	vresp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(vresp)
 	err := s.client.Do(vreq, vresp)
 	if f := failure(); f != nil {
 		return "", f
+	}
+	if err != nil && sent.n == 0 && volumeWrite(loc) {
+		// The volume could not be reached (it died a moment ago, and the
+		// master does not know yet): no byte was read, so the body can
+		// still go through the master, which replaces a failed volume.
+		s.log.Warn("the coordinating volume is unreachable; storing through the master", "key", key, "url", loc, "err", err)
+		return s.storeTo(id, pathAndQuery, key, r, size, failure, hdr...)
 	}
 	if err != nil {
 		s.log.Warn("storing a value at its coordinating volume failed", "key", key, "url", loc, "err", err)
@@ -302,9 +311,9 @@ func (s *Server) stdAnswer(resp *http.Response) (string, *apiError) {
 	return "", s.masterError(fr)
 }
 
-// sentBody is a value's body as net/http sends it: n counts the bytes it
-// read, closed tells when the transport is done with it (it may close it
-// from another goroutine after Do returned).
+// sentBody is a value's body as a client sends it: n counts the bytes it
+// read, closed tells when net/http's transport is done with it (it may
+// close it from another goroutine after Do returned).
 type sentBody struct {
 	r      io.Reader
 	n      int64
