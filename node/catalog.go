@@ -441,6 +441,10 @@ type writeIntent struct {
 	IfNone     string   `json:"inm,omitempty"`
 	IfUnmodSec int64    `json:"ius,omitempty"` // If-Unmodified-Since, unix s
 	Issued     int64    `json:"at"`            // unix s
+	// Upload is, for a multipart part, the key (BUCKET/KEY) of the object
+	// its upload is to; the upload's ID is in the part's key. The commit
+	// needs both to find the upload and check it is still open.
+	Upload string `json:"up,omitempty"`
 }
 
 // addTicket records a redirected write's intent: its ticket and the

@@ -18,12 +18,14 @@ import (
 
 // The redirected write path, on the volume's side: a client sends the body
 // of a write the master admitted to PUT (or POST) /_kvdb/write/KEY with the
-// master's ticket (ticket.go, redirect_write.go). This volume, the ticket's
-// first replica, stores the body and streams it to the other replicas at
-// the same time (replicate.go), replaces a replica that failed by having a
-// spare copy the value from here, then commits to the master and relays its
-// answer. The volume answers only after every replica has the value on disk
-// and the master has committed it.
+// master's ticket (ticket.go, redirect_write.go). KEY may also be a
+// multipart part's (_kvdb/mp/UPLOAD/NNNNN): the master commits only what
+// it issued a ticket for. This volume, the ticket's first replica, stores
+// the body and streams it to the other replicas at the same time
+// (replicate.go), replaces a replica that failed by having a spare copy the
+// value from here, then commits to the master and relays its answer. The
+// volume answers only after every replica has the value on disk and the
+// master has committed it.
 
 // usedTickets remembers the tickets this volume has taken, until they
 // expire: a ticket is good for one upload.
@@ -84,7 +86,7 @@ func (v *Volume) expectWrite(ctx *fasthttp.RequestCtx) int {
 	if !ok || !(ctx.IsPut() || ctx.IsPost()) {
 		return fasthttp.StatusContinue
 	}
-	key, err := ParseKey(nil, rest)
+	key, err := parseStoredKey(nil, rest)
 	if err != nil {
 		return statusOf(err)
 	}

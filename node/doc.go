@@ -61,7 +61,8 @@
 //	objmeta.go        the S3 gateway's endpoints: object metadata, detailed listing
 //	s3keys.go         S3 credentials in the API keys file, and their master tokens
 //	multipart.go      the S3 gateway's endpoints: multipart uploads (parts as values under
-//	                  _kvdb/mp/, manifests), the redirect of a multipart value's GET, the upload sweep
+//	                  _kvdb/mp/, their redirected writes, manifests), the redirect of a
+//	                  multipart value's GET, the upload sweep
 //	catalog_multipart.go  the catalog's multipart entries and operations (uploads, manifests, releases)
 //
 // The volume:
@@ -92,7 +93,9 @@
 //	DELETE /_kvdb/s3/object/BUCKET/KEY        delete the value and its metadata
 //	GET    /_kvdb/s3/list/BUCKET?prefix=&delimiter=&after=&limit=   detailed listing
 //	POST   /_kvdb/s3/mp/BUCKET/KEY            start a multipart upload (body: ObjectMeta)
-//	PUT    /_kvdb/s3/mp/BUCKET/KEY?id=&part=N store part N (the body)
+//	PUT    /_kvdb/s3/mp/BUCKET/KEY?id=&part=N store part N (the body); with
+//	                                          Expect: 100-continue, 307 to a volume with
+//	                                          a ticket for the part's key, as a value's write
 //	POST   /_kvdb/s3/mp/BUCKET/KEY?id=&part=N&md5=  record part N's MD5 (If-Match: its kvdb ETag)
 //	POST   /_kvdb/s3/mp/BUCKET/KEY?id=&complete     complete (body: []client.CompletePart)
 //	GET    /_kvdb/s3/mp/BUCKET/KEY?id=&after=&limit= list the parts
@@ -118,7 +121,8 @@
 // objmeta.go), the URL of the master's 302 (for a multipart value GET
 // /_kvdb/parts/KEY?v=VER, signed like an internal request), and send the body of a
 // redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
-// the master's 307 (ticket.go).
+// the master's 307 (ticket.go); KEY is a part's key (_kvdb/mp/UPLOAD/NNNNN)
+// when the write is a multipart part's.
 //
 // # The master's catalog
 //

@@ -7,8 +7,14 @@ package node
 // "_kvdb/mp/UPLOAD/NNNNN", written through PUT /_kvdb/s3/mp/BUCKET/KEY
 // ?id=&part= (the client API refuses _kvdb/ keys): placement, repair,
 // rebalance, drains, verify and scrub handle parts as they handle any
-// value. Its MD5, which the gateway computes as the bytes stream, is its S3
-// metadata ('m' entry), recorded by a second request once it is stored.
+// value. Sent with Expect: 100-continue (the gateway does from 1 MiB),
+// that PUT is answered 307 with a write ticket for the part's key, and the
+// bytes go to a volume that writes the replicas and commits, as any
+// redirected write's do (expectPart); otherwise they stream through the
+// master (writePart). Either way the commit, under the part key's lock,
+// checks that the upload is still open. Its MD5, which the gateway
+// computes as the bytes stream, is its S3 metadata ('m' entry), recorded
+// by a second request once it is stored.
 //
 // CompleteMultipartUpload writes no byte: in one catalog batch, KEY's record
 // becomes a multipart value (Record.Parts > 0, no replicas, the total
@@ -219,8 +225,74 @@ func (m *Master) openUpload(key []byte, id string) error {
 	return nil
 }
 
+// mpPath starts the path of the multipart endpoints.
+const mpPath = "/" + ReservedPrefix + "s3/mp/"
+
+// isPartWrite reports whether the request is the write of a part (PUT
+// /_kvdb/s3/mp/BUCKET/KEY?id=&part=N), which expect admits and redirects
+// as it does a value's write.
+func isPartWrite(ctx *fasthttp.RequestCtx, path []byte) bool {
+	if !ctx.IsPut() || !bytes.HasPrefix(path, []byte(mpPath)) {
+		return false
+	}
+	args := ctx.QueryArgs()
+	return args.Has("id") && args.Has("part")
+}
+
+// expectPart answers Expect: 100-continue on the write of a part (the
+// caller has checked the API key): the part is admitted from its headers,
+// as writePart would admit it (its upload open, then as a value of its
+// part key), and answered 307 to a volume with a write ticket for the part
+// key, before the body. The ticket's intent keeps the object's key, so
+// that the commit (handleCommit) checks again, under the part key's lock,
+// that the upload is still open. With redirects off, or no volume to
+// coordinate, the body comes here (100 Continue) and writePart stores it.
+func (m *Master) expectPart(ctx *fasthttp.RequestCtx, path []byte) int {
+	key, err := ParseKey(nil, path[len(mpPath)-1:])
+	if err != nil {
+		replyError(ctx, err)
+		return ctx.Response.StatusCode()
+	}
+	if _, obj, ok := bytes.Cut(key, []byte("/")); !ok || len(obj) == 0 {
+		replyText(ctx, fasthttp.StatusBadRequest, "want /_kvdb/s3/mp/BUCKET/KEY")
+		return fasthttp.StatusBadRequest
+	}
+	args := ctx.QueryArgs()
+	id := string(args.Peek("id"))
+	n, err := strconv.Atoi(string(args.Peek("part")))
+	switch {
+	case err != nil || n < 1 || n > maxParts:
+		replyS3Error(ctx, fasthttp.StatusBadRequest, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
+		return fasthttp.StatusBadRequest
+	case !validUploadID(id):
+		replyNoSuchUpload(ctx)
+		return fasthttp.StatusNotFound
+	}
+	if err := m.openUpload(key, id); err != nil {
+		if statusOf(err) == fasthttp.StatusNotFound {
+			replyNoSuchUpload(ctx)
+		} else {
+			replyError(ctx, err)
+		}
+		return ctx.Response.StatusCode()
+	}
+	pk := partKey(id, n)
+	size := bodySize(&ctx.Request.Header)
+	plan, st, msg := m.admitWrite(ctx, pk, size)
+	if st != 0 {
+		replyText(ctx, st, msg)
+		return st
+	}
+	if m.cfg.DisableWriteRedirect {
+		return fasthttp.StatusContinue
+	}
+	return m.redirectWrite(ctx, pk, &plan, size, key)
+}
+
 // writePart stores the body as part n of upload id: a write like any
-// other, whose commit also checks that the upload is still open.
+// other, whose commit also checks that the upload is still open. (A part
+// sent with Expect: 100-continue comes here only when it could not be
+// redirected: see expectPart.)
 func (m *Master) writePart(ctx *fasthttp.RequestCtx, key []byte, id string, n int) {
 	if err := m.openUpload(key, id); err != nil {
 		if statusOf(err) == fasthttp.StatusNotFound {

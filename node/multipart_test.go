@@ -497,3 +497,126 @@ func TestMultipartMasterRestart(t *testing.T) {
 		t.Fatalf("GET: %d, %d bytes", st, len(body))
 	}
 }
+
+// TestRedirectedPart: the write of a part with Expect: 100-continue is
+// admitted from its headers (its upload open) and answered 307 to a volume
+// with a ticket for the part's key; the volume stores the part and commits.
+// An upload aborted or completed between the 307 and the commit refuses
+// the part there (404), and what the volume wrote is deleted.
+func TestRedirectedPart(t *testing.T) {
+	c := newTestClusterWith(t, 3, 2, withSecret)
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	create := func(key string) string {
+		t.Helper()
+		st, _, body := c.do("POST", "_kvdb/s3/mp/"+key, nil)
+		var up client.Upload
+		if st != 200 || json.Unmarshal([]byte(body), &up) != nil {
+			t.Fatalf("create upload of %s: %d %s", key, st, body)
+		}
+		return up.ID
+	}
+	partPath := func(key, id string, n int) string { return fmt.Sprintf("_kvdb/s3/mp/%s?id=%s&part=%d", key, id, n) }
+	// record records a part's MD5, as the gateway does once it is stored.
+	record := func(key, id string, n int, p []byte, etag string) string {
+		t.Helper()
+		sum := md5.Sum(p)
+		if st, _, body := c.do("POST", partPath(key, id, n)+"&md5="+hex.EncodeToString(sum[:]), nil, "If-Match", etag); st != 200 {
+			t.Fatalf("part %d md5: %d %s", n, st, body)
+		}
+		return hex.EncodeToString(sum[:])
+	}
+	complete := func(key, id string, list []client.CompletePart) {
+		t.Helper()
+		b, _ := json.Marshal(list)
+		if st, _, body := c.do("POST", "_kvdb/s3/mp/"+key+"?id="+id+"&complete", bytes.NewReader(b)); st != 200 {
+			t.Fatalf("complete %s: %d %s", key, st, body)
+		}
+	}
+	noBlobsLeft := func(what string) {
+		t.Helper()
+		waitFor(t, 15*time.Second, what, func() bool {
+			for i := range c.vols {
+				if c.staleCopies(i) != 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	// Refused before the body.
+	id := create("bkt/a")
+	for _, tc := range []struct {
+		name, path string
+		size       int64
+		want       int
+	}{
+		{"unknown upload", partPath("bkt/a", "000000000000000000000000", 1), 10, 404},
+		{"malformed upload ID", partPath("bkt/a", "nonsense", 1), 10, 404},
+		{"part number 0", partPath("bkt/a", id, 0), 10, 400},
+		{"over the maximum size", partPath("bkt/a", id, 1), c.master.cfg.MaxValueSize + 1, 413},
+	} {
+		if st, loc, body := c.expectWrite(t, "PUT", tc.path, tc.size); st != tc.want || loc != "" {
+			t.Errorf("%s: got %d %q (%s), want %d before the body", tc.name, st, loc, strings.TrimSpace(body), tc.want)
+		}
+	}
+
+	// Admitted: the bytes go to a volume, under the part's key.
+	p1 := mpData(100<<10, 1)
+	loc := c.ticketURL(t, "PUT", partPath("bkt/a", id, 1), int64(len(p1)))
+	if !strings.Contains(loc, "/_kvdb/write/") || !strings.Contains(loc, "mp/"+id+"/00001?") {
+		t.Fatalf("Location %q is not a volume's write endpoint for the part's key", loc)
+	}
+	st, h, body := send(t, "PUT", loc, string(p1))
+	if st != 201 {
+		t.Fatalf("part to its ticket: %d %s, want 201", st, body)
+	}
+	rec := c.record(string(partKey(id, 1)))
+	if h.Get("ETag") != rec.ETag() || len(rec.Replicas) != 2 || rec.Size != int64(len(p1)) {
+		t.Fatalf("part record %+v, ETag %s", rec, h.Get("ETag"))
+	}
+	complete("bkt/a", id, []client.CompletePart{{Number: 1, ETag: record("bkt/a", id, 1, p1, h.Get("ETag"))}})
+	if st, got := c.get("bkt/a"); st != 200 || got != string(p1) {
+		t.Fatalf("GET bkt/a: %d, %d bytes", st, len(got))
+	}
+
+	// Aborted after the 307: the commit refuses the part.
+	id = create("bkt/b")
+	loc = c.ticketURL(t, "PUT", partPath("bkt/b", id, 1), int64(len(p1)))
+	if st, _, body := c.do("DELETE", "_kvdb/s3/mp/bkt/b?id="+id, nil); st != 200 {
+		t.Fatalf("abort: %d %s", st, body)
+	}
+	if st, _, body := send(t, "PUT", loc, string(p1)); st != 404 {
+		t.Fatalf("part of an upload aborted after its 307: %d %s, want 404", st, body)
+	}
+	n := 0
+	_ = c.master.cat.parts(id, func([]byte, *Record) bool { n++; return true })
+	if n != 0 {
+		t.Fatalf("the aborted upload has %d parts in the catalog, want 0", n)
+	}
+	noBlobsLeft("the refused part's blobs to be deleted")
+
+	// Completed after the 307 (without that part): refused as well.
+	id = create("bkt/c")
+	p2 := mpData(300<<10, 2)
+	st, h, body = c.do("PUT", partPath("bkt/c", id, 1), bytes.NewReader(p1))
+	if st != 201 {
+		t.Fatalf("part 1 through the master: %d %s", st, body)
+	}
+	tag := record("bkt/c", id, 1, p1, h.Get("ETag"))
+	loc = c.ticketURL(t, "PUT", partPath("bkt/c", id, 2), int64(len(p2)))
+	complete("bkt/c", id, []client.CompletePart{{Number: 1, ETag: tag}})
+	if st, _, body := send(t, "PUT", loc, string(p2)); st != 404 {
+		t.Fatalf("part of an upload completed after its 307: %d %s, want 404", st, body)
+	}
+	var prec Record
+	if found, _ := c.master.cat.get(partKey(id, 2), &prec); found {
+		t.Fatalf("part 2 of the completed upload was recorded: %+v", prec)
+	}
+	if st, got := c.get("bkt/c"); st != 200 || got != string(p1) {
+		t.Fatalf("GET bkt/c: %d, %d bytes", st, len(got))
+	}
+	noBlobsLeft("the refused part's blobs to be deleted")
+}

@@ -22,14 +22,20 @@ import (
 // (handleCommit), which checks the write against what it promised, checks
 // the conditions again under the key lock, commits, and answers; the volume
 // relays the answer to the client. No value byte crosses the master.
+// The parts of multipart uploads take the same path (expectPart in
+// multipart.go): a part is a value under its part key, and its commit
+// also checks that its upload is still open.
 
 // maxTicketSpares bounds the spare volumes a ticket names, for replacing
 // replicas that fail mid-stream.
 const maxTicketSpares = 3
 
 // redirectWrite admits a write for the redirected path and answers 307
-// with the ticket; any other status is the write's refusal.
-func (m *Master) redirectWrite(ctx *fasthttp.RequestCtx, key []byte, plan *writePlan, size int64) int {
+// with the ticket; any other status is the write's refusal. For a
+// multipart part (key is its part key), upload is the key of the object
+// the upload is to, kept with the intent: the commit checks that upload is
+// still open.
+func (m *Master) redirectWrite(ctx *fasthttp.RequestCtx, key []byte, plan *writePlan, size int64, upload []byte) int {
 	n := m.cfg.Replicas
 	first, ok := plan.view.vols[plan.candidates[0]]
 	if !ok || (*m.unreachable.Load())[first.Name] {
@@ -47,6 +53,7 @@ func (m *Master) redirectWrite(ctx *fasthttp.RequestCtx, key []byte, plan *write
 		Replicas:   plan.candidates[:n],
 		Spares:     plan.candidates[n:min(len(plan.candidates), n+maxTicketSpares)],
 		CreateOnly: plan.createOnly,
+		Upload:     string(upload),
 	}
 	if plan.conditional {
 		wi.IfMatch, wi.IfNone = string(plan.cond.ifMatch), string(plan.cond.ifNoneMatch)
@@ -150,8 +157,10 @@ func (m *Master) handleIntent(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 // replica (size=, sum=, r= the replicas, tried= every volume written to),
 // or abandons it (abort=1). The write takes effect here, under the key
 // lock, exactly as a write through the master does: its conditions are
-// checked again, and one overtaken by a later write is refused. The answer
-// (status, ETag, the write reply) is what the client gets.
+// checked again, a multipart part's upload must still be open, and one
+// overtaken by a later write is refused; a refused write's blobs are
+// deleted. The answer (status, ETag, the write reply) is what the client
+// gets.
 func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) {
 	args := ctx.QueryArgs()
 	tried := splitNames(args.Peek("tried"))
@@ -216,6 +225,14 @@ func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 		// Another commit of this ticket may have won the lock meanwhile.
 		if _, found, err := m.cat.getTicket(ver, key); err != nil || !found {
 			return cmp.Or(err, withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used")))
+		}
+		// A part takes effect only while its upload takes parts, as
+		// writePart's commit checks (not completed, not aborted).
+		if id, _, ok := parsePartKey(key); ok {
+			if wi.Upload == "" {
+				return withStatus(fasthttp.StatusForbidden, errors.New("the ticket of a part names no upload"))
+			}
+			return m.openUpload([]byte(wi.Upload), id)
 		}
 		return nil
 	})

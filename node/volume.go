@@ -443,7 +443,8 @@ func (v *Volume) handle(ctx *fasthttp.RequestCtx) {
 // client-facing write endpoint (a ticket, not a signature, admits those).
 func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 	if k, ok := bytes.CutPrefix(rest, []byte("write")); ok {
-		key, err := ParseKey(nil, k)
+		// A value's key, or a multipart part's (the ticket names it).
+		key, err := parseStoredKey(nil, k)
 		if err != nil {
 			replyError(ctx, err)
 			return

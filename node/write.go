@@ -96,16 +96,20 @@ func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (w
 	return p, 0, ""
 }
 
-// expect answers Expect: 100-continue: a write the master would refuse
-// gets its final status before the client sends the body (fasthttp sends
-// it with no body and closes the connection); anything else is read and
-// handled as usual.
+// expect answers Expect: 100-continue on the write of a value or of a
+// multipart part (PUT /_kvdb/s3/mp/BUCKET/KEY?id=&part=N): a write the
+// master would refuse gets its final status before the client sends the
+// body (fasthttp sends it with no body and closes the connection), and one
+// it admits is sent to a volume (307, redirectWrite) unless redirects are
+// off or no volume can coordinate it. Anything else is read and handled
+// as usual.
 func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	if !ctx.IsPut() && !ctx.IsPost() {
 		return fasthttp.StatusContinue
 	}
 	path := ctx.URI().PathOriginal()
-	if bytes.HasPrefix(path, []byte("/"+ReservedPrefix)) {
+	part := isPartWrite(ctx, path)
+	if bytes.HasPrefix(path, []byte("/"+ReservedPrefix)) && !part {
 		return fasthttp.StatusContinue
 	}
 	if !m.leads() {
@@ -114,6 +118,9 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	}
 	if st, _ := m.authStatus(ctx, path); st != 0 {
 		return st
+	}
+	if part {
+		return m.expectPart(ctx, path) // multipart.go
 	}
 	if len(ctx.URI().QueryString()) > 0 {
 		return fasthttp.StatusBadRequest
@@ -131,7 +138,7 @@ func (m *Master) expect(ctx *fasthttp.RequestCtx) int {
 	if m.cfg.DisableWriteRedirect {
 		return fasthttp.StatusContinue
 	}
-	return m.redirectWrite(ctx, key, &plan, size)
+	return m.redirectWrite(ctx, key, &plan, size, nil)
 }
 
 // handleWrite stores a value: PUT creates or replaces, POST (or PUT with

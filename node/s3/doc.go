@@ -11,8 +11,9 @@
 // a goroutine one buffer behind the stream); from 1 MiB it takes the
 // redirected write path (Expect: 100-continue, the master's 307, the body
 // to the coordinating volume), so the bytes never cross the master. A
-// multipart part still streams through the master. A GetObject asks the master where the bytes are and streams them
-// from that volume itself (S3 clients do not follow kvdb's 302). What S3
+// multipart part does the same, through the master's part endpoint. A
+// GetObject asks the master where the bytes are and streams them from that
+// volume itself (S3 clients do not follow kvdb's 302). What S3
 // keeps beyond the bytes (buckets, Content-Type and x-amz-meta-* headers,
 // the MD5) lives in the master's catalog, behind its /_kvdb/s3/ endpoints
 // (node/bucket.go, node/objmeta.go).

@@ -4,10 +4,11 @@ package s3
 // CompleteMultipartUpload, AbortMultipartUpload, ListParts and
 // ListMultipartUploads, and GetObject/HeadObject of one part. The master
 // keeps the uploads and parts (node/multipart.go); a part's bytes stream
-// from the client, decoded and checked as a PutObject's, through the
-// master to the volumes, and its MD5 (the part's ETag) is computed on the
-// way and recorded once the part is stored. Complete copies no byte: the
-// object becomes a manifest of its parts, read back part after part.
+// from the client, decoded and checked as a PutObject's, to the volumes
+// (from redirectMin by the redirected write path, so not through the
+// master, as a PutObject's), and its MD5 (the part's ETag) is computed on
+// the way and recorded once the part is stored. Complete copies no byte:
+// the object becomes a manifest of its parts, read back part after part.
 
 import (
 	"bytes"
@@ -111,17 +112,28 @@ func partNumber(args *fasthttp.Args) (int, *apiError) {
 	return n, nil
 }
 
-// storePart streams a part into the master and records its MD5 (sum,
-// called once the body is through). It returns the part as recorded.
+// storePart stores a part and records its MD5 (sum, called once the body
+// is through). It returns the part as recorded. A part of redirectMin or
+// more goes by the redirected write path, as a PutObject does: the master
+// admits it from its headers (the upload must be open) and the bytes go to
+// a volume, never through the master; a smaller one streams through the
+// master.
 func (s *Server) storePart(r *request, key, id string, n int, body io.Reader, size int64, failure func() *apiError, sum func() string) (client.Part, *apiError) {
 	var part client.Part
-	// The master refuses a part of an unknown upload before reading it,
-	// which the gateway, still sending, would see as a broken connection:
-	// ask first (a page of no parts).
-	if aerr := s.masterJSON(&r.id, "GET", uploadPath(key, id, "limit=0"), nil, nil); aerr != nil {
-		return part, uploadError(aerr)
+	var tag string
+	var aerr *apiError
+	if size >= redirectMin {
+		tag, aerr = s.storeRedirected(&r.id, uploadPath(key, id, "part="+strconv.Itoa(n)), key, body, size, failure)
+	} else {
+		// The master refuses a part of an unknown upload before reading
+		// it, which the gateway, still sending, would see as a broken
+		// connection: ask first (a page of no parts). The redirected path
+		// needs no such question: its refusal comes before the body.
+		if aerr := s.masterJSON(&r.id, "GET", uploadPath(key, id, "limit=0"), nil, nil); aerr != nil {
+			return part, uploadError(aerr)
+		}
+		tag, aerr = s.storeTo(&r.id, uploadPath(key, id, "part="+strconv.Itoa(n)), key, body, size, failure)
 	}
-	tag, aerr := s.storeTo(&r.id, uploadPath(key, id, "part="+strconv.Itoa(n)), key, body, size, failure)
 	if aerr != nil {
 		return part, uploadError(aerr)
 	}

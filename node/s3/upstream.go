@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,14 +164,14 @@ func (s *Server) objectInfoPart(id *identity, key string, locate bool, part int)
 // headers (If-None-Match, If-Match).
 func (s *Server) storeValue(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
 	if size >= redirectMin {
-		return s.storeRedirected(id, key, r, size, failure, hdr...)
+		return s.storeRedirected(id, escapedKey(key), key, r, size, failure, hdr...)
 	}
 	return s.storeTo(id, escapedKey(key), key, r, size, failure, hdr...)
 }
 
-// redirectMin is the smallest value storeValue sends by the redirected
-// write path (as kvdb's own client does from 1 MiB): below it the extra
-// round trip costs more than the master's copy of the bytes.
+// redirectMin is the smallest value (or part) the gateway sends by the
+// redirected write path (as kvdb's own client does from 1 MiB): below it
+// the extra round trip costs more than the master's copy of the bytes.
 const redirectMin = 1 << 20
 
 // newExpectClient is the client of storeRedirected's first request.
@@ -189,63 +190,98 @@ func newExpectClient(idle time.Duration) *http.Client {
 	}
 }
 
-// storeRedirected is storeValue by kvdb's redirected write path, so that
-// no byte of the value crosses the master: the PUT goes to the master with
-// Expect: 100-continue, the master answers 307 with a write ticket on the
-// first replica before the body is sent, and the body streams there; that
-// volume writes the replicas, commits to the master and relays its answer.
-// A master that answers 100 Continue instead (no coordinator reachable,
-// redirects disabled) takes the body itself, as storeTo would send it.
-func (s *Server) storeRedirected(id *identity, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
+// maxMasterHops bounds the masters storeRedirected asks in turn: a master
+// that follows sends the write on to the leader (307, before the body).
+const maxMasterHops = 3
+
+// storeRedirected stores a value by kvdb's redirected write path, so that
+// no byte of it crosses the master: the PUT goes to the master's write
+// endpoint pathAndQuery (a value's /KEY, or a part's
+// /_kvdb/s3/mp/...?id=&part=) with Expect: 100-continue, the master
+// answers 307 with a write ticket on the first replica before the body is
+// sent, and the body streams there; that volume writes the replicas,
+// commits to the master and relays its answer. A master that follows
+// answers 307 to the leader, which is asked the same way. A master that
+// answers 100 Continue instead (no coordinator reachable, redirects
+// disabled) takes the body itself, as storeTo would send it; so does the
+// master when the volume cannot be reached before a byte is sent. key
+// names the value in the log; the rest is as storeValue's.
+func (s *Server) storeRedirected(id *identity, pathAndQuery, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
 	addr, aerr := s.masterAddr()
 	if aerr != nil {
 		return "", aerr
 	}
-	sent := &sentBody{r: r, closed: make(chan struct{})}
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+escapedKey(key), sent)
-	if err != nil {
-		return "", errInternal
-	}
-	req.ContentLength = size
-	req.Header.Set("Expect", "100-continue")
-	req.Header.Set("Content-Type", "application/octet-stream")
-	if t := id.token(); t != "" {
-		req.Header.Set("Authorization", "Bearer "+t)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := s.std.Do(req)
-	// Once the transport closed the body it reads it no more.
-	sent.wait(s.cfg.IdleTimeout)
-	if err != nil {
-		if f := failure(); f != nil {
-			return "", f
+	target := "http://" + addr + pathAndQuery
+	var loc string
+	for hop := 0; ; hop++ {
+		sent := &sentBody{r: r, closed: make(chan struct{})}
+		req, err := http.NewRequest(http.MethodPut, target, sent)
+		if err != nil {
+			return "", errInternal
 		}
-		s.log.Warn("storing a value through the master failed", "key", key, "err", err)
-		return "", errUnavailable
-	}
-	defer resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusTemporaryRedirect || loc == "" || sent.n > 0 {
-		// Answered by the master: it took the body, or refused the write.
-		if f := failure(); f != nil {
-			return "", f
+		req.ContentLength = size
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("Content-Type", "application/octet-stream")
+		if t := id.token(); t != "" {
+			req.Header.Set("Authorization", "Bearer "+t)
 		}
-		return s.stdAnswer(resp)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := s.std.Do(req)
+		// Once the transport closed the body it reads it no more.
+		sent.wait(s.cfg.IdleTimeout)
+		if err != nil {
+			if f := failure(); f != nil {
+				return "", f
+			}
+			s.log.Warn("storing a value through the master failed", "key", key, "err", err)
+			return "", errUnavailable
+		}
+		loc = resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusTemporaryRedirect || loc == "" || sent.n > 0 {
+			// Answered by the master: it took the body, or refused the write.
+			defer resp.Body.Close()
+			if f := failure(); f != nil {
+				return "", f
+			}
+			return s.stdAnswer(resp)
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if volumeWrite(loc) || hop+1 == maxMasterHops {
+			break
+		}
+		target = loc // to the leader
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	vreq := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(vreq)
 	vreq.Header.SetMethod(fasthttp.MethodPut)
 	vreq.SetRequestURI(loc)
 	vreq.Header.SetContentType("application/octet-stream")
-	vreq.SetBodyStream(r, int(size))
+	if !volumeWrite(loc) {
+		// Still a master after maxMasterHops: it takes the body itself.
+		if t := id.token(); t != "" {
+			vreq.Header.Set("Authorization", "Bearer "+t)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			vreq.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	sent := &sentBody{r: r, closed: make(chan struct{})}
+	vreq.SetBodyStream(sent, int(size))
 	vresp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(vresp)
-	err = s.client.Do(vreq, vresp)
+	err := s.client.Do(vreq, vresp)
 	if f := failure(); f != nil {
 		return "", f
+	}
+	if err != nil && sent.n == 0 && volumeWrite(loc) {
+		// The volume could not be reached (it died a moment ago, and the
+		// master does not know yet): no byte was read, so the body can
+		// still go through the master, which replaces a failed volume.
+		s.log.Warn("the coordinating volume is unreachable; storing through the master", "key", key, "url", loc, "err", err)
+		return s.storeTo(id, pathAndQuery, key, r, size, failure, hdr...)
 	}
 	if err != nil {
 		s.log.Warn("storing a value at its coordinating volume failed", "key", key, "url", loc, "err", err)
@@ -255,6 +291,13 @@ func (s *Server) storeRedirected(id *identity, key string, r io.Reader, size int
 		return "", s.masterError(vresp)
 	}
 	return string(vresp.Header.Peek("ETag")), nil
+}
+
+// volumeWrite reports whether loc, the Location of a master's 307, is a
+// volume's write endpoint (with a ticket) rather than another master.
+func volumeWrite(loc string) bool {
+	u, err := url.Parse(loc)
+	return err == nil && strings.HasPrefix(u.EscapedPath(), "/"+node.ReservedPrefix+"write/")
 }
 
 // stdAnswer is storeTo's handling of a net/http answer of the master.
@@ -271,9 +314,9 @@ func (s *Server) stdAnswer(resp *http.Response) (string, *apiError) {
 	return "", s.masterError(fr)
 }
 
-// sentBody is a value's body as net/http sends it: n counts the bytes it
-// read, closed tells when the transport is done with it (it may close it
-// from another goroutine after Do returned).
+// sentBody is a value's body as a client sends it: n counts the bytes it
+// read, closed tells when net/http's transport is done with it (it may
+// close it from another goroutine after Do returned).
 type sentBody struct {
 	r      io.Reader
 	n      int64
@@ -302,8 +345,9 @@ func (b *sentBody) wait(d time.Duration) {
 	}
 }
 
-// storeTo is storeValue to another of the master's write endpoints (path
-// and query): a part's.
+// storeTo streams a value through the master, to its write endpoint
+// pathAndQuery (a value's /KEY or a part's /_kvdb/s3/mp/...?id=&part=), as
+// storeValue and storePart do below redirectMin.
 func (s *Server) storeTo(id *identity, pathAndQuery, key string, r io.Reader, size int64, failure func() *apiError, hdr ...string) (string, *apiError) {
 	req, aerr := s.newMasterRequest(id, "PUT", pathAndQuery)
 	if aerr != nil {
