@@ -137,11 +137,13 @@ CFG
 	head -c 1G /dev/urandom >"$DIR/s3.bin"
 	sync
 	aws --endpoint-url "$S3URL" s3 mb s3://perfaws >/dev/null
-	# timed AWS_ARGS...: seconds, and aws's peak RSS in MB into $DIR/aws.rss.
+	# timed AWS_ARGS...: seconds; aws's peak RSS (KB) and its own CPU
+	# seconds (user, system) into $DIR/aws.rss. aws cli is Python: on 2
+	# cores its own CPU bounds what it moves, whatever the server.
 	timed() {
 		local t0 t1
 		t0=$(date +%s.%N)
-		/usr/bin/time -f %M -o "$DIR/aws.rss" aws --endpoint-url "$S3URL" "$@" >/dev/null
+		/usr/bin/time -f "%M %U %S" -o "$DIR/aws.rss" aws --endpoint-url "$S3URL" "$@" >/dev/null
 		t1=$(date +%s.%N)
 		awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}'
 	}
@@ -150,9 +152,11 @@ CFG
 	awsup=$(timed s3 cp "$DIR/s3.bin" s3://perfaws/1g)
 	echo "$(($(cpu "$master") - c0))" >"$OUT/awsput.mcpu"
 	awsrss_up=$(awk '{printf "%.0f", $1 / 1024}' "$DIR/aws.rss")
+	awscpu_up=$(awk '{printf "%.1f", $2 + $3}' "$DIR/aws.rss")
 	echo "== aws s3 cp 1 GiB down" >&2
 	awsdown=$(timed s3 cp s3://perfaws/1g "$DIR/s3.got")
 	awsrss_down=$(awk '{printf "%.0f", $1 / 1024}' "$DIR/aws.rss")
+	awscpu_down=$(awk '{printf "%.1f", $2 + $3}' "$DIR/aws.rss")
 	cmp "$DIR/s3.bin" "$DIR/s3.got" || { echo "aws s3 cp: the 1 GiB read back differs" >&2; exit 1; }
 	rm -f "$DIR/s3.bin" "$DIR/s3.got"
 fi
@@ -217,7 +221,7 @@ S3 (gateway on vol1, the same cluster and run):
 | PutObject 1 MiB, concurrency 16, kvdb bench --s3 | $(printf "%.0f" "$s3put1mops") ops/s, $(mb "$s3put1m") | $(printf "%.0f" "$put1mops") ops/s | $(ratio "$s3put1mops" "$put1mops") | |
 
 The master's CPU seconds during: bench --s3 2 GiB PUT $(awk '{printf "%.2f", $1 / 100}' "$OUT/s3put1g.mcpu"), 1600 x 1 MiB $(awk '{printf "%.2f", $1 / 100}' "$OUT/s3put1m.mcpu"), aws s3 cp 1 GiB up $( [ -f "$OUT/awsput.mcpu" ] && awk '{printf "%.2f", $1 / 100}' "$OUT/awsput.mcpu" || echo n/a).
-aws cli peak RSS: ${awsrss_up:-n/a} MB up, ${awsrss_down:-n/a} MB down.
+aws cli peak RSS: ${awsrss_up:-n/a} MB up, ${awsrss_down:-n/a} MB down; its own CPU: ${awscpu_up:-n/a} s up, ${awscpu_down:-n/a} s down (of 2 cores × the seconds above).
 
 Peak RSS (VmHWM) over the whole run: master $(hwm "$master") MB, volumes ${vh% } MB (vol1 serves S3).
 Reports: $OUT/*.json

@@ -110,6 +110,13 @@ func (m *Master) placementPass() {
 				}
 			}
 			plan := decidePlacement(pv, rec.Replicas, view.ring.Order(key))
+			if plan.Action == placeMove && !roomFor(view, plan.Add, rec.Size) {
+				// A volume the ring wants has no room for it (as its
+				// gossip says; a copy refused for lack of room makes it
+				// say so at once): the key stays, misplaced, rather than
+				// being copied there and refused every pass.
+				plan.Action = placeHold
+			}
 			if plan.Under {
 				under++
 			}
@@ -217,6 +224,17 @@ func (m *Master) endPass(now time.Time, under, misplaced int, keysOn map[string]
 	if passMoved > 0 || misplaced > 0 && !wasMoving {
 		m.log.Info("placement pass", "moved", passMoved, "bytes", passBytes, "misplaced_at_start", misplaced, "under_replicated", under, "aborted", aborted)
 	}
+}
+
+// roomFor reports whether every volume of vols has room for size bytes,
+// as far as the master knows (a volume with no known total has).
+func roomFor(view *clusterView, vols []string, size int64) bool {
+	for _, name := range vols {
+		if vol, ok := view.vols[name]; ok && vol.Total > 0 && vol.Free < size {
+			return false
+		}
+	}
+	return true
 }
 
 // runBatch carries out the batch's decisions: repairs first (unthrottled:

@@ -862,6 +862,12 @@ func (v *Volume) pull(key []byte, ver uint64, from string) (store.Meta, int, err
 		}
 	}
 	if err != nil {
+		if errors.Is(err, store.ErrNoSpace) {
+			// As for a write: the master's view of this volume's room
+			// was stale, and it would keep moving values here.
+			v.forceMeta.Store(true)
+			v.kickMeta()
+		}
 		return store.Meta{}, storeStatus(err), err
 	}
 	return m, 0, nil
