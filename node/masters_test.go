@@ -89,9 +89,19 @@ func newMastersCluster(t *testing.T, n, vols, replicas int, change func(i int, c
 		}
 		c.vols = append(c.vols, v)
 	}
-	waitFor(t, 30*time.Second, "a leader that sees every volume", func() bool {
+	waitFor(t, 30*time.Second, "a leader that sees every volume, known to every master", func() bool {
 		l := c.leader()
-		return l >= 0 && c.masters[l].LiveVolumes() == vols
+		if l < 0 || c.masters[l].LiveVolumes() != vols {
+			return false
+		}
+		// A follower learns the leader's HTTP address by gossip, a moment
+		// after Raft elected it: until then it answers 503.
+		for i, m := range c.masters {
+			if _, ok := m.leaderHTTP(); i != l && !ok {
+				return false
+			}
+		}
+		return true
 	})
 	return c
 }
