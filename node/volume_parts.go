@@ -65,6 +65,11 @@ func (v *Volume) serveParts(ctx *fasthttp.RequestCtx, raw []byte) {
 		h.SetContentLength(int(length))
 		return
 	}
+	ctx.SetBodyStream(v.newPartsStream(plan, start, length), int(length))
+}
+
+// newPartsStream streams length bytes of plan's value from offset start.
+func (v *Volume) newPartsStream(plan *partsPlan, start, length int64) *partsStream {
 	ps := &partsStream{v: v, parts: plan.Parts, left: length}
 	// Skip the parts before the range.
 	for ps.i < len(ps.parts) && start >= ps.parts[ps.i].Size {
@@ -72,7 +77,22 @@ func (v *Volume) serveParts(ctx *fasthttp.RequestCtx, raw []byte) {
 		ps.i++
 	}
 	ps.skip = start
-	ctx.SetBodyStream(ps, int(length))
+	return ps
+}
+
+// OpenParts streams length bytes from offset start of version ver of the
+// multipart value key, as GET /_kvdb/parts/KEY does: an S3 gateway beside
+// the volume (s3.Config.Local) sends it, the parts this volume holds by
+// sendfile, the others from their volumes.
+func (v *Volume) OpenParts(key []byte, ver uint64, start, length int64) (io.ReadCloser, error) {
+	plan, _, err := v.fetchPlan(key, ver)
+	if err != nil {
+		return nil, err
+	}
+	if start < 0 || length < 0 || start+length > plan.Size {
+		return nil, fmt.Errorf("bytes %d to %d of a %d-byte value", start, start+length, plan.Size)
+	}
+	return v.newPartsStream(plan, start, length), nil
 }
 
 // fetchPlan asks the master for the parts of version ver of key. On error

@@ -3,6 +3,7 @@ package s3
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -65,6 +66,10 @@ type LocalVolume interface {
 	// the value's first byte, and reports the value's size. The caller
 	// closes the file.
 	OpenCopy(key []byte, version uint64) (*os.File, int64, error)
+	// OpenParts streams length bytes from offset start of version of the
+	// multipart value key: the parts the volume holds from its disk, the
+	// others from their volumes.
+	OpenParts(key []byte, version uint64, start, length int64) (io.ReadCloser, error)
 }
 
 // Validate reports whether the configuration can be used.

@@ -119,6 +119,59 @@ func TestLocalVolumeReads(t *testing.T) {
 		}
 	}
 
+	// A multipart value streams through the local volume's parts stream:
+	// its own parts from disk, the others from their volumes, and none
+	// through its own HTTP server.
+	big := make([]byte, 11<<20+12345)
+	for i := range big {
+		big[i] = byte(i * 7 / 3)
+	}
+	keysBefore := local.Keys()
+	if _, err := c.PutObject(ctx, "loc", "multi", bytes.NewReader(big), int64(len(big)), minio.PutObjectOptions{PartSize: 5 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	localParts := local.Keys() - keysBefore
+	before = servedBytes(t, local.Addr())
+	var othersBefore int64
+	for _, v := range e.vols[1:] {
+		othersBefore += servedBytes(t, v.Addr())
+	}
+	obj, err := c.GetObject(ctx, "loc", "multi", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("GET of a multipart value: %d bytes, %v; want it whole", len(got), err)
+	}
+	var ropts minio.GetObjectOptions
+	if err := ropts.SetRange(5<<20-100, 10<<20+99); err != nil { // across both part boundaries
+		t.Fatal(err)
+	}
+	obj, err = c.GetObject(ctx, "loc", "multi", ropts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(got, big[5<<20-100:10<<20+100]) {
+		t.Fatalf("GET of a range across parts: %d bytes, %v", len(got), err)
+	}
+	if d := servedBytes(t, local.Addr()) - before; d > 256<<10 {
+		t.Errorf("%s's HTTP server sent %d bytes of a multipart value read through the gateway beside it", local.Name(), d)
+	}
+	// Read over HTTP, every byte would have come from some volume's
+	// server; through the local volume, those of its own parts did not.
+	var others int64
+	for _, v := range e.vols[1:] {
+		others += servedBytes(t, v.Addr())
+	}
+	if read := int64(len(big)) + 5<<20 + 200; localParts > 0 && others-othersBefore >= read {
+		t.Errorf("the other volumes sent %d bytes of the %d read, though %s holds %d of the parts", others-othersBefore, read, local.Name(), localParts)
+	}
+	t.Logf("multipart read: %s holds %d of 3 parts; the others sent %d bytes", local.Name(), localParts, others-othersBefore)
+
 	// A replaced value: the new version is read, not the old one.
 	for k := range values {
 		if !onLocal[k] {

@@ -7,7 +7,6 @@ import (
 	"encoding/xml"
 	"io"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -292,8 +291,8 @@ func (s *Server) getObject(r *request) *apiError {
 		ctx.Response.SetBodyRaw(nil)
 		return nil
 	}
-	if f := s.openLocal(key, &info, start); f != nil {
-		// fasthttp sends it by sendfile and closes it.
+	if f := s.openLocal(key, &info, start, length); f != nil {
+		// fasthttp sends it (a local file by sendfile) and closes it.
 		ctx.SetBodyStream(f, int(length))
 		return nil
 	}
@@ -306,12 +305,25 @@ func (s *Server) getObject(r *request) *apiError {
 	return nil
 }
 
-// openLocal opens the gateway's own volume's copy of the object's value at
-// offset start, when the master named that volume to read from; nil when
-// it did not, for a multipart value, or when the copy is gone (the value
-// was replaced meanwhile): then the value is read over HTTP as usual.
-func (s *Server) openLocal(key string, info *client.ObjectInfo, start int64) *os.File {
-	if s.cfg.Local == nil || info.Parts > 0 || info.Volume == "" || info.Volume != s.cfg.Local.Name() {
+// openLocal opens length bytes of the object's value at offset start
+// through the gateway's own volume: its copy, when the master named that
+// volume to read from, or a multipart value's parts stream (local parts
+// from disk). Nil when there is no such volume, the master named another,
+// or the copy is gone (the value was replaced meanwhile): then the value
+// is read over HTTP as usual.
+func (s *Server) openLocal(key string, info *client.ObjectInfo, start, length int64) io.ReadCloser {
+	if s.cfg.Local == nil {
+		return nil
+	}
+	if info.Parts > 0 && info.Version != 0 {
+		rc, err := s.cfg.Local.OpenParts([]byte(key), info.Version, start, length)
+		if err != nil {
+			s.log.Debug("streaming the parts through the local volume; reading over HTTP", "key", key, "err", err)
+			return nil
+		}
+		return rc
+	}
+	if info.Parts > 0 || info.Volume == "" || info.Volume != s.cfg.Local.Name() {
 		return nil
 	}
 	f, size, err := s.cfg.Local.OpenCopy([]byte(key), info.Version)
