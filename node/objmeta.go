@@ -380,6 +380,11 @@ func (m *Master) metaArg(key []byte, version uint64) []byte {
 	if err != nil || meta == nil {
 		return nil
 	}
+	return encodeMetaArg(meta)
+}
+
+// encodeMetaArg is metaArg of meta (which it may change).
+func encodeMetaArg(meta *client.ObjectMeta) []byte {
 	meta.MD5, meta.ETag = "", ""
 	for range 2 {
 		b, _ := json.Marshal(meta)

@@ -485,6 +485,24 @@ func FuzzReadSignature(f *testing.F) {
 		if err := s.verifyRead(key, version, e, sv, now.Add(clockSkew+time.Second)); !errors.Is(err, errExpired) {
 			t.Fatalf("after expiry: got %v", err)
 		}
+		// With response headers (m=): valid for exactly those.
+		meta := append([]byte("eyJjb250ZW50X3R5cGUiOiJ0ZXh0In0"), key...)
+		um := s.appendReadSigMeta(nil, key, version, expiry, meta)
+		_, e, sv, err = splitSignedQuery(append([]byte("v=1&"), um[1:]...))
+		if err != nil {
+			t.Fatalf("own signature %q: %v", um, err)
+		}
+		if err := s.verifyReadMeta(key, version, e, sv, meta, now); err != nil {
+			t.Fatalf("own signature with m=: %v", err)
+		}
+		if err := s.verifyRead(key, version, e, sv, now); !errors.Is(err, errBadSignature) {
+			t.Fatalf("m= dropped: got %v", err)
+		}
+		other := append([]byte(nil), meta...)
+		other[int(flip)%len(other)] ^= 1 + flip>>1
+		if err := s.verifyReadMeta(key, version, e, sv, other, now); !errors.Is(err, errBadSignature) {
+			t.Fatalf("altered m=: got %v", err)
+		}
 	})
 }
 
