@@ -237,8 +237,8 @@ func TestStoreRedirectedFollower(t *testing.T) {
 	t.Cleanup(func() { _ = gw.Close() })
 	e := &testEnv{t: t, master: leader, gw: gw, endpoint: gw.Addr()}
 
-	// The bucket and the upload are made on the leader (the gateway's
-	// small requests to the master do not follow redirects).
+	// The bucket and the upload are made on the leader here; the S3 flow
+	// through the follower is at the end.
 	if st, _, body := e.native("PUT", "_kvdb/s3/bucket/fol", nil); st != 201 {
 		t.Fatalf("bucket: %d %s", st, body)
 	}
@@ -270,5 +270,43 @@ func TestStoreRedirectedFollower(t *testing.T) {
 	}
 	if code, _, body := e.native("GET", "fol/value", nil); code != 200 || body != string(data) {
 		t.Fatalf("native GET of the value: %d, %d bytes", code, len(body))
+	}
+
+	// A whole S3 flow through the follower: the gateway's requests to the
+	// master (bucket, metadata, listing, upload, complete) follow its
+	// redirects to the leader.
+	c := e.minio(false)
+	ctx := context.Background()
+	if err := c.MakeBucket(ctx, "fol2", minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("CreateBucket through a follower: %v", err)
+	}
+	big := randBytes(11*mib, 29)
+	if _, err := c.PutObject(ctx, "fol2", "multi", bytes.NewReader(big), int64(len(big)), minio.PutObjectOptions{PartSize: 5 * mib, ContentType: "application/x-test"}); err != nil {
+		t.Fatalf("multipart upload through a follower: %v", err)
+	}
+	if _, err := c.PutObject(ctx, "fol2", "one", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{ContentType: "text/x-one"}); err != nil {
+		t.Fatalf("PutObject through a follower: %v", err)
+	}
+	if oi, err := c.StatObject(ctx, "fol2", "one", minio.StatObjectOptions{}); err != nil || oi.ContentType != "text/x-one" || oi.Size != int64(len(data)) {
+		t.Fatalf("HeadObject through a follower: %+v, %v", oi, err)
+	}
+	n := 0
+	for oi := range c.ListObjects(ctx, "fol2", minio.ListObjectsOptions{}) {
+		if oi.Err != nil {
+			t.Fatalf("ListObjects through a follower: %v", oi.Err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("ListObjects through a follower: %d objects, want 2", n)
+	}
+	obj, err := c.GetObject(ctx, "fol2", "multi", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("GetObject through a follower: %d bytes, %v", len(got), err)
 	}
 }

@@ -69,9 +69,20 @@ func (s *Server) masterJSON(id *identity, method, pathAndQuery string, body []by
 	}
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	if err := s.client.DoTimeout(req, resp, time.Minute); err != nil {
-		s.log.Warn("master request failed", "method", method, "path", pathAndQuery, "err", err)
-		return errUnavailable
+	for hop := 0; ; hop++ {
+		if err := s.client.DoTimeout(req, resp, time.Minute); err != nil {
+			s.log.Warn("master request failed", "method", method, "path", pathAndQuery, "err", err)
+			return errUnavailable
+		}
+		// A master that does not lead sends every request to the one that
+		// does (307 for a write, 302 for a read), having done nothing: the
+		// request goes there as it is.
+		st := resp.StatusCode()
+		loc := resp.Header.Peek(fasthttp.HeaderLocation)
+		if st != fasthttp.StatusTemporaryRedirect && st != fasthttp.StatusFound || len(loc) == 0 || hop == maxHops {
+			break
+		}
+		req.SetRequestURIBytes(loc)
 	}
 	if st := resp.StatusCode(); st < 200 || st > 299 {
 		return s.masterError(resp)
