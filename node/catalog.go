@@ -107,8 +107,12 @@ type catalog struct {
 	roomAt atomic.Int64
 }
 
-// lock locks key's stripe and returns it, for the caller to unlock.
+// lock locks key's stripe and returns it, for the caller to unlock. A
+// manifest blob's key shares its object's stripe, so that whoever holds
+// the object's lock (a commit that replaces or removes it) also holds the
+// blob's, and nobody ever needs both.
 func (c *catalog) lock(key []byte) *sync.Mutex {
+	key = bytes.TrimPrefix(key, []byte(manifestBlobPrefix))
 	mu := &c.locks[xxhash.Sum64(key)%uint64(len(c.locks))]
 	mu.Lock()
 	return mu

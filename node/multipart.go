@@ -471,7 +471,11 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	meta.MD5, meta.ETag = "", hex.EncodeToString(whole[:])+"-"+strconv.Itoa(len(list))
 	metaJSON, _ := json.Marshal(meta)
 	rec := Record{Version: version, Size: total, Checksum: xxhash.Sum64(md5s), ModTime: versionTime(version), Parts: len(list)}
-	_, err = m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
+	blob, view, tried, err := m.writeManifestBlob(key, &rec, mf, metaJSON)
+	if err != nil {
+		return info, err
+	}
+	_, err = m.cat.commitManifest(key, id, &rec, mf, metaJSON, blob, tried, func(found bool, _ *Record) error {
 		if found && createOnly {
 			return &completeError{fasthttp.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"}
 		}
@@ -483,6 +487,10 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 		return func() { m.releaseGarbage(old.Replicas, key, old.Version) }
 	})
 	if err != nil {
+		if blob != nil {
+			bk, _ := manifestBlobKey(key)
+			m.abandonWrite(view, bk, version, tried)
+		}
 		return info, err
 	}
 	// Parts uploaded but left out of the list are not the object's.
@@ -493,6 +501,41 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	m.removeParts(id, func(n int) bool { return !listed[n] })
 	_, obj, _ := bytes.Cut(key, []byte("/"))
 	return client.ObjectInfo{Key: string(obj), Size: total, ETag: rec.ETag(), Modified: rec.ModTime, Meta: &meta, Parts: rec.Parts}, nil
+}
+
+// writeManifestBlob stores the manifest blob of rec, key's multipart value
+// made of mf's parts with metaJSON as S3 metadata, before its commit: a
+// write like any value's, at rec's version, to Replicas volumes. It
+// returns the blob's record, the view it was placed in and every volume
+// it was written to (or tried), for the commit to clear its intents, or
+// for abandonWrite should the commit not happen. No blob (nil) for a key
+// too long to have one.
+func (m *Master) writeManifestBlob(key []byte, rec *Record, mf *manifest, metaJSON []byte) (*Record, *clusterView, []string, error) {
+	bk, ok := manifestBlobKey(key)
+	if !ok {
+		return nil, nil, nil, nil
+	}
+	// The blob is small (a few hundred bytes a part, at most 10,000
+	// parts), and made here: it is no client's value held in memory.
+	body, err := json.Marshal(manifestBlob{Key: string(key), Size: rec.Size, Checksum: rec.Checksum, Manifest: *mf, Meta: metaJSON})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: manifest blob of %q: %w", key, err)
+	}
+	size := int64(len(body))
+	view, candidates, st, msg := m.placeWrite(bk, size)
+	if st != 0 {
+		return nil, nil, nil, withStatus(st, fmt.Errorf("manifest blob of %q: %s", key, msg))
+	}
+	done, tried, err := m.replicate(view, bk, rec.Version, size, bytes.NewReader(body), candidates, m.cfg.Replicas)
+	if err != nil {
+		m.abandonWrite(view, bk, rec.Version, tried)
+		return nil, nil, nil, fmt.Errorf("node: manifest blob of %q: %w", key, err)
+	}
+	blob := &Record{Version: rec.Version, Size: done[0].size, Checksum: done[0].checksum, ModTime: versionTime(rec.Version)}
+	for _, r := range done {
+		blob.Replicas = append(blob.Replicas, r.vol)
+	}
+	return blob, view, tried, nil
 }
 
 // removeParts removes the parts of upload id that drop selects (all when
