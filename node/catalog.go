@@ -602,13 +602,15 @@ func (c *catalog) remove(key []byte, old *Record) error {
 }
 
 // put writes a record without touching intents (used by the merge of a
-// volume's index).
-func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64) error {
+// volume's index); old, when not nil, is the record it replaces, whose
+// parts are released if it is a multipart value.
+func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64, old *Record) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	for vol, ver := range garbage {
 		b.Put(garbageKey(vol, key, ver), nil)
 	}
+	c.releaseParts(&b, key, old)
 	return c.cached(key, rec, c.write(&b, false), "put")
 }
 

@@ -391,6 +391,23 @@ func (c *catalog) parts(id string, fn func(key []byte, rec *Record) bool) error 
 	return it.Error()
 }
 
+// manifestBlobs calls fn with the object key and the record of every
+// manifest blob, until fn returns false.
+func (c *catalog) manifestBlobs(fn func(key []byte, rec *Record) bool) error {
+	it := c.db().NewIterator(util.BytesPrefix(recordKey(nil, []byte(manifestBlobPrefix))), nil)
+	defer it.Release()
+	var rec Record
+	for it.Next() {
+		if decodeRecord(it.Value(), &rec) != nil {
+			continue
+		}
+		if !fn(it.Key()[1+len(manifestBlobPrefix):], &rec) {
+			break
+		}
+	}
+	return it.Error()
+}
+
 // manifests calls fn with every manifest, until fn returns false.
 func (c *catalog) manifests(fn func(key []byte, mf *manifest) bool) error {
 	it := c.db().NewIterator(util.BytesPrefix([]byte{pfxMfest}), nil)

@@ -956,10 +956,28 @@ func (m *Master) sweepUploads() {
 	}
 	if st.lastFull.IsZero() {
 		st.lastFull = now
-	} else if now.Sub(st.lastFull) >= m.cfg.UploadMaxAge {
+	} else if now.Sub(st.lastFull) >= m.cfg.UploadMaxAge && m.collectUnownedParts(now) {
 		st.lastFull = now
-		m.collectUnownedParts(now)
 	}
+}
+
+// mergesSettled reports whether the index of every live volume has been
+// merged and none is being merged, and how many merges have started so
+// far: parts merged before the manifest blob that owns them (on another
+// volume, or further in the same one) must not look unowned.
+func (m *Master) mergesSettled() (bool, uint64) {
+	view := m.view.Load()
+	m.mergeMu.Lock()
+	defer m.mergeMu.Unlock()
+	if len(m.merging) > 0 {
+		return false, m.mergeStarts
+	}
+	for name := range view.vols {
+		if !m.merged[name] {
+			return false, m.mergeStarts
+		}
+	}
+	return true, m.mergeStarts
 }
 
 // expireUploads aborts the uploads begun more than UploadMaxAge before now.
@@ -988,9 +1006,17 @@ func (m *Master) expireUploads(now time.Time) {
 }
 
 // collectUnownedParts removes the parts that no upload under way and no
-// current manifest owns. Uploads begun in the last minute are left alone:
-// the pass reads the owners before the parts.
-func (m *Master) collectUnownedParts(now time.Time) {
+// current manifest owns, and the manifest blobs whose object is gone.
+// Uploads begun in the last minute are left alone: the pass reads the
+// owners before the parts. It does nothing (and reports false, to be
+// tried again at the next sweep) while a volume's index is still to be
+// merged or a merge ran during the pass: a rebuilt catalog learns a
+// manifest from its blob, which may come after its parts.
+func (m *Master) collectUnownedParts(now time.Time) bool {
+	settled, starts := m.mergesSettled()
+	if !settled {
+		return false
+	}
 	owned := map[string]map[int]bool{} // nil set: every part (upload under way)
 	err := m.cat.uploads(nil, nil, "", func(_ []byte, id string, _ *uploadEntry) bool {
 		owned[id] = nil
@@ -1000,7 +1026,7 @@ func (m *Master) collectUnownedParts(now time.Time) {
 		key []byte
 		ver uint64
 	}
-	var stales []stale
+	var stales, blobs []stale
 	if err == nil {
 		err = m.cat.manifests(func(key []byte, mf *manifest) bool {
 			rec, found, err := m.lookup(key)
@@ -1016,12 +1042,26 @@ func (m *Master) collectUnownedParts(now time.Time) {
 			return true
 		})
 	}
+	if err == nil {
+		err = m.cat.manifestBlobs(func(key []byte, rec *Record) bool {
+			cur, found, err := m.lookup(key)
+			if err != nil || !found || cur.Version != rec.Version || cur.Parts == 0 {
+				blobs = append(blobs, stale{bytes.Clone(key), rec.Version})
+			}
+			return true
+		})
+	}
 	if err != nil {
 		m.log.Error("upload sweep", "err", err)
-		return
+		return true
 	}
 	for _, s := range stales {
 		if err := m.cat.dropManifest(s.key, s.ver); err != nil {
+			m.log.Warn("upload sweep", "err", err)
+		}
+	}
+	for _, s := range blobs {
+		if err := m.cat.dropStaleManifestBlob(s.key, s.ver); err != nil {
 			m.log.Warn("upload sweep", "err", err)
 		}
 	}
@@ -1039,7 +1079,10 @@ func (m *Master) collectUnownedParts(now time.Time) {
 	})
 	if err != nil {
 		m.log.Error("upload sweep", "err", err)
-		return
+		return true
+	}
+	if settled, after := m.mergesSettled(); !settled || after != starts {
+		return false
 	}
 	for _, k := range unowned {
 		rec, found, err := m.cat.removePart(k)
@@ -1052,4 +1095,5 @@ func (m *Master) collectUnownedParts(now time.Time) {
 			m.deleteBlobs(k, rec.Version, rec.Replicas)
 		}
 	}
+	return true
 }
