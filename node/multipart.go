@@ -31,8 +31,14 @@ package node
 // (readers that were streaming them get that long). Aborting an upload
 // removes its parts at once; uploads older than UploadMaxAge are aborted by
 // the sweep; and a full pass every UploadMaxAge removes any part no upload
-// or manifest owns (a part that landed after its upload was aborted, a
-// manifest lost with a rebuilt catalog).
+// or manifest owns (a part that landed after its upload was aborted, an
+// upload under way when the catalog was lost).
+//
+// Complete also stores a manifest blob, "_kvdb/mf/KEY" at the value's
+// version (writeManifestBlob): a value of its own on the volumes, recorded
+// in Complete's batch and dropped by the one that replaces or removes the
+// value (releaseParts), from which a catalog rebuilt from the volumes gets
+// the value back (mergeManifest).
 
 import (
 	"bytes"
