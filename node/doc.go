@@ -109,7 +109,6 @@
 // A volume serves, to the master only (signed when the cluster has a secret):
 //
 //	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
-//	GET    /_kvdb/blob/KEY?v=VER        read one version whole (a merge reads manifest blobs)
 //	DELETE /_kvdb/blob/KEY?v=VER        delete one version
 //	POST   /_kvdb/pull/KEY?v=VER&from=  copy one version from another volume
 //	GET    /_kvdb/index?start=&limit=   page through the volume's own index
@@ -125,6 +124,8 @@
 // redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
 // the master's 307 (ticket.go); KEY is a part's key (_kvdb/mp/UPLOAD/NNNNN)
 // when the write is a multipart part's.
+// A merge reads a manifest blob as a client reads a value (GET
+// /%5Fkvdb/mf/KEY?v=VER: a reserved key's "_" is escaped in paths).
 //
 // # The master's catalog
 //

@@ -146,7 +146,13 @@ func (m *Master) readManifestBlob(vol Member, bk, obj []byte, rec *Record) (*man
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(m.sec.signURL(fasthttp.MethodGet, internalURL(vol.HTTP, "blob/", bk, rec.Version)))
+	// A read like a client's of a redirect (the key's "_" escaped, out of
+	// the admin paths), signed when the cluster has a secret.
+	u := appendBlobURL(make([]byte, 0, 64+3*len(bk)), vol.HTTP, bk, rec.Version)
+	if m.sec != nil {
+		u = m.sec.appendReadSig(u, bk, rec.Version, time.Now().Add(time.Minute).Unix())
+	}
+	req.SetRequestURIBytes(u)
 	req.URI().DisablePathNormalizing = true
 	if err := m.client.DoTimeout(req, resp, 60*time.Second); err != nil {
 		return nil, fmt.Errorf("read manifest blob %q from %s: %w", bk, vol.Name, err)

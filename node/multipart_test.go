@@ -652,6 +652,50 @@ func (c *testCluster) s3Info(key string) client.ObjectInfo {
 	return info
 }
 
+// loseMaster kills the master and deletes its directory (--rebuild alone
+// would replay the Raft log, which holds the catalog), starts it again and
+// waits until it has merged every volume's index and is ready. Buckets
+// live in the catalog only: bucket "bkt" is created again.
+func (c *testCluster) loseMaster() {
+	c.t.Helper()
+	c.master.Kill()
+	if err := os.RemoveAll(c.mcfg.Dir); err != nil {
+		c.t.Fatal(err)
+	}
+	c.startMaster()
+	c.waitVolumes(len(c.vols))
+	waitFor(c.t, 15*time.Second, "rebuild of every volume", func() bool {
+		settled, _ := c.master.mergesSettled()
+		return settled
+	})
+	waitFor(c.t, 15*time.Second, "master ready", func() bool {
+		resp, err := http.Get("http://" + c.master.Addr() + "/_kvdb/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		c.t.Fatalf("bucket after the rebuild: %d %s", st, body)
+	}
+}
+
+// TestMultipartRebuildSecret: with a cluster secret, the merge's read of a
+// manifest blob is signed, and the value comes back.
+func TestMultipartRebuildSecret(t *testing.T) {
+	c := newTestClusterWith(t, 2, 2, func(c *testCluster) { c.mcfg.Secret = []byte("multipart-secret-0123456789") })
+	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
+		t.Fatalf("bucket: %d %s", st, body)
+	}
+	p1, p2 := mpData(minPartSize, 31), mpData(17, 32)
+	c.mpUpload("bkt/obj", p1, p2)
+	c.loseMaster()
+	if st, body := c.get("bkt/obj"); st != 200 || body != string(p1)+string(p2) {
+		t.Fatalf("GET after the rebuild: %d, %d bytes", st, len(body))
+	}
+}
+
 // TestMultipartRebuild: a multipart value survives a catalog rebuilt from
 // the volumes (--rebuild): its manifest blob brings back its record, its
 // manifest and its S3 metadata, and the unowned-parts pass leaves its
@@ -683,31 +727,7 @@ func TestMultipartRebuild(t *testing.T) {
 		t.Fatalf("%d copies of the manifest blob, want 2", n)
 	}
 
-	// The master's directory is lost (--rebuild alone would replay the
-	// Raft log, which holds the catalog): the catalog is rebuilt from the
-	// volumes.
-	c.master.Kill()
-	if err := os.RemoveAll(c.mcfg.Dir); err != nil {
-		t.Fatal(err)
-	}
-	c.startMaster()
-	c.waitVolumes(3)
-	waitFor(t, 15*time.Second, "rebuild of every volume", func() bool {
-		settled, _ := c.master.mergesSettled()
-		return settled
-	})
-	waitFor(t, 15*time.Second, "master ready", func() bool {
-		resp, err := http.Get("http://" + c.master.Addr() + "/_kvdb/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	// Buckets live in the catalog only: a rebuilt one lacks them.
-	if st, _, body := c.do("PUT", "_kvdb/s3/bucket/bkt", nil); st != 201 {
-		t.Fatalf("bucket after the rebuild: %d %s", st, body)
-	}
+	c.loseMaster()
 	check := func(when string) {
 		t.Helper()
 		if st, body := c.get("bkt/obj"); st != 200 || body != whole {

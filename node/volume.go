@@ -470,10 +470,8 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 			v.writeBlob(ctx, key)
 		case ctx.IsDelete():
 			v.deleteBlob(ctx, key)
-		case ctx.IsGet():
-			v.sendBlob(ctx, key)
 		default:
-			ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
+			ctx.Response.Header.Set("Allow", "PUT, DELETE")
 			replyText(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 		}
 	case bytes.HasPrefix(rest, []byte("parts/")) && (ctx.IsGet() || ctx.IsHead()):
@@ -629,24 +627,6 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	// fasthttp sends an *os.File by sendfile and closes it afterwards.
 	ctx.SetBodyStream(f, int(length))
-}
-
-// sendBlob answers the master's GET /_kvdb/blob/KEY?v=VER: that version,
-// whole, with its checksum as ETag (a rebuild reads manifest blobs so).
-func (v *Volume) sendBlob(ctx *fasthttp.RequestCtx, key []byte) {
-	ver, err := requiredVersion(ctx)
-	if err != nil {
-		replyError(ctx, err)
-		return
-	}
-	f, meta, err := v.store.OpenBlob(key, ver)
-	if err != nil {
-		replyStoreError(ctx, key, err)
-		return
-	}
-	var hb [24]byte
-	ctx.Response.Header.SetBytesV("ETag", appendETag(hb[:0], meta.Checksum))
-	ctx.SetBodyStream(f, int(meta.Size))
 }
 
 // OpenCopy opens this volume's copy of version of key, positioned at the
