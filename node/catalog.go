@@ -107,8 +107,12 @@ type catalog struct {
 	roomAt atomic.Int64
 }
 
-// lock locks key's stripe and returns it, for the caller to unlock.
+// lock locks key's stripe and returns it, for the caller to unlock. A
+// manifest blob's key shares its object's stripe, so that whoever holds
+// the object's lock (a commit that replaces or removes it) also holds the
+// blob's, and nobody ever needs both.
 func (c *catalog) lock(key []byte) *sync.Mutex {
+	key = bytes.TrimPrefix(key, []byte(manifestBlobPrefix))
 	mu := &c.locks[xxhash.Sum64(key)%uint64(len(c.locks))]
 	mu.Lock()
 	return mu
@@ -598,13 +602,15 @@ func (c *catalog) remove(key []byte, old *Record) error {
 }
 
 // put writes a record without touching intents (used by the merge of a
-// volume's index).
-func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64) error {
+// volume's index); old, when not nil, is the record it replaces, whose
+// parts are released if it is a multipart value.
+func (c *catalog) put(key []byte, rec *Record, garbage map[string]uint64, old *Record) error {
 	var b leveldb.Batch
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	for vol, ver := range garbage {
 		b.Put(garbageKey(vol, key, ver), nil)
 	}
+	c.releaseParts(&b, key, old)
 	return c.cached(key, rec, c.write(&b, false), "put")
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/kvdb/kvdb/node/client"
+	"github.com/kvdb/kvdb/store"
 )
 
 // partPrefix starts the key of every part of every upload:
@@ -53,6 +54,40 @@ func parsePartKey(key []byte) (id string, n int, ok bool) {
 		return "", 0, false
 	}
 	return string(rest[:i]), n, true
+}
+
+// manifestBlobPrefix starts the key of every manifest blob:
+// "_kvdb/mf/KEY" is the blob of KEY's multipart value, a small value of its
+// own on the volumes (placed, repaired, moved, verified and scrubbed like
+// any other) that holds what the catalog knows of the object, so that a
+// catalog rebuilt from the volumes gets the object back (mergeManifest).
+const manifestBlobPrefix = ReservedPrefix + "mf/"
+
+// manifestBlobKey is the key of key's manifest blob; false when it would
+// be longer than a volume takes (an object key of more than 1015 bytes:
+// such an object has no blob, and a rebuild does not restore it).
+func manifestBlobKey(key []byte) ([]byte, bool) {
+	if len(manifestBlobPrefix)+len(key) > store.MaxKeyLen {
+		return nil, false
+	}
+	return append([]byte(manifestBlobPrefix), key...), true
+}
+
+// manifestBlob is the content of a manifest blob: the object's record
+// (its version is the blob's, its ModTime that version's time), its
+// manifest and its S3 metadata, as Complete wrote them.
+type manifestBlob struct {
+	Key      string          `json:"key"`
+	Size     int64           `json:"size"`
+	Checksum uint64          `json:"sum"`
+	Manifest manifest        `json:"manifest"`
+	Meta     json.RawMessage `json:"meta,omitempty"`
+}
+
+// record is the object's record the blob describes.
+func (mb *manifestBlob) record() Record {
+	v := mb.Manifest.Version
+	return Record{Version: v, Size: mb.Size, Checksum: mb.Checksum, ModTime: versionTime(v), Parts: len(mb.Manifest.Parts), Meta: len(mb.Meta) > 0}
 }
 
 func uploadKey(key []byte, id string) []byte {
@@ -201,6 +236,27 @@ func (c *catalog) releaseParts(b *leveldb.Batch, key []byte, old *Record) {
 	}
 	b.Delete(manifestKey(key))
 	b.Put(releaseKey(mf.Upload), binary.BigEndian.AppendUint64(nil, uint64(c.now().UnixNano())))
+	c.dropManifestBlob(b, key, old.Version)
+}
+
+// dropManifestBlob adds to b the removal of key's manifest blob, when it
+// is that of version or older, and the deletion of its copies. The caller
+// holds key's lock, hence the blob's (see lock); the blob leaves the
+// record cache now, so that nobody reads it from there after the write.
+func (c *catalog) dropManifestBlob(b *leveldb.Batch, key []byte, version uint64) {
+	bk, ok := manifestBlobKey(key)
+	if !ok {
+		return
+	}
+	var rec Record
+	if found, err := c.get(bk, &rec); err != nil || !found || rec.Version > version {
+		return
+	}
+	b.Delete(recordKey(nil, bk))
+	for _, vol := range rec.Replicas {
+		b.Put(garbageKey(vol, bk, rec.Version), nil)
+	}
+	c.cache.forget(bk)
 }
 
 // commitManifest makes rec, a multipart value made of mf's parts, key's
@@ -208,8 +264,11 @@ func (c *catalog) releaseParts(b *leveldb.Batch, key []byte, old *Record) {
 // synced batch under the key's lock, if check accepts the key's current
 // state (found, old). The value it replaces, if any, is queued for
 // deletion (blobs) or released (parts); beforeReplace runs just before,
-// as commitWrite's does. It reports whether a value was replaced.
-func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifest, metaJSON []byte, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (bool, error) {
+// as commitWrite's does. blob, when not nil, is the record of the value's
+// manifest blob, written to the volumes in tried: it becomes the blob
+// key's record in the same batch, its intents cleared as a commit's are.
+// It reports whether a value was replaced.
+func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifest, metaJSON []byte, blob *Record, tried []string, check func(found bool, old *Record) error, beforeReplace func(old *Record) (undo func())) (bool, error) {
 	mu := c.lock(key)
 	defer mu.Unlock()
 	old, found, err := c.admitCommit(key, rec.Version, check)
@@ -231,9 +290,26 @@ func (c *catalog) commitManifest(key []byte, id string, rec *Record, mf *manifes
 	b.Put(recordKey(nil, key), appendRecord(nil, rec))
 	b.Put(objMetaKey(key), appendObjMeta(nil, rec.Version, metaJSON))
 	b.Delete(uploadKey(key, id))
+	var bk []byte
+	if blob != nil {
+		bk, _ = manifestBlobKey(key)
+		// A blob left by an older value that was not released (a
+		// rebuilt catalog's) goes too.
+		c.dropManifestBlob(&b, key, rec.Version-1)
+		b.Put(recordKey(nil, bk), appendRecord(nil, blob))
+		for _, vol := range tried {
+			b.Delete(pendingKey(blob.Version, vol, bk))
+			if !contains(blob.Replicas, vol) {
+				b.Put(garbageKey(vol, bk, blob.Version), nil)
+			}
+		}
+	}
 	if err := c.cached(key, rec, c.write(&b, true), "complete"); err != nil {
 		undo()
 		return false, err
+	}
+	if blob != nil {
+		c.cache.forget(bk)
 	}
 	return found, nil
 }
@@ -309,6 +385,23 @@ func (c *catalog) parts(id string, fn func(key []byte, rec *Record) bool) error 
 			continue
 		}
 		if !fn(it.Key()[1:], &rec) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// manifestBlobs calls fn with the object key and the record of every
+// manifest blob, until fn returns false.
+func (c *catalog) manifestBlobs(fn func(key []byte, rec *Record) bool) error {
+	it := c.db().NewIterator(util.BytesPrefix(recordKey(nil, []byte(manifestBlobPrefix))), nil)
+	defer it.Release()
+	var rec Record
+	for it.Next() {
+		if decodeRecord(it.Value(), &rec) != nil {
+			continue
+		}
+		if !fn(it.Key()[1+len(manifestBlobPrefix):], &rec) {
 			break
 		}
 	}

@@ -1,7 +1,10 @@
 package node
 
 import (
+	"encoding/json"
 	"slices"
+
+	"github.com/syndtr/goleveldb/leveldb"
 )
 
 // The catalog's named operations: each reads a key's record, decides and
@@ -48,6 +51,11 @@ func (c *catalog) mergeEntry(vol string, key []byte, entry Record) error {
 	}
 	mu := c.lock(key)
 	defer mu.Unlock()
+	return c.mergeLocked(vol, key, entry)
+}
+
+// mergeLocked is mergeEntry past its checks, under key's lock.
+func (c *catalog) mergeLocked(vol string, key []byte, entry Record) error {
 	var rec Record
 	found, err := c.get(key, &rec)
 	if err != nil {
@@ -56,22 +64,100 @@ func (c *catalog) mergeEntry(vol string, key []byte, entry Record) error {
 	switch {
 	case !found || entry.Version > rec.Version:
 		garbage := map[string]uint64{}
+		var old *Record
 		if found {
 			for _, r := range rec.Replicas {
 				garbage[r] = rec.Version
 			}
+			old = &rec // a multipart value (rebuilt from its blob) releases its parts
 		}
 		entry.Replicas = []string{vol}
-		return c.put(key, &entry, garbage)
+		return c.put(key, &entry, garbage, old)
 	case entry.Version == rec.Version:
 		if contains(rec.Replicas, vol) || entry.Checksum != rec.Checksum {
 			return nil
 		}
 		rec.Replicas = append(rec.Replicas, vol)
-		return c.put(key, &rec, nil)
+		return c.put(key, &rec, nil, nil)
 	default:
 		return c.addGarbage(vol, key, entry.Version)
 	}
+}
+
+// mergeManifest is mergeEntry for a manifest blob (entry, on vol, of key
+// bk) whose content is mb: unless the catalog holds the object at the
+// blob's version or newer, the blob makes the object's record (a multipart
+// value), its manifest and its S3 metadata what they were at Complete,
+// replacing an older value as a newer version does; then the blob itself
+// is merged as any value. A blob older than its object is queued for
+// deletion on vol.
+func (c *catalog) mergeManifest(vol string, bk []byte, entry Record, mb *manifestBlob) error {
+	if has, err := c.db().Has(garbageKey(vol, bk, entry.Version), nil); err != nil || has {
+		return err
+	}
+	if pending, err := c.isPending(entry.Version, vol, bk); err != nil || pending {
+		return err
+	}
+	if err := c.observeVersion(entry.Version); err != nil {
+		return err
+	}
+	key := []byte(mb.Key)
+	mu := c.lock(key) // bk's too
+	defer mu.Unlock()
+	var cur Record
+	found, err := c.get(key, &cur)
+	switch {
+	case err != nil:
+		return err
+	case found && cur.Version > entry.Version:
+		return c.addGarbage(vol, bk, entry.Version)
+	case found && cur.Version == entry.Version:
+		return c.mergeLocked(vol, bk, entry)
+	}
+	rec := mb.record()
+	var b leveldb.Batch
+	if found {
+		for _, r := range cur.Replicas {
+			b.Put(garbageKey(r, key, cur.Version), nil)
+		}
+		c.releaseParts(&b, key, &cur)
+	}
+	c.dropManifestBlob(&b, key, entry.Version-1)
+	v, _ := json.Marshal(&mb.Manifest)
+	b.Put(manifestKey(key), v)
+	b.Put(recordKey(nil, key), appendRecord(nil, &rec))
+	if rec.Meta {
+		b.Put(objMetaKey(key), appendObjMeta(nil, rec.Version, mb.Meta))
+	}
+	if err := c.cached(key, &rec, c.write(&b, false), "merge manifest"); err != nil {
+		return err
+	}
+	return c.mergeLocked(vol, bk, entry)
+}
+
+// dropStaleManifestBlob removes the record of key's manifest blob of
+// version, and queues its copies for deletion, unless key's value is the
+// multipart value of that version: a blob whose object is gone (a merge
+// that could not read it, a blob merged after its object was replaced).
+func (c *catalog) dropStaleManifestBlob(key []byte, version uint64) error {
+	mu := c.lock(key)
+	defer mu.Unlock()
+	var rec Record
+	found, err := c.get(key, &rec)
+	if err != nil || found && rec.Version == version && rec.Parts > 0 {
+		return err
+	}
+	bk, ok := manifestBlobKey(key)
+	if !ok {
+		return nil
+	}
+	var blob Record
+	if found, err := c.get(bk, &blob); err != nil || !found || blob.Version != version {
+		return err
+	}
+	var b leveldb.Batch
+	c.dropManifestBlob(&b, key, version)
+	return c.cached(bk, nil, c.write(&b, false), "drop manifest blob")
 }
 
 // switchReplicas records replicas as the holders of expect's version of

@@ -43,7 +43,8 @@
 //	peers.go          the volumes the master saw last, re-dialled at start
 //	master_disk.go    a full disk under the catalog: 507, not ready, reopen when there is room
 //	gc.go             deleting queued blob versions from volumes
-//	merge.go          merging a volume's own index into the master's (rebuilds)
+//	merge.go          merging a volume's own index into the master's (rebuilds), and
+//	                  reading manifest blobs to rebuild multipart values
 //	admin.go          /_kvdb/live, ready, cluster (JSON) and the admin routing
 //	status.go         the embedded status page (status.html)
 //	probe.go          liveness and load probes of every volume
@@ -61,8 +62,8 @@
 //	objmeta.go        the S3 gateway's endpoints: object metadata, detailed listing
 //	s3keys.go         S3 credentials in the API keys file, and their master tokens
 //	multipart.go      the S3 gateway's endpoints: multipart uploads (parts as values under
-//	                  _kvdb/mp/, their redirected writes, manifests), the redirect of a
-//	                  multipart value's GET, the upload sweep
+//	                  _kvdb/mp/, their redirected writes, manifests and manifest blobs),
+//	                  the redirect of a multipart value's GET, the upload sweep
 //	catalog_multipart.go  the catalog's multipart entries and operations (uploads, manifests, releases)
 //
 // The volume:
@@ -123,6 +124,8 @@
 // redirected write to PUT|POST /_kvdb/write/KEY?t=TICKET&s=SIG, the URL of
 // the master's 307 (ticket.go); KEY is a part's key (_kvdb/mp/UPLOAD/NNNNN)
 // when the write is a multipart part's.
+// A merge reads a manifest blob as a client reads a value (GET
+// /%5Fkvdb/mf/KEY?v=VER: a reserved key's "_" is escaped in paths).
 //
 // # The master's catalog
 //
@@ -150,7 +153,17 @@
 //
 // A multipart value's record has Parts > 0 and no replicas; its parts are
 // ordinary records under the reserved prefix _kvdb/mp/UPLOAD/ (multipart.go),
-// which the client API refuses and listings skip.
+// which the client API refuses and listings skip. So is its manifest blob,
+// _kvdb/mf/KEY at the value's version: a small value on the volumes that
+// holds the value's record, manifest and S3 metadata (catalog_multipart.go
+// manifestBlob), written by Complete before its commit and recorded in the
+// same batch, and dropped (queued for deletion) by the batch that replaces
+// or removes the value. Its key shares the value's lock stripe. The merge
+// of a volume's index (merge.go) takes parts and manifest blobs; a blob
+// whose value the catalog lacks, or holds at an older version, is read
+// from the volume and makes the value's k, x and m entries again
+// (catalog.mergeManifest). The upload sweep's pass for unowned parts waits
+// until every live volume is merged, and drops blobs whose value is gone.
 //
 // The master's catalog, a volume's own index (package store) and the
 // client's listing (GET /PREFIX?list) are three things; only the volume's

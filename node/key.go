@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 
 	"github.com/kvdb/kvdb/node/client"
+	"github.com/kvdb/kvdb/store"
 )
 
 // The key rules belong to the HTTP API and are declared once, in
@@ -34,8 +36,8 @@ func ParseKey(dst, rawPath []byte) ([]byte, error) { return client.ParseKey(dst,
 
 // parseStoredKey is ParseKey for the endpoints that handle stored blobs
 // (a volume's reads and internal API, lost-copy reports): it also takes
-// the keys of multipart parts, under the reserved prefix, which the client
-// API refuses.
+// the keys of multipart parts and of manifest blobs, under the reserved
+// prefix, which the client API refuses.
 func parseStoredKey(dst, rawPath []byte) ([]byte, error) {
 	key, err := client.ParseKey(dst, rawPath)
 	if !errors.Is(err, ErrKeyReserved) {
@@ -48,13 +50,29 @@ func parseStoredKey(dst, rawPath []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, _, ok := parsePartKey(key); !ok {
-		return nil, ErrKeyReserved
-	}
-	if err := client.ValidateKey(key[len(ReservedPrefix):]); err != nil {
+	if err := validateStoredKey(key); err != nil {
 		return nil, err
 	}
 	return key, nil
+}
+
+// validateStoredKey checks a decoded key that a volume may hold: a key of
+// the client API, a multipart part's key or a manifest blob's key.
+func validateStoredKey(key []byte) error {
+	err := client.ValidateKey(key)
+	if !errors.Is(err, ErrKeyReserved) {
+		return err
+	}
+	if obj, ok := bytes.CutPrefix(key, []byte(manifestBlobPrefix)); ok {
+		if len(key) > store.MaxKeyLen {
+			return ErrKeyTooLong
+		}
+		return client.ValidateKey(obj)
+	}
+	if _, _, ok := parsePartKey(key); !ok {
+		return ErrKeyReserved
+	}
+	return client.ValidateKey(key[len(ReservedPrefix):])
 }
 
 // ValidateKey checks a decoded key against the rules of ParseKey.

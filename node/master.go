@@ -63,6 +63,9 @@ type Master struct {
 	mergeMu sync.Mutex
 	merging map[string]bool // volumes whose index is being merged
 	merged  map[string]bool // volumes known to be merged (cache of the index)
+	// mergeStarts counts the merges started (the upload sweep's check
+	// that none ran while it read the catalog).
+	mergeStarts uint64
 
 	repairMu sync.Mutex
 	repair   repairState

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -33,6 +35,7 @@ func (m *Master) maybeMerge(vol Member) {
 		return
 	}
 	m.merging[vol.Name] = true
+	m.mergeStarts++
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -83,7 +86,7 @@ func (m *Master) mergeVolume(vol Member) error {
 			return fmt.Errorf("list index of %s: %w", vol.Name, err)
 		}
 		for _, e := range page.Entries {
-			if err := m.mergeEntry(vol.Name, e); err != nil {
+			if err := m.mergeEntry(vol, e); err != nil {
 				return err
 			}
 			entries++
@@ -102,9 +105,12 @@ func (m *Master) mergeVolume(vol Member) error {
 	return nil
 }
 
-func (m *Master) mergeEntry(vol string, e indexEntry) error {
+// mergeEntry merges one entry of vol's index: a value's, a multipart
+// part's, or a manifest blob's, which is read from vol to rebuild its
+// object (mergeManifest).
+func (m *Master) mergeEntry(vol Member, e indexEntry) error {
 	key := []byte(e.Key)
-	if ValidateKey(key) != nil {
+	if validateStoredKey(key) != nil {
 		return nil
 	}
 	ver, err := parseVersion([]byte(e.Version))
@@ -115,5 +121,64 @@ func (m *Master) mergeEntry(vol string, e indexEntry) error {
 	if err != nil {
 		return nil
 	}
-	return m.cat.mergeEntry(vol, key, Record{Version: ver, Size: e.Size, Checksum: sum, ModTime: time.Unix(0, e.ModTime).UTC()})
+	rec := Record{Version: ver, Size: e.Size, Checksum: sum, ModTime: time.Unix(0, e.ModTime).UTC()}
+	if obj, ok := bytes.CutPrefix(key, []byte(manifestBlobPrefix)); ok {
+		mb, err := m.readManifestBlob(vol, key, obj, &rec)
+		if err != nil || mb == nil {
+			return err
+		}
+		return m.cat.mergeManifest(vol.Name, key, rec, mb)
+	}
+	return m.cat.mergeEntry(vol.Name, key, rec)
+}
+
+// maxManifestBlob bounds a manifest blob a merge reads (10,000 parts of a
+// few hundred bytes each, and the metadata).
+const maxManifestBlob = 16 << 20
+
+// readManifestBlob reads version rec of the manifest blob bk (of object
+// key obj) from vol. A blob that is gone, or that does not hold what its
+// key and index entry say, is skipped (nil, with a warning): verify and
+// scrub deal with bad copies, and another copy may rebuild the object. An
+// error is a failure to ask, for the merge to retry.
+func (m *Master) readManifestBlob(vol Member, bk, obj []byte, rec *Record) (*manifestBlob, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	// A read like a client's of a redirect (the key's "_" escaped, out of
+	// the admin paths), signed when the cluster has a secret.
+	u := appendBlobURL(make([]byte, 0, 64+3*len(bk)), vol.HTTP, bk, rec.Version)
+	if m.sec != nil {
+		u = m.sec.appendReadSig(u, bk, rec.Version, time.Now().Add(time.Minute).Unix())
+	}
+	req.SetRequestURIBytes(u)
+	req.URI().DisablePathNormalizing = true
+	if err := m.client.DoTimeout(req, resp, 60*time.Second); err != nil {
+		return nil, fmt.Errorf("read manifest blob %q from %s: %w", bk, vol.Name, err)
+	}
+	switch st := resp.StatusCode(); {
+	case st == fasthttp.StatusNotFound:
+		return nil, nil // deleted since the listing
+	case st != fasthttp.StatusOK:
+		return nil, fmt.Errorf("read manifest blob %q from %s: status %d", bk, vol.Name, st)
+	}
+	body := resp.Body()
+	var mb manifestBlob
+	bad := ""
+	switch {
+	case len(body) > maxManifestBlob:
+		bad = "too large"
+	case xxhash.Sum64(body) != rec.Checksum:
+		bad = "checksum mismatch"
+	case json.Unmarshal(body, &mb) != nil:
+		bad = "unreadable"
+	case mb.Key != string(obj) || mb.Manifest.Version != rec.Version || len(mb.Manifest.Parts) == 0:
+		bad = "names another object or version"
+	}
+	if bad != "" {
+		m.log.Warn("skipping a bad manifest blob in a merge", "volume", vol.Name, "key", string(bk), "version", formatVersion(rec.Version), "reason", bad)
+		return nil, nil
+	}
+	return &mb, nil
 }

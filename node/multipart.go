@@ -31,8 +31,14 @@ package node
 // (readers that were streaming them get that long). Aborting an upload
 // removes its parts at once; uploads older than UploadMaxAge are aborted by
 // the sweep; and a full pass every UploadMaxAge removes any part no upload
-// or manifest owns (a part that landed after its upload was aborted, a
-// manifest lost with a rebuilt catalog).
+// or manifest owns (a part that landed after its upload was aborted, an
+// upload under way when the catalog was lost).
+//
+// Complete also stores a manifest blob, "_kvdb/mf/KEY" at the value's
+// version (writeManifestBlob): a value of its own on the volumes, recorded
+// in Complete's batch and dropped by the one that replaces or removes the
+// value (releaseParts), from which a catalog rebuilt from the volumes gets
+// the value back (mergeManifest).
 
 import (
 	"bytes"
@@ -471,7 +477,11 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	meta.MD5, meta.ETag = "", hex.EncodeToString(whole[:])+"-"+strconv.Itoa(len(list))
 	metaJSON, _ := json.Marshal(meta)
 	rec := Record{Version: version, Size: total, Checksum: xxhash.Sum64(md5s), ModTime: versionTime(version), Parts: len(list)}
-	_, err = m.cat.commitManifest(key, id, &rec, mf, metaJSON, func(found bool, _ *Record) error {
+	blob, view, tried, err := m.writeManifestBlob(key, &rec, mf, metaJSON)
+	if err != nil {
+		return info, err
+	}
+	_, err = m.cat.commitManifest(key, id, &rec, mf, metaJSON, blob, tried, func(found bool, _ *Record) error {
 		if found && createOnly {
 			return &completeError{fasthttp.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"}
 		}
@@ -483,6 +493,10 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 		return func() { m.releaseGarbage(old.Replicas, key, old.Version) }
 	})
 	if err != nil {
+		if blob != nil {
+			bk, _ := manifestBlobKey(key)
+			m.abandonWrite(view, bk, version, tried)
+		}
 		return info, err
 	}
 	// Parts uploaded but left out of the list are not the object's.
@@ -493,6 +507,41 @@ func (m *Master) complete(key []byte, id string, u *uploadEntry, list []client.C
 	m.removeParts(id, func(n int) bool { return !listed[n] })
 	_, obj, _ := bytes.Cut(key, []byte("/"))
 	return client.ObjectInfo{Key: string(obj), Size: total, ETag: rec.ETag(), Modified: rec.ModTime, Meta: &meta, Parts: rec.Parts}, nil
+}
+
+// writeManifestBlob stores the manifest blob of rec, key's multipart value
+// made of mf's parts with metaJSON as S3 metadata, before its commit: a
+// write like any value's, at rec's version, to Replicas volumes. It
+// returns the blob's record, the view it was placed in and every volume
+// it was written to (or tried), for the commit to clear its intents, or
+// for abandonWrite should the commit not happen. No blob (nil) for a key
+// too long to have one.
+func (m *Master) writeManifestBlob(key []byte, rec *Record, mf *manifest, metaJSON []byte) (*Record, *clusterView, []string, error) {
+	bk, ok := manifestBlobKey(key)
+	if !ok {
+		return nil, nil, nil, nil
+	}
+	// The blob is small (a few hundred bytes a part, at most 10,000
+	// parts), and made here: it is no client's value held in memory.
+	body, err := json.Marshal(manifestBlob{Key: string(key), Size: rec.Size, Checksum: rec.Checksum, Manifest: *mf, Meta: metaJSON})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: manifest blob of %q: %w", key, err)
+	}
+	size := int64(len(body))
+	view, candidates, st, msg := m.placeWrite(bk, size)
+	if st != 0 {
+		return nil, nil, nil, withStatus(st, fmt.Errorf("manifest blob of %q: %s", key, msg))
+	}
+	done, tried, err := m.replicate(view, bk, rec.Version, size, bytes.NewReader(body), candidates, m.cfg.Replicas)
+	if err != nil {
+		m.abandonWrite(view, bk, rec.Version, tried)
+		return nil, nil, nil, fmt.Errorf("node: manifest blob of %q: %w", key, err)
+	}
+	blob := &Record{Version: rec.Version, Size: done[0].size, Checksum: done[0].checksum, ModTime: versionTime(rec.Version)}
+	for _, r := range done {
+		blob.Replicas = append(blob.Replicas, r.vol)
+	}
+	return blob, view, tried, nil
 }
 
 // removeParts removes the parts of upload id that drop selects (all when
@@ -913,10 +962,28 @@ func (m *Master) sweepUploads() {
 	}
 	if st.lastFull.IsZero() {
 		st.lastFull = now
-	} else if now.Sub(st.lastFull) >= m.cfg.UploadMaxAge {
+	} else if now.Sub(st.lastFull) >= m.cfg.UploadMaxAge && m.collectUnownedParts(now) {
 		st.lastFull = now
-		m.collectUnownedParts(now)
 	}
+}
+
+// mergesSettled reports whether the index of every live volume has been
+// merged and none is being merged, and how many merges have started so
+// far: parts merged before the manifest blob that owns them (on another
+// volume, or further in the same one) must not look unowned.
+func (m *Master) mergesSettled() (bool, uint64) {
+	view := m.view.Load()
+	m.mergeMu.Lock()
+	defer m.mergeMu.Unlock()
+	if len(m.merging) > 0 {
+		return false, m.mergeStarts
+	}
+	for name := range view.vols {
+		if !m.merged[name] {
+			return false, m.mergeStarts
+		}
+	}
+	return true, m.mergeStarts
 }
 
 // expireUploads aborts the uploads begun more than UploadMaxAge before now.
@@ -945,9 +1012,17 @@ func (m *Master) expireUploads(now time.Time) {
 }
 
 // collectUnownedParts removes the parts that no upload under way and no
-// current manifest owns. Uploads begun in the last minute are left alone:
-// the pass reads the owners before the parts.
-func (m *Master) collectUnownedParts(now time.Time) {
+// current manifest owns, and the manifest blobs whose object is gone.
+// Uploads begun in the last minute are left alone: the pass reads the
+// owners before the parts. It does nothing (and reports false, to be
+// tried again at the next sweep) while a volume's index is still to be
+// merged or a merge ran during the pass: a rebuilt catalog learns a
+// manifest from its blob, which may come after its parts.
+func (m *Master) collectUnownedParts(now time.Time) bool {
+	settled, starts := m.mergesSettled()
+	if !settled {
+		return false
+	}
 	owned := map[string]map[int]bool{} // nil set: every part (upload under way)
 	err := m.cat.uploads(nil, nil, "", func(_ []byte, id string, _ *uploadEntry) bool {
 		owned[id] = nil
@@ -957,7 +1032,7 @@ func (m *Master) collectUnownedParts(now time.Time) {
 		key []byte
 		ver uint64
 	}
-	var stales []stale
+	var stales, blobs []stale
 	if err == nil {
 		err = m.cat.manifests(func(key []byte, mf *manifest) bool {
 			rec, found, err := m.lookup(key)
@@ -973,12 +1048,26 @@ func (m *Master) collectUnownedParts(now time.Time) {
 			return true
 		})
 	}
+	if err == nil {
+		err = m.cat.manifestBlobs(func(key []byte, rec *Record) bool {
+			cur, found, err := m.lookup(key)
+			if err != nil || !found || cur.Version != rec.Version || cur.Parts == 0 {
+				blobs = append(blobs, stale{bytes.Clone(key), rec.Version})
+			}
+			return true
+		})
+	}
 	if err != nil {
 		m.log.Error("upload sweep", "err", err)
-		return
+		return true
 	}
 	for _, s := range stales {
 		if err := m.cat.dropManifest(s.key, s.ver); err != nil {
+			m.log.Warn("upload sweep", "err", err)
+		}
+	}
+	for _, s := range blobs {
+		if err := m.cat.dropStaleManifestBlob(s.key, s.ver); err != nil {
 			m.log.Warn("upload sweep", "err", err)
 		}
 	}
@@ -996,7 +1085,10 @@ func (m *Master) collectUnownedParts(now time.Time) {
 	})
 	if err != nil {
 		m.log.Error("upload sweep", "err", err)
-		return
+		return true
+	}
+	if settled, after := m.mergesSettled(); !settled || after != starts {
+		return false
 	}
 	for _, k := range unowned {
 		rec, found, err := m.cat.removePart(k)
@@ -1009,4 +1101,5 @@ func (m *Master) collectUnownedParts(now time.Time) {
 			m.deleteBlobs(k, rec.Version, rec.Replicas)
 		}
 	}
+	return true
 }

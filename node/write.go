@@ -72,13 +72,22 @@ func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (w
 			return p, st, msg
 		}
 	}
+	var st int
+	var msg string
+	p.view, p.candidates, st, msg = m.placeWrite(key, size)
+	return p, st, msg
+}
+
+// placeWrite picks the volumes to try for a write of size bytes (-1:
+// unknown) to key, in the current view, in order; a refusal is a status
+// and a one-line reason.
+func (m *Master) placeWrite(key []byte, size int64) (*clusterView, []string, int, string) {
 	view := m.view.Load()
-	p.view = view
 	n := m.cfg.Replicas
 	if len(view.vols) < n {
-		return p, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n)
+		return view, nil, fasthttp.StatusServiceUnavailable, fmt.Sprintf("%d live volumes, %d replicas needed", len(view.vols), n)
 	}
-	p.candidates = make([]string, 0, len(view.vols))
+	candidates := make([]string, 0, len(view.vols))
 	order := view.ring.Order(key)
 	if len(order) < n {
 		// Too few volumes outside those draining: draining ones may still
@@ -87,13 +96,13 @@ func (m *Master) admitWrite(ctx *fasthttp.RequestCtx, key []byte, size int64) (w
 	}
 	for _, name := range m.reachableFirst(order) {
 		if vol := view.vols[name]; size < 0 || vol.Total == 0 || vol.Free >= size {
-			p.candidates = append(p.candidates, name)
+			candidates = append(candidates, name)
 		}
 	}
-	if len(p.candidates) < n {
-		return p, fasthttp.StatusInsufficientStorage, fmt.Sprintf("only %d volumes have room for %d bytes, %d replicas needed", len(p.candidates), size, n)
+	if len(candidates) < n {
+		return view, nil, fasthttp.StatusInsufficientStorage, fmt.Sprintf("only %d volumes have room for %d bytes, %d replicas needed", len(candidates), size, n)
 	}
-	return p, 0, ""
+	return view, candidates, 0, ""
 }
 
 // expect answers Expect: 100-continue on the write of a value or of a

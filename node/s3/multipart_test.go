@@ -317,9 +317,9 @@ func TestMinioMultipartErrors(t *testing.T) {
 		t.Fatalf("second abort: got %v, want NoSuchUpload", err)
 	}
 	// The object k holds 2 parts (the unlisted part 1 was removed at the
-	// complete); k2 none. Each part is on both volumes.
-	waitFor(t, 10*time.Second, "the volumes to hold only k's 2 parts", func() bool {
-		return e.volumeKeys() == 2*2
+	// complete) and its manifest blob; k2 none. Each is on both volumes.
+	waitFor(t, 10*time.Second, "the volumes to hold only k's 2 parts and manifest blob", func() bool {
+		return e.volumeKeys() == 2*3
 	})
 }
 

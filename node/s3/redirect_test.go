@@ -152,9 +152,9 @@ func TestMultipartRedirected(t *testing.T) {
 	if err := c.AbortMultipartUpload(ctx, "redir", "bad", id3); err != nil {
 		t.Fatal(err)
 	}
-	// obj's 4 parts and copied's 1, on both volumes; no blob of the
-	// refused part.
-	waitFor(t, 15*time.Second, "the volumes to hold only the objects' parts", func() bool { return e.volumeKeys() == 2*5 })
+	// obj's 4 parts and copied's 1, and their 2 manifest blobs, on both
+	// volumes; no blob of the refused part.
+	waitFor(t, 15*time.Second, "the volumes to hold only the objects' parts and manifest blobs", func() bool { return e.volumeKeys() == 2*7 })
 }
 
 // TestMultipartRedirectOff: with the master's redirects turned off, parts
