@@ -383,9 +383,14 @@ func (m *Master) metaArg(key []byte, version uint64) []byte {
 	return encodeMetaArg(meta)
 }
 
-// encodeMetaArg is metaArg of meta (which it may change).
+// encodeMetaArg is metaArg of meta (which it may change); nil when it
+// records no response header.
 func encodeMetaArg(meta *client.ObjectMeta) []byte {
 	meta.MD5, meta.ETag = "", ""
+	if meta.ContentType == "" && meta.ContentEncoding == "" && meta.ContentDisposition == "" &&
+		meta.ContentLanguage == "" && meta.CacheControl == "" && meta.Expires == "" && len(meta.User) == 0 {
+		return nil
+	}
 	for range 2 {
 		b, _ := json.Marshal(meta)
 		if n := base64.RawURLEncoding.EncodedLen(len(b)); n <= maxMetaArg {
