@@ -156,6 +156,11 @@ func (m *Master) laterLoop() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		select {
+		case <-m.stop:
+			return
+		default:
+		}
 		now := time.Now()
 		m.graceMu.Lock()
 		n := 0
