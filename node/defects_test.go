@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,61 @@ func TestStaleRedirect(t *testing.T) {
 	})
 	if st, got := getURL(t, old); st != 200 || got != "new value" {
 		t.Fatalf("following an old redirect after the old version was deleted: got %d %q, want 200 \"new value\"", st, got)
+	}
+}
+
+// TestDeleteChaseBounded: a DELETE removes the value from every replica
+// before it answers, so a reader holding an older redirect is sent back by
+// the volume. If the key keeps moving on (deleted and written again) while
+// the reader follows, the chase is cut after a few rounds with a 503 and
+// Retry-After, within the 10 redirects a client follows.
+func TestDeleteChaseBounded(t *testing.T) {
+	c := newTestCluster(t, 2, 2)
+	c.put("chase/k", "first")
+	old := c.redirectOf("chase/k")
+	oldVer := c.record("chase/k").Version
+	if st, _, body := c.do("DELETE", "chase/k", nil); st != 200 {
+		t.Fatalf("DELETE: %d %s", st, body)
+	}
+	// Gone from every replica when the DELETE answered.
+	for _, v := range c.vols {
+		if _, err := v.store.Get([]byte("chase/k"), oldVer); err == nil {
+			t.Fatalf("%s still holds the deleted version after the DELETE's 200", v.Name())
+		}
+	}
+	// The volume sends the reader back, counting the round.
+	resp, err := noRedirects.Get(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	back := resp.Header.Get("Location")
+	if resp.StatusCode != 302 || !strings.Contains(back, "missing=") || !strings.Contains(back, "&back=1") {
+		t.Fatalf("a deleted version's reader: %d to %q, want 302 back to the master with back=1", resp.StatusCode, back)
+	}
+	c.put("chase/k", "second")
+	// Back at the master with a version the key has moved on from: a new
+	// redirect that carries the count, while under the bound ...
+	resp, err = noRedirects.Get(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || !strings.Contains(loc, "&back=1") {
+		t.Fatalf("sent back once: %d to %q, want 302 to a volume carrying back=1", resp.StatusCode, loc)
+	}
+	// ... and 503 with Retry-After once it has come back maxSentBack times.
+	resp, err = noRedirects.Get(strings.Replace(back, "&back=1", "&back="+strconv.Itoa(maxSentBack), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("sent back %d times: %d, want 503 with Retry-After", maxSentBack, resp.StatusCode)
+	}
+	// A reader that just follows redirects gets the value.
+	if st, got := getURL(t, old); st != 200 || got != "second" {
+		t.Fatalf("following the old redirect: %d %q, want the new value", st, got)
 	}
 }
 

@@ -9,30 +9,23 @@ import (
 )
 
 // handleDelete removes key from the index (under the key lock, after its
-// preconditions, if any, hold). Its blobs are deleted from the volumes
-// once MoveGrace is over (laterLoop), as a replaced version's are: a reader
-// redirected to the value just before still finds it, rather than being
-// sent back and forth while the key churns.
+// preconditions, if any, hold), then its blobs from the volumes, before it
+// answers: a 200 means the value is gone from the index and from every
+// live replica (a deletion that fails is retried by the GC loop).
 func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	cond, conditional := readConditions(&ctx.Request.Header)
-	held := false
-	check := func(rec *Record) error {
-		if conditional {
+	var check func(*Record) error
+	if conditional {
+		check = func(rec *Record) error {
 			var b [24]byte
 			if st := cond.check(false, true, rec.appendTag(b[:0]), rec.ModTime); st != 0 {
 				return withStatus(st, errors.New(conditionReason(st)))
 			}
+			return nil
 		}
-		// Held before the removal queues the deletions.
-		m.holdGarbage(rec.Replicas, key, rec.Version)
-		held = true
-		return nil
 	}
 	rec, found, err := m.cat.removeKey(key, check)
 	if err != nil {
-		if held {
-			m.releaseGarbage(rec.Replicas, key, rec.Version)
-		}
 		replyError(ctx, err)
 		return
 	}
@@ -40,15 +33,21 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 		replyText(ctx, fasthttp.StatusNotFound, "key not found")
 		return
 	}
+	m.deleteBlobs(key, rec.Version, rec.Replicas)
 	b, _ := json.Marshal(map[string]string{"deleted": string(key)})
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
 
-// deleteBlobs deletes one version of key from vols now, in parallel; each
-// deletion that fails stays queued and is retried by the GC loop.
+// deleteBlobs deletes one version of key from vols now, in parallel, and
+// clears the catalog entries of those deleted in one write; each deletion
+// that fails stays queued and is retried by the GC loop.
 func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 	view := m.view.Load()
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		done []garbageItem
+	)
 	for _, name := range vols {
 		vol, ok := view.vols[name]
 		if !ok {
@@ -61,10 +60,13 @@ func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
 				return
 			}
-			if err := m.cat.doneGarbage(name, key, version); err != nil {
-				m.log.Warn("index", "err", err)
-			}
+			mu.Lock()
+			done = append(done, garbageItem{name, key, version})
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	if err := m.cat.doneGarbageAll(done); err != nil {
+		m.log.Warn("index", "err", err)
+	}
 }

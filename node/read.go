@@ -34,10 +34,26 @@ func (m *Master) handleRead(ctx *fasthttp.RequestCtx, path []byte) {
 		if len(ctx.URI().QueryString()) > 0 { // no parse (nor allocation) without one
 			tried = ctx.QueryArgs().Peek("tried")
 		}
-		if len(tried) > 0 {
-			tried = m.sentBack(ctx, key, rec, tried)
+		if len(tried) == 0 {
+			m.redirect(ctx, key, rec, nil)
+			return
 		}
+		back := sentBackCount(ctx)
+		missing, _ := parseVersion(ctx.QueryArgs().Peek("missing"))
+		if back >= maxSentBack && missing != rec.Version {
+			// Each time, the version it was sent to was replaced or
+			// deleted before it got there: the key changes faster than
+			// this reader follows. It retries, rather than chasing on.
+			ctx.Response.Header.Set("Retry-After", "1")
+			replyText(ctx, fasthttp.StatusServiceUnavailable, "the key was replaced or deleted each time this read was redirected; retry")
+			return
+		}
+		tried = m.sentBack(ctx, key, rec, tried)
 		m.redirect(ctx, key, rec, tried)
+		if loc := ctx.Response.Header.Peek("Location"); rec.Parts == 0 && len(loc) > 0 {
+			// The volume counts one more when it sends the reader back.
+			ctx.Response.Header.Set("Location", string(loc)+"&back="+strconv.Itoa(back))
+		}
 	default:
 		m.headRecord(ctx, key, rec)
 	}
@@ -104,6 +120,22 @@ func (m *Master) reportMissing(key []byte, version uint64, vol string) {
 			m.log.Warn("checking a copy a reader did not find", "volume", vol, "key", string(k), "err", err)
 		}
 	}()
+}
+
+// maxSentBack is how many times a reader may come back from volumes that
+// no longer held the version they were sent to, the key having moved on
+// each time, before it is answered 503 (with Retry-After) instead of a
+// new redirect: a client following redirects gives up after 10.
+const maxSentBack = 3
+
+// sentBackCount is the back= argument of a reader sent back by a volume:
+// how many times volumes sent it back so far.
+func sentBackCount(ctx *fasthttp.RequestCtx) int {
+	n, err := strconv.Atoi(string(ctx.QueryArgs().Peek("back")))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return min(n, maxTried)
 }
 
 // maxTried bounds the volumes a reader is sent on from (and so the hops of

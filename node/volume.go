@@ -670,6 +670,8 @@ func (v *Volume) sendBack(ctx *fasthttp.RequestCtx, key []byte, ver uint64) bool
 	loc = append(loc, v.cfg.Name...)
 	loc = append(loc, "&missing="...)
 	loc = appendVersion(loc, ver)
+	loc = append(loc, "&back="...)
+	loc = strconv.AppendInt(loc, int64(sentBackCount(ctx)+1), 10)
 	ctx.Response.Header.SetBytesV("Location", loc)
 	replyText(ctx, fasthttp.StatusFound, "this volume does not hold that version; ask the master again")
 	return true
