@@ -353,14 +353,21 @@ func (c *catalog) releases(fn func(id string, at int64) bool) error {
 // doneRelease forgets a released upload once its parts are gone.
 func (c *catalog) doneRelease(id string) error { return c.del1(releaseKey(id), false) }
 
+// multipartAt reports whether key's value is the multipart value of
+// version (what its manifest and manifest blob belong to). The caller
+// holds the key's lock.
+func (c *catalog) multipartAt(key []byte, version uint64) (bool, error) {
+	var rec Record
+	found, err := c.get(key, &rec)
+	return found && rec.Version == version && rec.Parts > 0, err
+}
+
 // dropManifest removes key's manifest if it is still that of version
 // (a manifest left behind by a record that is gone).
 func (c *catalog) dropManifest(key []byte, version uint64) error {
 	mu := c.lock(key)
 	defer mu.Unlock()
-	var rec Record
-	found, err := c.get(key, &rec)
-	if err != nil || found && rec.Version == version && rec.Parts > 0 {
+	if live, err := c.multipartAt(key, version); err != nil || live {
 		return err
 	}
 	mf, ok, err := c.getManifest(key, version)

@@ -142,9 +142,7 @@ func (c *catalog) mergeManifest(vol string, bk []byte, entry Record, mb *manifes
 func (c *catalog) dropStaleManifestBlob(key []byte, version uint64) error {
 	mu := c.lock(key)
 	defer mu.Unlock()
-	var rec Record
-	found, err := c.get(key, &rec)
-	if err != nil || found && rec.Version == version && rec.Parts > 0 {
+	if live, err := c.multipartAt(key, version); err != nil || live {
 		return err
 	}
 	bk, ok := manifestBlobKey(key)

@@ -78,12 +78,7 @@ func TestLocalVolumeReads(t *testing.T) {
 	before := servedBytes(t, local.Addr())
 	var remote int64
 	for k, v := range values {
-		obj, err := c.GetObject(ctx, "loc", k, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(obj)
-		obj.Close()
+		got, err := getObject(c, "loc", k, minio.GetObjectOptions{})
 		if err != nil || !bytes.Equal(got, v) {
 			t.Fatalf("GET %s (local %v): %d bytes, %v; want the value whole", k, onLocal[k], len(got), err)
 		}
@@ -91,12 +86,7 @@ func TestLocalVolumeReads(t *testing.T) {
 		if err := opts.SetRange(1000, 1<<20+999); err != nil {
 			t.Fatal(err)
 		}
-		obj, err = c.GetObject(ctx, "loc", k, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err = io.ReadAll(obj)
-		obj.Close()
+		got, err = getObject(c, "loc", k, opts)
 		if err != nil || !bytes.Equal(got, v[1000:1<<20+1000]) {
 			t.Fatalf("GET %s range (local %v): %d bytes, %v; want bytes 1000 to 1 MiB+999", k, onLocal[k], len(got), err)
 		}
@@ -136,12 +126,7 @@ func TestLocalVolumeReads(t *testing.T) {
 	for _, v := range e.vols[1:] {
 		othersBefore += servedBytes(t, v.Addr())
 	}
-	obj, err := c.GetObject(ctx, "loc", "multi", minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(obj)
-	obj.Close()
+	got, err := getObject(c, "loc", "multi", minio.GetObjectOptions{})
 	if err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("GET of a multipart value: %d bytes, %v; want it whole", len(got), err)
 	}
@@ -149,12 +134,7 @@ func TestLocalVolumeReads(t *testing.T) {
 	if err := ropts.SetRange(5<<20-100, 10<<20+99); err != nil { // across both part boundaries
 		t.Fatal(err)
 	}
-	obj, err = c.GetObject(ctx, "loc", "multi", ropts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = io.ReadAll(obj)
-	obj.Close()
+	got, err = getObject(c, "loc", "multi", ropts)
 	if err != nil || !bytes.Equal(got, big[5<<20-100:10<<20+100]) {
 		t.Fatalf("GET of a range across parts: %d bytes, %v", len(got), err)
 	}
@@ -181,17 +161,22 @@ func TestLocalVolumeReads(t *testing.T) {
 		if _, err := c.PutObject(ctx, "loc", k, bytes.NewReader(v), int64(len(v)), minio.PutObjectOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		obj, err := c.GetObject(ctx, "loc", k, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(obj)
-		obj.Close()
+		got, err := getObject(c, "loc", k, minio.GetObjectOptions{})
 		if err != nil || !bytes.Equal(got, v) {
 			t.Fatalf("GET %s after a PUT: %d bytes, %v; want the new value", k, len(got), err)
 		}
 		break
 	}
+}
+
+// getObject reads a whole GetObject answer.
+func getObject(c *minio.Client, bucket, key string, opts minio.GetObjectOptions) ([]byte, error) {
+	obj, err := c.GetObject(context.Background(), bucket, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	return io.ReadAll(obj)
 }
 
 // servedBytes is the volume's kvdb_response_bytes_total.
