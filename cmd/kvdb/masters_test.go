@@ -120,13 +120,14 @@ func TestMastersProcLeaderKilled(t *testing.T) {
 }
 
 // waitCaughtUp waits until master i has applied everything the leader l
-// has.
+// has and knows the leader's HTTP address (by gossip, a moment after Raft
+// told it who leads: until then it answers 503).
 func waitCaughtUp(t *testing.T, c *testProcCluster, i, l int) {
 	t.Helper()
 	waitUntil(t, 30*time.Second, fmt.Sprintf("master%d to catch up with the leader", i+1), func() bool {
 		li, err1 := c.leaderInfo(l)
 		fi, err2 := c.leaderInfo(i)
-		return err1 == nil && err2 == nil && fi.Applied >= li.Applied && fi.Leader == li.Leader
+		return err1 == nil && err2 == nil && fi.Applied >= li.Applied && fi.Leader == li.Leader && fi.LeaderAddr != ""
 	})
 }
 
