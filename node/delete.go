@@ -38,35 +38,33 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 	replyJSON(ctx, fasthttp.StatusOK, b)
 }
 
-// deleteBlobs deletes one version of key from vols now, in parallel, and
-// clears the catalog entries of those deleted in one write; each deletion
-// that fails stays queued and is retried by the GC loop.
+// deleteBlobs deletes one version of key from vols now, in parallel,
+// through each volume's deletion queue (deleteq.go), and hands the copies
+// deleted to the settler, which clears their catalog entries once their
+// volumes have synced; each deletion that fails stays queued and is
+// retried by the GC loop.
 func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 	view := m.view.Load()
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
-		done []garbageItem
+		done []settleItem
 	)
 	for _, name := range vols {
 		vol, ok := view.vols[name]
 		if !ok {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := m.deleteBlob(vol.HTTP, key, version); err != nil {
+		wg.Go(func() {
+			if err := m.dels.delete(vol.HTTP, key, version); err != nil {
 				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
 				return
 			}
 			mu.Lock()
-			done = append(done, garbageItem{name, key, version})
+			done = append(done, settleItem{vol.HTTP, garbageItem{name, key, version}})
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
-	if err := m.cat.doneGarbageAll(done); err != nil {
-		m.log.Warn("index", "err", err)
-	}
+	m.settle(done)
 }

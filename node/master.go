@@ -84,6 +84,10 @@ type Master struct {
 	// was empty.
 	later     []laterDeletion
 	laterKick chan struct{}
+	// dels batches the deletions for each volume; settler clears their
+	// catalog entries once the volumes synced them (deleteq.go).
+	dels    *deleteQueues
+	settler settler
 
 	// drains holds the volumes an operator asked to drain (persisted in
 	// the index); drainSince is when, for the drain endpoint's Done.
@@ -158,6 +162,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	m.votersN.Store(1)
 	m.client, m.dialed = newTrackedClient(cfg.IdleTimeout)
 	m.vc = &volumeClient{hc: m.client, sec: m.sec}
+	m.dels = &deleteQueues{vc: m.vc}
+	m.settler.kick = make(chan struct{}, 1)
 	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
 	empty, err := ring.New(cfg.Ring, nil)
 	if err != nil {
@@ -235,7 +241,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 		cat.close()
 		return nil, fmt.Errorf("master: %w", err)
 	}
-	m.wg.Add(10)
+	m.wg.Add(11)
+	go m.settleLoop()
 	go m.watchLeadership()
 	go m.bootstrap()
 	go m.mastersLoop()

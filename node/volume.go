@@ -489,6 +489,10 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 		v.pullBlob(ctx, key)
 	case string(rest) == "index":
 		v.listIndex(ctx)
+	case string(rest) == "sync":
+		v.syncLog(ctx)
+	case string(rest) == "delete":
+		v.deleteMany(ctx)
 	case string(rest) == "live":
 		// The master's probes read the load to pick the least busy replica
 		// for a redirect (the probe itself counts as 1).
@@ -801,6 +805,21 @@ func (v *Volume) deleteBlob(ctx *fasthttp.RequestCtx, key []byte) {
 		return
 	}
 	replyJSON(ctx, fasthttp.StatusOK, []byte(`{"deleted":true}`))
+}
+
+// syncLog answers once every lazy deletion answered before (deleteMany)
+// is durable.
+func (v *Volume) syncLog(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		replyText(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	if err := v.store.Sync(); err != nil {
+		replyStoreError(ctx, nil, err)
+		return
+	}
+	replyText(ctx, fasthttp.StatusOK, "synced")
 }
 
 // pullBlob copies one version of a key from another volume (from=HOST:PORT)

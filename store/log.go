@@ -28,6 +28,7 @@ const (
 	opPut = iota + 1
 	opDelete
 	opSwitch // compaction moves records; always committed alone
+	opSync   // no record: makes every record appended so far durable
 
 	maxBatchReqs  = 256     // records per commit; well under IOV_MAX
 	maxBatchBytes = 4 << 20 // bytes per commit
@@ -43,7 +44,11 @@ type logReq struct {
 	ik  []byte
 	buf []byte // the encoded record, LSN and CRC left for the writer; nil for opSwitch
 	rec record // opPut: the index record; the writer sets its location
-	sw  []switchItem
+	// lazy, for opDelete, lets the commit skip the fdatasync when no
+	// request in its batch needs one: the tombstone is durable after the
+	// next synced commit or opSync (Store.DeleteNoSync).
+	lazy bool
+	sw   []switchItem
 	// was, for opDelete, is the record the delete removed, as the writer
 	// found it, if wasHeld.
 	was     record
@@ -144,11 +149,17 @@ type logWriter struct {
 	seq    uint64
 	end    int64 // where the next record goes
 	broken bool  // a write or fsync failed: the next record starts a new segment
-	carry  *logReq
-	iov    [][]byte
-	group  []*logReq
-	lb     leveldb.Batch
-	z      zeroer
+	// dirty: records were written to the active segment since its last
+	// fdatasync (lazy tombstones only).
+	dirty bool
+	// lazyErr is the failure of an fdatasync that had lazy tombstones to
+	// make durable: they may be lost, so every later opSync reports it.
+	lazyErr error
+	carry   *logReq
+	iov     [][]byte
+	group   []*logReq
+	lb      leveldb.Batch
+	z       zeroer
 	// skipIndex makes commits stop after the fdatasync, as if the process
 	// died there: tests check that Open replays the log.
 	skipIndex atomic.Bool
@@ -182,6 +193,16 @@ func (w *logWriter) submit(r *logReq) error {
 	return r.err
 }
 
+// sync makes every record appended so far durable. The caller holds the
+// store's read lock, as for submit.
+func (w *logWriter) sync() error {
+	r := w.get()
+	r.op = opSync
+	err := w.submit(r)
+	w.put(r)
+	return err
+}
+
 // stop ends the writer once no request is in flight, and closes the active
 // segment, cutting off the zeros past its last record.
 func (w *logWriter) stop() error {
@@ -192,7 +213,11 @@ func (w *logWriter) stop() error {
 		return nil
 	}
 	var err error
-	if !w.broken {
+	if w.dirty {
+		err = w.syncActive()
+		w.dirty = false
+	}
+	if !w.broken && err == nil {
 		err = w.f.Truncate(w.end)
 	}
 	if cerr := w.f.Close(); err == nil {
@@ -255,11 +280,18 @@ func (w *logWriter) commit(batch []*logReq) {
 	s := w.s
 	w.iov, w.group = w.iov[:0], w.group[:0]
 	start := int64(0)
+	sync := false
+	for _, r := range batch {
+		if r.op == opSync || (r.buf != nil && !r.lazy) {
+			sync = true
+			break
+		}
+	}
 	flush := func() {
 		if len(w.iov) == 0 {
 			return
 		}
-		if err := w.writeSync(start); err != nil {
+		if err := w.writeSync(start, sync); err != nil {
 			w.broken = true
 			for _, r := range w.group {
 				r.err = err
@@ -292,6 +324,17 @@ func (w *logWriter) commit(batch []*logReq) {
 		w.end += n
 	}
 	flush()
+	if sync && w.dirty && w.f != nil && !w.broken {
+		// An opSync with nothing of its own to write.
+		if err := w.syncActive(); err != nil {
+			w.broken = true
+		}
+	}
+	for _, r := range batch {
+		if r.op == opSync && r.err == nil {
+			r.err = w.lazyErr
+		}
+	}
 	if w.f != nil {
 		s.segs.mu.Lock()
 		if g := s.segs.m[w.seq]; g != nil {
@@ -343,7 +386,9 @@ func (w *logWriter) commit(batch []*logReq) {
 		return // a test simulates a crash before the index write
 	}
 	if w.lb.Len() > 0 {
-		if w.f != nil {
+		// The checkpoint moves only over durable records: Open replays
+		// from it, and lazy tombstones not yet synced may be lost.
+		if w.f != nil && !w.dirty {
 			w.lb.Put(metaCheckpoint, appendCheckpoint(nil, w.seq, w.end))
 		}
 		if err := s.idx.writeLogged(&w.lb); err != nil {
@@ -391,8 +436,9 @@ func (s *Store) forget(ik []byte, was record) {
 	}
 }
 
-// writeSync writes w.iov at off in the active segment and makes it durable.
-func (w *logWriter) writeSync(off int64) error {
+// writeSync writes w.iov at off in the active segment and, if sync, makes
+// it durable with everything written before it.
+func (w *logWriter) writeSync(off int64, sync bool) error {
 	n := int64(0)
 	for _, b := range w.iov {
 		n += int64(len(b))
@@ -401,13 +447,32 @@ func (w *logWriter) writeSync(off int64) error {
 	if err := writevAt(w.f, w.iov, off); err != nil {
 		return fmt.Errorf("write segment %s: %w", w.f.Name(), noSpace(err))
 	}
-	if !w.s.cfg.NoSync {
-		if err := fdatasync(w.f); err != nil {
-			return fmt.Errorf("fdatasync segment %s: %w", w.f.Name(), noSpace(err))
-		}
-		w.s.syncs.Add(1)
-		w.z.kick(off + n)
+	if w.s.cfg.NoSync {
+		return nil
 	}
+	if !sync {
+		w.dirty = true
+		return nil
+	}
+	if err := w.syncActive(); err != nil {
+		return err
+	}
+	w.z.kick(off + n)
+	return nil
+}
+
+// syncActive fdatasyncs the active segment. A failure that may have lost
+// lazy tombstones is kept in lazyErr.
+func (w *logWriter) syncActive() error {
+	if err := fdatasync(w.f); err != nil {
+		err = fmt.Errorf("fdatasync segment %s: %w", w.f.Name(), noSpace(err))
+		if w.dirty {
+			w.lazyErr = err
+		}
+		return err
+	}
+	w.s.syncs.Add(1)
+	w.dirty = false
 	return nil
 }
 
@@ -416,6 +481,10 @@ func (w *logWriter) roll() error {
 	s := w.s
 	w.z.reset(nil, 0, 0)
 	if w.f != nil {
+		if w.dirty {
+			_ = w.syncActive() // lazy tombstones are durable before the segment is sealed
+			w.dirty = false
+		}
 		// Cut the zeros past the last record; if that is lost in a crash,
 		// they are just garbage for compaction.
 		if !w.broken {

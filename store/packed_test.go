@@ -824,3 +824,84 @@ func FuzzScanSegment(f *testing.F) {
 		}
 	})
 }
+
+// DeleteNoSync unindexes at once and leaves the fdatasync to the next Sync
+// or durable write; a crash that loses its tombstone leaves the value whole
+// or gone, and the store writable.
+func TestDeleteNoSync(t *testing.T) {
+	dir := t.TempDir()
+	cfg := packedCfg(dir)
+	s := openStore(t, cfg)
+	const n = 64
+	for i := range n {
+		mustPut(t, s, fmt.Sprintf("k%d", i), 1, value(i, 500))
+	}
+	before := s.syncs.Load()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := s.DeleteNoSync(fmt.Appendf(nil, "k%d", i), 1); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if _, err := s.Get(fmt.Appendf(nil, "k%d", i), 1); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("k%d after DeleteNoSync: %v, want ErrNotFound", i, err)
+		}
+	}
+	if got := s.syncs.Load(); got != before {
+		t.Errorf("%d lazy deletes took %d fdatasyncs, want none", n, got-before)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.syncs.Load(); got != before+1 {
+		t.Errorf("Sync took %d fdatasyncs, want 1", got-before)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.syncs.Load(); got != before+1 {
+		t.Errorf("a Sync with nothing to sync took an fdatasync")
+	}
+	// A durable write makes the lazy tombstones before it durable too.
+	if err := s.DeleteNoSync([]byte("absent"), 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteNoSync of a missing version: %v", err)
+	}
+	mustPut(t, s, "x", 1, []byte("x"))
+	if err := s.DeleteNoSync([]byte("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "y", 1, []byte("y"))
+	if s.w.dirty {
+		t.Error("a durable put left a lazy tombstone before it unsynced")
+	}
+
+	// A crash loses the last lazy tombstone: cut it off the segment.
+	mustPut(t, s, "z", 1, value(7, 300))
+	seq, end := s.logEnd()
+	if err := s.DeleteNoSync([]byte("z"), 1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Truncate(s.segPath(seq), end); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, cfg)
+	if _, err := s.Get([]byte("z"), 1); err == nil {
+		if got, _ := readValue(t, s, "z", 1); !bytes.Equal(got, value(7, 300)) {
+			t.Errorf("z after losing its tombstone: %d bytes, not whole", len(got))
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	checkHolds(t, s, map[string][]byte{"y": []byte("y")})
+	mustPut(t, s, "after", 1, []byte("written after the lost tail"))
+	s.Close()
+	s = openStore(t, cfg)
+	if got, _ := readValue(t, s, "after", 1); string(got) != "written after the lost tail" {
+		t.Errorf("after reopening: %q", got)
+	}
+}

@@ -312,7 +312,7 @@ func (s *Store) Quarantine(key []byte, version uint64, reason string) error {
 		if err := s.quarantineCopy(key, version, r, reason); err != nil {
 			return opErr("quarantine", key, version, err)
 		}
-		if err := s.tombstone(ik, key, version, r); err != nil {
+		if err := s.tombstone(ik, key, version, r, false); err != nil {
 			return opErr("quarantine", key, version, fmt.Errorf("value copied into quarantine, but the index entry is left: %w", err))
 		}
 		return nil

@@ -712,6 +712,36 @@ func (s *Store) openFile(key []byte, version uint64, r record) (*os.File, error)
 // ErrNotFound if the version is not indexed; an orphan file of that
 // version, left by a crash, is removed all the same.
 func (s *Store) Delete(key []byte, version uint64) error {
+	return s.delete(key, version, false)
+}
+
+// DeleteNoSync is Delete without waiting for the disk: the version is out
+// of the index (no read finds it) when DeleteNoSync returns, but a packed
+// value's tombstone is durable only after the next Sync or the next
+// durable write to the log, so a crash before that may bring the version
+// back. A caller that keeps its own durable record of the deletion until
+// Sync has returned (the master does) thus deletes many versions for one
+// fdatasync, off its clients' path. A blob file's version is deleted
+// durably, as by Delete.
+func (s *Store) DeleteNoSync(key []byte, version uint64) error {
+	return s.delete(key, version, true)
+}
+
+// Sync makes durable every deletion DeleteNoSync has answered before it
+// is called. It fails if an earlier fdatasync that had such deletions to
+// make durable failed: they may be lost.
+func (s *Store) Sync() error {
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := s.w.sync(); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) delete(key []byte, version uint64, lazy bool) error {
 	if err := checkKey(key); err != nil {
 		return opErr("delete", key, version, err)
 	}
@@ -728,9 +758,16 @@ func (s *Store) Delete(key []byte, version uint64) error {
 		if err := s.removeBlobFile(key, version); err != nil {
 			return opErr("delete", key, version, fmt.Errorf("%w; removing an orphan file: %w", ErrNotFound, err))
 		}
+		if !lazy {
+			// It may be gone by a DeleteNoSync not yet durable: make
+			// "not found" as durable as a deletion.
+			if err := s.w.sync(); err != nil {
+				return opErr("delete", key, version, err)
+			}
+		}
 		return opErr("delete", key, version, ErrNotFound)
 	}
-	if err := s.tombstone(ik, key, version, r); err != nil {
+	if err := s.tombstone(ik, key, version, r, lazy && r.packed()); err != nil {
 		return opErr("delete", key, version, err)
 	}
 	if !r.packed() {
@@ -741,7 +778,7 @@ func (s *Store) Delete(key []byte, version uint64) error {
 
 // tombstone unindexes the version r of ik through the log writer, which
 // appends a tombstone first. The caller holds the version's stripe.
-func (s *Store) tombstone(ik, key []byte, version uint64, r record) error {
+func (s *Store) tombstone(ik, key []byte, version uint64, r record, lazy bool) error {
 	buf := make([]byte, recLen(len(key), 0))
 	t := logRec{typ: recDelete, key: key, version: version, target: birthOf(r.lsn)}
 	if !r.packed() {
@@ -749,7 +786,7 @@ func (s *Store) tombstone(ik, key []byte, version uint64, r record) error {
 	}
 	putHeader(buf, t)
 	req := s.w.get()
-	req.op, req.ik, req.buf = opDelete, ik, buf
+	req.op, req.ik, req.buf, req.lazy = opDelete, ik, buf, lazy
 	err := s.w.submit(req)
 	s.w.put(req)
 	return err
