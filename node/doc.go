@@ -110,6 +110,9 @@
 //
 //	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
 //	DELETE /_kvdb/blob/KEY?v=VER        delete one version
+//	POST   /_kvdb/delete?b=SHA256       delete the listed versions lazily (body:
+//	                                    lines of "VER /KEY"; one outcome line each)
+//	POST   /_kvdb/sync                  make the lazy deletions answered so far durable
 //	POST   /_kvdb/pull/KEY?v=VER&from=  copy one version from another volume
 //	GET    /_kvdb/index?start=&limit=   page through the volume's own index
 //	GET    /_kvdb/check/KEY?v=VER       re-hash one copy (verify --deep)

@@ -2,6 +2,8 @@ package node
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -156,6 +158,7 @@ func TestSecretVolumeRefusesUnsigned(t *testing.T) {
 	signedPut := good.signURL("PUT", put)
 	tamperedV := strings.Replace(signedPut, "?v="+formatVersion(fresh)+"&", "?v="+formatVersion(fresh+1)+"&", 1)
 
+	keptList := string(appendDeleteList(nil, []*deleteItem{{key: []byte("kept"), version: rec.Version}}))
 	for _, tc := range []struct {
 		name, method, url, body string
 	}{
@@ -169,6 +172,8 @@ func TestSecretVolumeRefusesUnsigned(t *testing.T) {
 		{"unsigned delete", "DELETE", internalURL(addr, "blob/", []byte("kept"), rec.Version), ""},
 		{"unsigned pull", "POST", internalURL(addr, "pull/", []byte("planted"), 1) + "&from=" + other.Addr(), ""},
 		{"unsigned index", "GET", "http://" + addr + "/_kvdb/index", ""},
+		{"unsigned delete list", "POST", deleteListURL(addr, keptList), keptList},
+		{"unsigned sync", "POST", "http://" + addr + "/_kvdb/sync", ""},
 		{"unknown internal endpoint", "GET", "http://" + addr + "/_kvdb/nothing", ""},
 	} {
 		st, _, body := send(t, tc.method, tc.url, tc.body)
@@ -181,6 +186,10 @@ func TestSecretVolumeRefusesUnsigned(t *testing.T) {
 	}
 	if _, err := vol.store.Latest([]byte("planted")); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("after refused writes: Latest(planted) = %v, want not found", err)
+	}
+	// A signed delete list sent with another body than the one signed.
+	if st, _, body := send(t, "POST", good.signURL("POST", deleteListURL(addr, "1 /other\n")), keptList); st != 400 {
+		t.Errorf("delete list with a swapped body: got %d %q, want 400", st, body)
 	}
 	if _, err := vol.store.Latest([]byte("kept")); err != nil {
 		t.Fatalf("after a refused delete: Latest(kept) = %v", err)
@@ -544,4 +553,11 @@ func TestInternalSignature(t *testing.T) {
 	if err := newSigner(testSecret).verifyInternal([]byte("PUT"), []byte(path), []byte(query), now); err == nil {
 		t.Error("a volume that does not know its address yet took a request")
 	}
+}
+
+// deleteListURL is the URL of a delete list (POST /_kvdb/delete) with its
+// body's checksum, unsigned.
+func deleteListURL(addr, body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return "http://" + addr + "/_kvdb/delete?b=" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
