@@ -55,13 +55,16 @@ func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 		if !ok {
 			continue
 		}
+		g := garbageItem{name, key, version}
+		m.settler.track(g, true) // until its settling round is over
 		wg.Go(func() {
 			if err := m.dels.delete(vol.HTTP, key, version); err != nil {
+				m.settler.track(g, false)
 				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
 				return
 			}
 			mu.Lock()
-			done = append(done, settleItem{vol.HTTP, garbageItem{name, key, version}})
+			done = append(done, settleItem{vol.HTTP, g})
 			mu.Unlock()
 		})
 	}

@@ -285,6 +285,34 @@ type settler struct {
 	// round is held by a settling round (tests hold it to keep the
 	// entries queued).
 	round sync.Mutex
+	// busy counts, by garbageKey, the deletions under way (from deleteBlobs
+	// to the end of their settling round), which the GC passes leave alone.
+	busy map[string]int
+}
+
+// track marks a deletion under way (on) or over (off).
+func (st *settler) track(g garbageItem, on bool) {
+	k := string(garbageKey(g.vol, g.key, g.version))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if on {
+		if st.busy == nil {
+			st.busy = make(map[string]int)
+		}
+		st.busy[k]++
+		return
+	}
+	if st.busy[k]--; st.busy[k] <= 0 {
+		delete(st.busy, k)
+	}
+}
+
+// underWay reports whether deleteBlobs or the settler is handling g.
+func (st *settler) underWay(g garbageItem) bool {
+	k := string(garbageKey(g.vol, g.key, g.version))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.busy[k] > 0
 }
 
 type settleItem struct {
@@ -372,5 +400,8 @@ func (m *Master) settleAll(items []settleItem) {
 	}
 	if err := m.cat.doneGarbageAll(done); err != nil && m.leads() {
 		m.log.Warn("clearing the entries of deleted copies; the GC clears them", "err", err)
+	}
+	for _, it := range items {
+		m.settler.track(it.garbageItem, false)
 	}
 }

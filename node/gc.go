@@ -51,7 +51,7 @@ func (m *Master) collectGarbage() {
 	m.sweepGrace()
 	var todo []garbageItem
 	for _, g := range batch {
-		if !m.inGrace(g.vol, g.key, g.version) {
+		if !m.inGrace(g.vol, g.key, g.version) && !m.settler.underWay(g) {
 			todo = append(todo, g)
 		}
 	}
