@@ -55,8 +55,8 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 	defer res.release()
 	var prefix []byte
 	if small := s.cfg.SmallValueMax; small >= 0 && size <= small {
-		sb := s.bufs.Get().(*streamBuf)
-		defer s.bufs.Put(sb)
+		sb := s.packBufs.Get().(*streamBuf)
+		defer s.packBufs.Put(sb)
 		m, spilled, err := s.putPacked(key, version, r, size, sb, &res)
 		if err != nil {
 			return Meta{}, opErr("put", key, version, err)

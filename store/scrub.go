@@ -501,7 +501,7 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {
 		return nil
 	}
-	// n is at most one buffer (1 MiB) and rem < rate, so this cannot
+	// n is at most one buffer (bufSize) and rem < rate, so this cannot
 	// overflow a uint64.
 	ns := uint64(n)*uint64(time.Second) + l.rem
 	budget := time.Duration(ns / l.rate)

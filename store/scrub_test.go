@@ -502,8 +502,8 @@ func TestLimiter(t *testing.T) {
 	for _, tt := range []struct {
 		rate int64
 		want int
-	}{{1, minScrubChunk}, {1000, minScrubChunk}, {1 << 20, 256 << 10}, {16 << 20, bufSize}} {
-		if got := newLimiter(tt.rate, realClock{}).chunk(bufSize); got != tt.want {
+	}{{1, minScrubChunk}, {1000, minScrubChunk}, {1 << 20, 256 << 10}, {16 << 20, 1 << 20}} {
+		if got := newLimiter(tt.rate, realClock{}).chunk(1 << 20); got != tt.want {
 			t.Errorf("chunk at %d B/s: got %d, want %d", tt.rate, got, tt.want)
 		}
 	}

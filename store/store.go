@@ -178,7 +178,11 @@ type Stats struct {
 }
 
 const (
-	bufSize = 1 << 20 // streaming buffer, pooled
+	// bufSize is the streaming buffer's size (pooled). Small enough that
+	// what a read from the socket brought in is still in the CPU's cache
+	// when it is hashed and written: with 1 MiB, a 1 MiB PUT at
+	// concurrency 16 took 5-9 % more of the volumes' CPU.
+	bufSize = 64 << 10
 	// writebackChunk is how many bytes of a value are written before the
 	// kernel is asked to start writing them out (see startWriteback).
 	writebackChunk = 8 << 20
@@ -194,7 +198,10 @@ type Store struct {
 	quarantineDir                   string // DIR/quarantine, see Quarantine
 	segsDir                         string // DIR/segments, see segment.go
 	log                             *slog.Logger
-	bufs                            sync.Pool // of *streamBuf
+	bufs                            sync.Pool // of *streamBuf, bufSize bytes
+	// packBufs holds the buffers a packed value is read into, with room
+	// for its record header and key (putPacked).
+	packBufs sync.Pool // of *streamBuf
 	lock                            *os.File  // DIR/LOCK, flocked while open
 
 	// Counters for Stats; pending is what Puts in flight reserved against
@@ -270,6 +277,8 @@ func Open(cfg Config) (*Store, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.bufs.New = func() any { return &streamBuf{b: make([]byte, bufSize), h: xxhash.New()} }
+	packLen := recLen(MaxKeyLen, max(s.cfg.SmallValueMax, 0)) + recAlign
+	s.packBufs.New = func() any { return &streamBuf{b: make([]byte, packLen), h: xxhash.New()} }
 
 	if err := s.makeDirs(); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
