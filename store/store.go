@@ -202,7 +202,7 @@ type Store struct {
 	// packBufs holds the buffers a packed value is read into, with room
 	// for its record header and key (putPacked).
 	packBufs sync.Pool // of *streamBuf
-	lock                            *os.File  // DIR/LOCK, flocked while open
+	lock     *os.File  // DIR/LOCK, flocked while open
 
 	// Counters for Stats; pending is what Puts in flight reserved against
 	// Capacity.
