@@ -258,15 +258,21 @@ func TestLargeValueStreams(t *testing.T) {
 }
 
 // TestShortBody: a client that declares more than it sends, then hangs up,
-// leaves nothing behind.
+// leaves nothing behind, whether the value is large or small.
 func TestShortBody(t *testing.T) {
+	for _, tc := range []struct{ declared, sent int }{{1000000, 300000}, {40000, 20000}} {
+		t.Run(fmt.Sprint(tc.declared), func(t *testing.T) { testShortBody(t, tc.declared, tc.sent) })
+	}
+}
+
+func testShortBody(t *testing.T, declared, sent int) {
 	c := newTestCluster(t, 3, 2)
 	c.put("short", "old value")
 	conn, err := (&netDialer{}).dial(c.master.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(conn, "PUT /short HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n%s", strings.Repeat("z", 300000))
+	fmt.Fprintf(conn, "PUT /short HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", declared, strings.Repeat("z", sent))
 	time.Sleep(100 * time.Millisecond)
 	conn.Close()
 	// The old value stays, whole; the abandoned blobs get collected.
