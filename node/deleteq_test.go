@@ -103,6 +103,44 @@ func TestDeleteUnsyncedVolumeKilled(t *testing.T) {
 	}
 }
 
+// Deletions for one volume that queue up while a request is under way go
+// in the next one together; each caller gets its own outcome.
+func TestDeleteQueueBatches(t *testing.T) {
+	c := newTestCluster(t, 1, 1)
+	v := c.vols[0]
+	const n = 300
+	for i := range n {
+		if _, err := v.store.Put(fmt.Appendf(nil, "q/%d", i), 1, bytes.NewReader([]byte("v")), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &deleteQueues{vc: c.master.vc}
+	var wg sync.WaitGroup
+	for i := range n + 20 { // 20 versions no one holds: no error either
+		wg.Go(func() {
+			if err := d.delete(v.Addr(), fmt.Appendf(nil, "q/%d", i), 1); err != nil {
+				t.Errorf("q/%d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := v.store.Stats().Keys; got != 0 {
+		t.Errorf("%d versions left on the volume", got)
+	}
+	if err := c.master.vc.syncLog(v.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d deletions in %d requests", n+20, d.requests.Load())
+	if r := d.requests.Load(); r >= n/2 {
+		t.Errorf("%d deletions took %d requests: not batched", n+20, r)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.q) != 0 {
+		t.Errorf("%d queues left behind", len(d.q))
+	}
+}
+
 func FuzzDeleteList(f *testing.F) {
 	f.Add([]byte("1a2b /a%2Fb\n"), uint64(7), []byte("k"))
 	f.Add([]byte("ffffffffffffffff /x\n0 y\n"), uint64(0), []byte("a b\nc"))
