@@ -231,15 +231,21 @@ func (c *catalog) del1(k []byte, sync bool) error {
 
 // roomForLog reports whether the catalog's disk has catalogMinFree bytes
 // free, as last seen: the disk is asked at most every 100 ms.
+//
+// The answer is stored before the time it was asked: a caller that sees
+// the time sees the answer. (Storing the time first let a concurrent
+// caller read the answer not yet stored, false on the first call: a new
+// leader's first writes at once then marked the catalog full and were
+// answered 507 with the disk nearly empty.)
 func (c *catalog) roomForLog() bool {
 	now := monoNow()
 	if at := c.roomAt.Load(); at != 0 && now-at < int64(100*time.Millisecond) {
 		return c.room.Load()
 	}
-	c.roomAt.Store(now)
 	var st syscall.Statfs_t
 	ok := syscall.Statfs(c.dir, &st) != nil || st.Bavail*uint64(st.Bsize) >= catalogMinFree
 	c.room.Store(ok)
+	c.roomAt.Store(now)
 	return ok
 }
 

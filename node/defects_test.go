@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -321,5 +323,32 @@ func TestDateNotBeforeLastModified(t *testing.T) {
 			}
 		}
 		time.Sleep(37 * time.Millisecond) // land at different points of a second
+	}
+}
+
+// TestRoomForLogConcurrentFirst: the first calls of roomForLog, at once
+// (a new leader's first writes), all see the disk's room. The cached
+// answer was read before it was stored, false, so such writes were
+// answered 507 "the master's disk is full" on an empty disk.
+func TestRoomForLogConcurrentFirst(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 200 {
+		c := &catalog{dir: dir}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var full atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				<-start
+				if !c.roomForLog() {
+					full.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if n := full.Load(); n > 0 {
+			t.Fatalf("round %d: %d of 16 concurrent first calls saw no room on a disk with room", round, n)
+		}
 	}
 }
