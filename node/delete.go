@@ -3,7 +3,6 @@ package node
 import (
 	"encoding/json"
 	"errors"
-	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -45,11 +44,12 @@ func (m *Master) handleDelete(ctx *fasthttp.RequestCtx, key []byte) {
 // retried by the GC loop.
 func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 	view := m.view.Load()
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		done []settleItem
-	)
+	type queued struct {
+		addr string
+		g    garbageItem
+		it   *deleteItem
+	}
+	qs := make([]queued, 0, len(vols))
 	for _, name := range vols {
 		vol, ok := view.vols[name]
 		if !ok {
@@ -57,17 +57,17 @@ func (m *Master) deleteBlobs(key []byte, version uint64, vols []string) {
 		}
 		g := garbageItem{name, key, version}
 		m.settler.track(g, true) // until its settling round is over
-		wg.Go(func() {
-			if err := m.dels.delete(vol.HTTP, key, version); err != nil {
-				m.settler.track(g, false)
-				m.log.Warn("delete on volume failed; will retry", "volume", name, "key", string(key), "err", err)
-				return
-			}
-			mu.Lock()
-			done = append(done, settleItem{vol.HTTP, g})
-			mu.Unlock()
-		})
+		qs = append(qs, queued{vol.HTTP, g, m.dels.enqueue(vol.HTTP, key, version)})
 	}
-	wg.Wait()
+	done := make([]settleItem, 0, len(qs))
+	for _, q := range qs {
+		<-q.it.done
+		if q.it.err != nil {
+			m.settler.track(q.g, false)
+			m.log.Warn("delete on volume failed; will retry", "volume", q.g.vol, "key", string(key), "err", q.it.err)
+			continue
+		}
+		done = append(done, settleItem{q.addr, q.g})
+	}
 	m.settle(done)
 }

@@ -67,12 +67,21 @@ type deleteQueue struct {
 
 // delete deletes version of key from the volume at addr, lazily, together
 // with the other deletions queued for it, and returns that deletion's
-// outcome; a version already gone is no error. (A caller that sent the
+// outcome; a version already gone is no error.
+func (d *deleteQueues) delete(addr string, key []byte, version uint64) error {
+	it := d.enqueue(addr, key, version)
+	<-it.done
+	return it.err
+}
+
+// enqueue queues the deletion of version of key from the volume at addr;
+// its done is closed once it has an outcome (err). (A caller that sent the
 // queue itself instead of a sender goroutine measured 3-5 % fewer 1 KiB
 // cycles.)
-func (d *deleteQueues) delete(addr string, key []byte, version uint64) error {
+func (d *deleteQueues) enqueue(addr string, key []byte, version uint64) *deleteItem {
 	it := &deleteItem{key: key, version: version, done: make(chan struct{})}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.q == nil {
 		d.q = make(map[string]*deleteQueue)
 	}
@@ -86,9 +95,7 @@ func (d *deleteQueues) delete(addr string, key []byte, version uint64) error {
 		q.senders++
 		go d.send(addr, q)
 	}
-	d.mu.Unlock()
-	<-it.done
-	return it.err
+	return it
 }
 
 // send sends addr's queued deletions, a batch at a time, until none is
