@@ -539,6 +539,12 @@ func requiredVersion(ctx *fasthttp.RequestCtx) (uint64, error) {
 
 // serveBlob answers GET and HEAD for a value, straight from disk: the file
 // goes out by sendfile, with Range, ETag and Last-Modified honoured.
+// smallRead is the largest value a read takes whole into memory from its
+// segment (ReadPacked) rather than sending it by sendfile from a file
+// opened for it: below it, opening and closing the file costs more
+// syscalls than the copy.
+const smallRead = 16 << 10
+
 func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	var kb [128]byte
 	key, err := parseStoredKey(kb[:0], path)
@@ -562,13 +568,24 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 		}
 		ver = m.Version
 	}
-	f, meta, err := v.store.OpenBlob(key, ver)
+	// A small packed value is read whole from its segment's kept
+	// descriptor (no file opened per read); others go out by sendfile.
+	var f *os.File
+	meta, small, isSmall, err := v.store.ReadPacked(key, ver, smallRead, nil)
+	if err == nil && !isSmall {
+		f, meta, err = v.store.OpenBlob(key, ver)
+	}
 	if err != nil {
 		if ok && errors.Is(err, store.ErrNotFound) && v.sendBack(ctx, key, ver) {
 			return
 		}
 		replyStoreError(ctx, key, err)
 		return
+	}
+	closeFile := func() {
+		if f != nil {
+			f.Close()
+		}
 	}
 	h := &ctx.Response.Header
 	// Not kb: it holds the key, which the errors below still name.
@@ -590,7 +607,7 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	if cond, any := readConditions(&ctx.Request.Header); any {
 		if st := cond.check(true, true, tag, mtime); st != 0 {
-			f.Close()
+			closeFile()
 			if st == fasthttp.StatusNotModified {
 				ctx.SetStatusCode(st)
 			} else {
@@ -604,7 +621,7 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 		s, e, err := parseRange(rh, meta.Size)
 		switch {
 		case errors.Is(err, errRangeUnsatisfiable):
-			f.Close()
+			closeFile()
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(meta.Size, 10))
 			replyText(ctx, fasthttp.StatusRequestedRangeNotSatisfiable, "range not satisfiable")
 			return
@@ -615,16 +632,20 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 		}
 	}
 	if ctx.IsHead() {
-		f.Close()
+		closeFile()
 		ctx.Response.SkipBody = true
 		h.SetContentLength(int(length))
+		return
+	}
+	if isSmall {
+		ctx.SetBody(small[start : start+length])
 		return
 	}
 	if start > 0 {
 		// OpenBlob leaves f at the value's first byte, which for a value
 		// packed into a segment file is not the file's start.
 		if _, err := f.Seek(start, io.SeekCurrent); err != nil {
-			f.Close()
+			closeFile()
 			replyError(ctx, fmt.Errorf("seek %q: %w", key, err))
 			return
 		}

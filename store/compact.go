@@ -374,7 +374,7 @@ func (s *Store) compactSegments(ctx context.Context, srcs []segState, lim *limit
 			return fmt.Errorf("compact: remove segment: %w", err)
 		}
 		s.segs.mu.Lock()
-		delete(s.segs.m, src.seq)
+		s.segs.forget(src.seq)
 		s.segs.mu.Unlock()
 	}
 	return s.syncDir(s.segsDir)

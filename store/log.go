@@ -88,6 +88,70 @@ type segSet struct {
 	mu     sync.Mutex
 	m      map[uint64]*segState
 	next   uint64 // the next sequence number: above every one ever used
+	// files holds read-only descriptors of segments for ReadPacked, at
+	// most maxSegFiles; one is closed when its segment is removed.
+	files map[uint64]*os.File
+}
+
+// maxSegFiles bounds the segment descriptors kept open for reads.
+const maxSegFiles = 64
+
+// forget removes segment seq from the set and closes its read descriptor.
+// The caller holds mu.
+func (ss *segSet) forget(seq uint64) {
+	delete(ss.m, seq)
+	if f := ss.files[seq]; f != nil {
+		f.Close()
+		delete(ss.files, seq)
+	}
+}
+
+// closeFiles closes every cached read descriptor.
+func (ss *segSet) closeFiles() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for seq, f := range ss.files {
+		f.Close()
+		delete(ss.files, seq)
+	}
+}
+
+// segFile returns a read descriptor of segment seq, opened once and kept.
+// A reader may find it closed (os.ErrClosed) if the segment is removed or
+// the descriptor evicted meanwhile: it looks the value up again.
+func (s *Store) segFile(seq uint64) (*os.File, error) {
+	s.segs.mu.Lock()
+	f := s.segs.files[seq]
+	s.segs.mu.Unlock()
+	if f != nil {
+		return f, nil
+	}
+	f, err := os.Open(s.segPath(seq))
+	if err != nil {
+		return nil, err
+	}
+	s.segs.mu.Lock()
+	defer s.segs.mu.Unlock()
+	if _, live := s.segs.m[seq]; !live {
+		f.Close() // removed meanwhile
+		return nil, fs.ErrNotExist
+	}
+	if g := s.segs.files[seq]; g != nil {
+		f.Close()
+		return g, nil
+	}
+	if s.segs.files == nil {
+		s.segs.files = make(map[uint64]*os.File)
+	}
+	if len(s.segs.files) >= maxSegFiles {
+		for old, g := range s.segs.files { // evict one, any
+			g.Close()
+			delete(s.segs.files, old)
+			break
+		}
+	}
+	s.segs.files[seq] = f
+	return f, nil
 }
 
 func (ss *segSet) alloc() uint64 {
@@ -705,7 +769,7 @@ func (s *Store) dropUnswitched() error {
 		}
 	}
 	for _, seq := range drop {
-		delete(s.segs.m, seq)
+		s.segs.forget(seq)
 	}
 	s.segs.mu.Unlock()
 	for _, seq := range drop {

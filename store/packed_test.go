@@ -905,3 +905,96 @@ func TestDeleteNoSync(t *testing.T) {
 		t.Errorf("after reopening: %q", got)
 	}
 }
+
+// ReadPacked reads small packed values through kept segment descriptors,
+// before and after compaction moves them (and closes the descriptors of
+// the segments it removes), leaves other values to OpenBlob, and keeps at
+// most maxSegFiles descriptors.
+func TestReadPacked(t *testing.T) {
+	dir := t.TempDir()
+	cfg := packedCfg(dir)
+	cfg.SmallValueMax = 16 << 10
+	s := openStore(t, cfg)
+	vals := fillPacked(t, s, 2000)
+	mustPut(t, s, "file", 1, value(9, 20<<10)) // over SmallValueMax: a blob file
+	check := func(when string) {
+		t.Helper()
+		for k, v := range vals {
+			m, got, ok, err := s.ReadPacked([]byte(k), 1, 1<<20, []byte("prefix"))
+			if err != nil || !ok {
+				t.Fatalf("%s: ReadPacked(%s): ok %v, %v", when, k, ok, err)
+			}
+			if !bytes.Equal(got[len("prefix"):], v) || string(got[:len("prefix")]) != "prefix" || m.Size != int64(len(v)) {
+				t.Fatalf("%s: ReadPacked(%s): %d bytes, not the value", when, k, len(got))
+			}
+		}
+		s.segs.mu.Lock()
+		n := len(s.segs.files)
+		s.segs.mu.Unlock()
+		if n > maxSegFiles {
+			t.Fatalf("%s: %d segment descriptors kept, at most %d", when, n, maxSegFiles)
+		}
+	}
+	check("before compaction")
+	if _, _, ok, err := s.ReadPacked([]byte("file"), 1, 1<<20, nil); ok || err != nil {
+		t.Errorf("a blob file's value: ok %v, %v; want false and no error", ok, err)
+	}
+	var big string
+	for k, v := range vals {
+		if len(v) > 100 {
+			big = k
+			break
+		}
+	}
+	if _, _, ok, err := s.ReadPacked([]byte(big), 1, 100, nil); ok || err != nil {
+		t.Errorf("a value over max: ok %v, %v; want false and no error", ok, err)
+	}
+	if _, _, _, err := s.ReadPacked([]byte("absent"), 1, 1<<20, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a version not held: %v, want ErrNotFound", err)
+	}
+	// Compaction moves the survivors and removes the segments they were in,
+	// while readers read.
+	for i := range 2000 {
+		if i%10 == 1 {
+			continue
+		}
+		k := fmt.Sprintf("k/%05d", i)
+		if err := s.Delete([]byte(k), 1); err != nil {
+			t.Fatal(err)
+		}
+		delete(vals, k)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for k, v := range vals {
+					_, got, ok, err := s.ReadPacked([]byte(k), 1, 1<<20, nil)
+					if err != nil || (ok && !bytes.Equal(got, v)) {
+						t.Errorf("during compaction: ReadPacked(%s): ok %v, %d bytes, %v", k, ok, len(got), err)
+						return
+					}
+				}
+			}
+		})
+	}
+	if err := s.compact(t.Context(), nil); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	check("after compaction")
+	s.segs.mu.Lock()
+	for seq := range s.segs.files {
+		if _, live := s.segs.m[seq]; !live {
+			t.Errorf("a descriptor of removed segment %d is kept", seq)
+		}
+	}
+	s.segs.mu.Unlock()
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -444,6 +445,7 @@ func (s *Store) Close() error {
 	// No Put or Delete is in flight now: they hold mu shared while the
 	// writer commits them.
 	err := s.w.stop()
+	s.segs.closeFiles()
 	if s.idx != nil {
 		if cerr := s.idx.close(); err == nil {
 			err = cerr
@@ -708,6 +710,51 @@ func (s *Store) openFile(key []byte, version uint64, r record) (*os.File, error)
 		}
 	}
 	return f, nil
+}
+
+// ReadPacked appends to dst the value of (key, version) if it is packed
+// into the log and at most max bytes long, read with one pread from its
+// segment's kept descriptor: a small value's read opens no file. ok is
+// false, with no error, when the version is held but not so (or its
+// segment moved under the read three times): OpenBlob serves it. A
+// version not held is ErrNotFound, as from OpenBlob.
+func (s *Store) ReadPacked(key []byte, version uint64, max int64, dst []byte) (m Meta, out []byte, ok bool, err error) {
+	if err := checkKey(key); err != nil {
+		return Meta{}, dst, false, opErr("read", key, version, err)
+	}
+	for range 3 {
+		ik, mu, err := s.lockVersion(key, version)
+		if err != nil {
+			return Meta{}, dst, false, opErr("read", key, version, err)
+		}
+		r, held, err := s.idx.get(ik)
+		switch {
+		case err != nil:
+			s.unlockVersion(mu)
+			return Meta{}, dst, false, opErr("read", key, version, fmt.Errorf("index: %w", err))
+		case !held:
+			s.unlockVersion(mu)
+			return Meta{}, dst, false, opErr("read", key, version, ErrNotFound)
+		case !r.packed() || r.size > max:
+			s.unlockVersion(mu)
+			return Meta{}, dst, false, nil
+		}
+		f, err := s.segFile(r.seg)
+		n := len(dst)
+		if err == nil {
+			dst = slices.Grow(dst, int(r.size))[:n+int(r.size)]
+			_, err = f.ReadAt(dst[n:], r.valueOff(len(key)))
+		}
+		s.unlockVersion(mu)
+		if err == nil {
+			return r.meta(key, version), dst, true, nil
+		}
+		dst = dst[:n]
+		if !errors.Is(err, os.ErrClosed) && !errors.Is(err, fs.ErrNotExist) {
+			break // short or failing: OpenBlob says what is wrong
+		}
+	}
+	return Meta{}, dst, false, nil
 }
 
 // Delete removes (key, version) from the index at once, durably: it
