@@ -65,17 +65,9 @@ type deleteQueue struct {
 	senders int
 }
 
-// delete deletes version of key from the volume at addr, lazily, together
-// with the other deletions queued for it, and returns that deletion's
-// outcome; a version already gone is no error.
-func (d *deleteQueues) delete(addr string, key []byte, version uint64) error {
-	it := d.enqueue(addr, key, version)
-	<-it.done
-	return it.err
-}
-
-// enqueue queues the deletion of version of key from the volume at addr;
-// its done is closed once it has an outcome (err). (A caller that sent the
+// enqueue queues the deletion of version of key from the volume at addr,
+// lazily, together with the other deletions queued for it; its done is
+// closed once it has an outcome (err; a version already gone is none). (A caller that sent the
 // queue itself instead of a sender goroutine measured 3-5 % fewer 1 KiB
 // cycles.)
 func (d *deleteQueues) enqueue(addr string, key []byte, version uint64) *deleteItem {

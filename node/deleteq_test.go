@@ -118,8 +118,10 @@ func TestDeleteQueueBatches(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n + 20 { // 20 versions no one holds: no error either
 		wg.Go(func() {
-			if err := d.delete(v.Addr(), fmt.Appendf(nil, "q/%d", i), 1); err != nil {
-				t.Errorf("q/%d: %v", i, err)
+			it := d.enqueue(v.Addr(), fmt.Appendf(nil, "q/%d", i), 1)
+			<-it.done
+			if it.err != nil {
+				t.Errorf("q/%d: %v", i, it.err)
 			}
 		})
 	}

@@ -537,14 +537,15 @@ func requiredVersion(ctx *fasthttp.RequestCtx) (uint64, error) {
 	return ver, err
 }
 
-// serveBlob answers GET and HEAD for a value, straight from disk: the file
-// goes out by sendfile, with Range, ETag and Last-Modified honoured.
 // smallRead is the largest value a read takes whole into memory from its
 // segment (ReadPacked) rather than sending it by sendfile from a file
 // opened for it: below it, opening and closing the file costs more
 // syscalls than the copy.
 const smallRead = 16 << 10
 
+// serveBlob answers GET and HEAD for a value, straight from disk: the file
+// goes out by sendfile (a packed value up to smallRead is copied from its
+// segment), with Range, ETag and Last-Modified honoured.
 func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	var kb [128]byte
 	key, err := parseStoredKey(kb[:0], path)

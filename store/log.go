@@ -276,11 +276,7 @@ func (w *logWriter) stop() error {
 	if w.f == nil {
 		return nil
 	}
-	var err error
-	if w.dirty {
-		err = w.syncActive()
-		w.dirty = false
-	}
+	err := w.syncDirty()
 	if !w.broken && err == nil {
 		err = w.f.Truncate(w.end)
 	}
@@ -388,9 +384,9 @@ func (w *logWriter) commit(batch []*logReq) {
 		w.end += n
 	}
 	flush()
-	if sync && w.dirty && w.f != nil && !w.broken {
+	if sync && w.f != nil && !w.broken {
 		// An opSync with nothing of its own to write.
-		if err := w.syncActive(); err != nil {
+		if err := w.syncDirty(); err != nil {
 			w.broken = true
 		}
 	}
@@ -525,6 +521,17 @@ func (w *logWriter) writeSync(off int64, sync bool) error {
 	return nil
 }
 
+// syncDirty fdatasyncs the active segment if lazy tombstones wait for it.
+// It is not tried again after a failure: lazyErr reports the loss.
+func (w *logWriter) syncDirty() error {
+	if !w.dirty {
+		return nil
+	}
+	err := w.syncActive()
+	w.dirty = false
+	return err
+}
+
 // syncActive fdatasyncs the active segment. A failure that may have lost
 // lazy tombstones is kept in lazyErr.
 func (w *logWriter) syncActive() error {
@@ -545,10 +552,7 @@ func (w *logWriter) roll() error {
 	s := w.s
 	w.z.reset(nil, 0, 0)
 	if w.f != nil {
-		if w.dirty {
-			_ = w.syncActive() // lazy tombstones are durable before the segment is sealed
-			w.dirty = false
-		}
+		_ = w.syncDirty() // lazy tombstones are durable before the segment is sealed
 		// Cut the zeros past the last record; if that is lost in a crash,
 		// they are just garbage for compaction.
 		if !w.broken {

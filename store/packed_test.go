@@ -201,6 +201,22 @@ func fillPacked(t testing.TB, s *Store, n int) map[string][]byte {
 }
 
 // checkHolds checks that s holds exactly the values in want, each whole.
+// deletePacked deletes the keys k/NNNNN that fillPacked wrote whose
+// number i has del(i), from s and from vals.
+func deletePacked(t testing.TB, s *Store, vals map[string][]byte, del func(i int) bool) {
+	t.Helper()
+	for i := range len(vals) {
+		k := fmt.Sprintf("k/%05d", i)
+		if _, ok := vals[k]; !ok || !del(i) {
+			continue
+		}
+		if err := s.Delete([]byte(k), 1); err != nil {
+			t.Fatal(err)
+		}
+		delete(vals, k)
+	}
+}
+
 func checkHolds(t testing.TB, s *Store, want map[string][]byte) {
 	t.Helper()
 	var got []string
@@ -365,16 +381,7 @@ func TestCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	for i := range 2000 {
-		if i%10 == 1 {
-			continue
-		}
-		k := fmt.Sprintf("k/%05d", i)
-		if err := s.Delete([]byte(k), 1); err != nil {
-			t.Fatal(err)
-		}
-		delete(vals, k)
-	}
+	deletePacked(t, s, vals, func(i int) bool { return i%10 != 1 })
 	if err := s.compact(t.Context(), nil); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
@@ -505,15 +512,7 @@ func TestCompactionRacesDeletes(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, packedCfg(dir))
 	vals := fillPacked(t, s, 2000)
-	for i := range 2000 {
-		if i%4 != 0 {
-			k := fmt.Sprintf("k/%05d", i)
-			if err := s.Delete([]byte(k), 1); err != nil {
-				t.Fatal(err)
-			}
-			delete(vals, k)
-		}
-	}
+	deletePacked(t, s, vals, func(i int) bool { return i%4 != 0 })
 	var mu sync.Mutex
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -954,16 +953,7 @@ func TestReadPacked(t *testing.T) {
 	}
 	// Compaction moves the survivors and removes the segments they were in,
 	// while readers read.
-	for i := range 2000 {
-		if i%10 == 1 {
-			continue
-		}
-		k := fmt.Sprintf("k/%05d", i)
-		if err := s.Delete([]byte(k), 1); err != nil {
-			t.Fatal(err)
-		}
-		delete(vals, k)
-	}
+	deletePacked(t, s, vals, func(i int) bool { return i%10 != 1 })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
