@@ -279,7 +279,7 @@ func (v *Volume) deleteMany(ctx *fasthttp.RequestCtx) {
 // settleInterval is the least time between two settling rounds, so that
 // each round (a sync per volume and one catalog write) covers many
 // deletions.
-const settleInterval = 10 * time.Millisecond
+const settleInterval = 100 * time.Millisecond
 
 // settler holds lazy deletions whose garbage entries are to be cleared
 // once their volumes have synced.

@@ -358,15 +358,15 @@ func (m *Master) refreshView() {
 		}
 	}
 	changed := old.changed
-	if len(vols) != len(old.vols) {
-		changed = time.Now()
-	} else {
-		for name := range vols {
-			if _, ok := old.vols[name]; !ok {
-				changed = time.Now()
-				break
-			}
+	joined := false
+	for name := range vols {
+		if _, ok := old.vols[name]; !ok {
+			joined = true
+			break
 		}
+	}
+	if joined || len(vols) != len(old.vols) {
+		changed = time.Now()
 	}
 	m.view.Store(&clusterView{ring: r, vols: vols, draining: draining, changed: changed})
 	if !changed.Equal(old.changed) {
@@ -384,7 +384,11 @@ func (m *Master) refreshView() {
 	for _, mem := range vols {
 		m.maybeMerge(mem)
 	}
-	m.kickGC()
+	// A volume that joined (or came back) may have deletions queued for
+	// it; the GC loop's own interval covers the rest.
+	if joined {
+		m.kickGC()
+	}
 }
 
 // sameMembers reports whether r is built over exactly members (names and
