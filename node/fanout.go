@@ -182,10 +182,23 @@ func (r *fanoutReader) abandon() {
 			r.cur.release()
 			r.cur = nil
 		}
-		go func() {
-			for c := range r.ch {
+		// Usually the stream has ended and ch is closed: drain it here,
+		// and leave a goroutine to wait for the producer only when not.
+		for {
+			select {
+			case c, ok := <-r.ch:
+				if !ok {
+					return
+				}
 				c.release()
+			default:
+				go func() {
+					for c := range r.ch {
+						c.release()
+					}
+				}()
+				return
 			}
-		}()
+		}
 	})
 }
