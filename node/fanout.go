@@ -83,6 +83,14 @@ func (f *fanout) deliver(c *chunk) bool {
 	c.refs.Store(int32(len(f.outs)) + 1) // +1 held while delivering
 	alive := 0
 	for _, o := range f.outs {
+		// A reader that gave up takes nothing more, even with room in its
+		// channel (a select between the two would pick at random).
+		select {
+		case <-o.dead:
+			c.refs.Add(-1)
+			continue
+		default:
+		}
 		select {
 		case o.ch <- c:
 			alive++
