@@ -35,9 +35,10 @@ func TestFanoutCopies(t *testing.T) {
 	}
 }
 
-// TestFanoutAbandonMidStream: a reader that gives up mid-stream neither
-// blocks the producer nor the other reader, and the chunks it held or had
-// queued go back (the producer ends; the rest is read whole).
+// TestFanoutAbandonMidStream: a reader that gives up mid-stream blocks
+// neither the producer nor the other reader, which still reads the whole
+// stream (it is longer than the channels hold, so a reader that kept
+// taking chunks without reading them would stall the producer).
 func TestFanoutAbandonMidStream(t *testing.T) {
 	src := bytes.Repeat([]byte{7}, (fanoutDepth+8)*chunkSize)
 	f := newFanout(bytes.NewReader(src), 2)
