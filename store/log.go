@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -311,6 +312,9 @@ func (w *logWriter) run() {
 		}
 		batch = append(batch[:0], first)
 		if first.op != opSwitch {
+			// Let writers that are runnable here queue their records
+			// first, to share this commit's fdatasync.
+			runtime.Gosched()
 			n := len(first.buf)
 		drain:
 			for len(batch) < maxBatchReqs && n < maxBatchBytes {
