@@ -538,7 +538,7 @@ func requiredVersion(ctx *fasthttp.RequestCtx) (uint64, error) {
 }
 
 // smallRead is the largest value a read takes whole into memory from its
-// segment (ReadPacked) rather than sending it by sendfile from a file
+// segment (ReadOrOpen) rather than sending it by sendfile from a file
 // opened for it: below it, opening and closing the file costs more
 // syscalls than the copy.
 const smallRead = 16 << 10
@@ -571,11 +571,8 @@ func (v *Volume) serveBlob(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	// A small packed value is read whole from its segment's kept
 	// descriptor (no file opened per read); others go out by sendfile.
-	var f *os.File
-	meta, small, isSmall, err := v.store.ReadPacked(key, ver, smallRead, nil)
-	if err == nil && !isSmall {
-		f, meta, err = v.store.OpenBlob(key, ver)
-	}
+	meta, small, f, err := v.store.ReadOrOpen(key, ver, smallRead, nil)
+	isSmall := err == nil && f == nil
 	if err != nil {
 		if ok && errors.Is(err, store.ErrNotFound) && v.sendBack(ctx, key, ver) {
 			return

@@ -89,8 +89,9 @@ type segSet struct {
 	mu     sync.Mutex
 	m      map[uint64]*segState
 	next   uint64 // the next sequence number: above every one ever used
-	// files holds read-only descriptors of segments for ReadPacked, at
-	// most maxSegFiles; one is closed when its segment is removed.
+	// files holds read-only descriptors of segments for small reads
+	// (lookup), at most maxSegFiles; one is closed when its segment is
+	// removed.
 	files map[uint64]*os.File
 }
 

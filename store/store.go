@@ -634,42 +634,83 @@ func (s *Store) OpenBlob(key []byte, version uint64) (*os.File, Meta, error) {
 
 // open is OpenBlob, which also returns the version's index record.
 func (s *Store) open(key []byte, version uint64) (*os.File, Meta, record, error) {
-	if err := checkKey(key); err != nil {
-		return nil, Meta{}, record{}, err
-	}
-	for attempt := 0; ; attempt++ {
-		f, m, r, err := s.openOnce(key, version)
-		// A packed value's segment can be removed by compaction between
-		// the lookup and the open; its index entry has moved by then.
-		if errors.Is(err, errSegGone) && attempt < 3 {
-			continue
-		}
-		return f, m, r, err
-	}
+	b, err := s.lookup(key, version, -1, nil, true)
+	return b.f, b.m, b.r, err
 }
 
 var errSegGone = errors.New("segment file is missing")
 
-func (s *Store) openOnce(key []byte, version uint64) (*os.File, Meta, record, error) {
-	// Hold the stripe so that the record and the file opened belong to the
-	// same Put, even while the same version is being replaced.
+// blob is what lookup found of a version: its metadata and record, and
+// either its bytes (read, appended to out) or its file (f).
+type blob struct {
+	m    Meta
+	r    record
+	out  []byte   // the caller's dst, with the value appended if read
+	read bool     // the value is in out
+	f    *os.File // the value's file, positioned at it (see openFile)
+}
+
+// lookup finds (key, version) in the index. A value packed into the log
+// and at most max bytes long (max < 0: none) is appended to dst with one
+// pread from its segment's kept descriptor, so no file is opened; any
+// other is opened (openFile) if open is set, else left (neither read nor
+// f). A segment removed by compaction between the lookup and the read is
+// looked up again, up to three times: the index entry has moved by then.
+func (s *Store) lookup(key []byte, version uint64, max int64, dst []byte, open bool) (blob, error) {
+	if err := checkKey(key); err != nil {
+		return blob{out: dst}, err
+	}
+	for attempt := 0; ; attempt++ {
+		b, err := s.lookupOnce(key, version, max, dst, open)
+		if errors.Is(err, errSegGone) && attempt < 3 {
+			continue
+		}
+		return b, err
+	}
+}
+
+func (s *Store) lookupOnce(key []byte, version uint64, max int64, dst []byte, open bool) (blob, error) {
+	// Hold the stripe so that the record and the bytes read (the file
+	// opened) belong to the same Put, even while the same version is being
+	// replaced.
 	ik, mu, err := s.lockVersion(key, version)
 	if err != nil {
-		return nil, Meta{}, record{}, err
+		return blob{out: dst}, err
 	}
 	defer s.unlockVersion(mu)
 	r, ok, err := s.idx.get(ik)
 	switch {
 	case err != nil:
-		return nil, Meta{}, record{}, fmt.Errorf("index: %w", err)
+		return blob{out: dst}, fmt.Errorf("index: %w", err)
 	case !ok:
-		return nil, Meta{}, record{}, ErrNotFound
+		return blob{out: dst}, ErrNotFound
 	}
-	f, err := s.openFile(key, version, r)
-	if err != nil {
-		return nil, Meta{}, record{}, err
+	b := blob{m: r.meta(key, version), r: r, out: dst}
+	if r.packed() && r.size <= max {
+		f, err := s.segFile(r.seg)
+		if err == nil {
+			n := len(dst)
+			out := slices.Grow(dst, int(r.size))[:n+int(r.size)]
+			if _, err = f.ReadAt(out[n:], r.valueOff(len(key))); err == nil {
+				b.out, b.read = out, true
+				return b, nil
+			}
+		}
+		// A descriptor closed (compaction removed its segment, or it was
+		// evicted from the kept ones) or a segment gone: openFile finds
+		// out which, or the lookup is made again. A short or failing read
+		// is left to openFile, which says what is wrong.
+		if !open && (errors.Is(err, os.ErrClosed) || errors.Is(err, fs.ErrNotExist)) {
+			return b, errSegGone
+		}
 	}
-	return f, r.meta(key, version), r, nil
+	if !open {
+		return b, nil
+	}
+	if b.f, err = s.openFile(key, version, r); err != nil {
+		return blob{out: dst}, err
+	}
+	return b, nil
 }
 
 // openFile opens the file holding the value of r, positioned at the
@@ -716,45 +757,31 @@ func (s *Store) openFile(key []byte, version uint64, r record) (*os.File, error)
 // into the log and at most max bytes long, read with one pread from its
 // segment's kept descriptor: a small value's read opens no file. ok is
 // false, with no error, when the version is held but not so (or its
-// segment moved under the read three times): OpenBlob serves it. A
-// version not held is ErrNotFound, as from OpenBlob.
+// segment moved under the read four times): OpenBlob serves it. A version
+// not held is ErrNotFound, as from OpenBlob.
 func (s *Store) ReadPacked(key []byte, version uint64, max int64, dst []byte) (m Meta, out []byte, ok bool, err error) {
-	if err := checkKey(key); err != nil {
+	b, err := s.lookup(key, version, max, dst, false)
+	switch {
+	case errors.Is(err, errSegGone):
+		return Meta{}, dst, false, nil
+	case err != nil:
 		return Meta{}, dst, false, opErr("read", key, version, err)
+	case !b.read:
+		return Meta{}, dst, false, nil
 	}
-	for range 3 {
-		ik, mu, err := s.lockVersion(key, version)
-		if err != nil {
-			return Meta{}, dst, false, opErr("read", key, version, err)
-		}
-		r, held, err := s.idx.get(ik)
-		switch {
-		case err != nil:
-			s.unlockVersion(mu)
-			return Meta{}, dst, false, opErr("read", key, version, fmt.Errorf("index: %w", err))
-		case !held:
-			s.unlockVersion(mu)
-			return Meta{}, dst, false, opErr("read", key, version, ErrNotFound)
-		case !r.packed() || r.size > max:
-			s.unlockVersion(mu)
-			return Meta{}, dst, false, nil
-		}
-		f, err := s.segFile(r.seg)
-		n := len(dst)
-		if err == nil {
-			dst = slices.Grow(dst, int(r.size))[:n+int(r.size)]
-			_, err = f.ReadAt(dst[n:], r.valueOff(len(key)))
-		}
-		s.unlockVersion(mu)
-		if err == nil {
-			return r.meta(key, version), dst, true, nil
-		}
-		dst = dst[:n]
-		if !errors.Is(err, os.ErrClosed) && !errors.Is(err, fs.ErrNotExist) {
-			break // short or failing: OpenBlob says what is wrong
-		}
+	return b.m, b.out, true, nil
+}
+
+// ReadOrOpen is ReadPacked and OpenBlob in one index lookup: a value
+// ReadPacked would read (packed, at most max bytes) is appended to dst and
+// f is nil; any other is opened as by OpenBlob, and out is dst. Errors are
+// OpenBlob's.
+func (s *Store) ReadOrOpen(key []byte, version uint64, max int64, dst []byte) (m Meta, out []byte, f *os.File, err error) {
+	b, err := s.lookup(key, version, max, dst, true)
+	if err != nil {
+		return Meta{}, dst, nil, opErr("open", key, version, err)
 	}
-	return Meta{}, dst, false, nil
+	return b.m, b.out, b.f, nil
 }
 
 // Delete removes (key, version) from the index at once, durably: it
