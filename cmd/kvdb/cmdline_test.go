@@ -574,3 +574,28 @@ func TestListPagingEscapes(t *testing.T) {
 		t.Errorf("raw paging with start percent-encoded:\n got %q\nwant %q", got, keys)
 	}
 }
+
+// TestVolumeProcs: a volume runs on half the CPUs, at least one, unless
+// GOMAXPROCS is set or it serves S3.
+func TestVolumeProcs(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		cpus int
+		s3   bool
+		want int
+		ok   bool
+	}{
+		{"", 1, false, 1, true},
+		{"", 2, false, 1, true},
+		{"", 3, false, 1, true},
+		{"", 8, false, 4, true},
+		{"", 64, false, 32, true},
+		{"2", 2, false, 0, false},
+		{"", 2, true, 0, false},
+	} {
+		n, ok := volumeProcs(c.env, c.cpus, c.s3)
+		if n != c.want || ok != c.ok {
+			t.Errorf("volumeProcs(%q, %d, %v) = %d, %v; want %d, %v", c.env, c.cpus, c.s3, n, ok, c.want, c.ok)
+		}
+	}
+}

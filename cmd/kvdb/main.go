@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -478,6 +479,9 @@ func runVolume(args []string, stderr io.Writer) error {
 	}
 	cfg.Advertise = o.srv.advertise
 	o.srv.finishGossip(&cfg.Gossip)
+	if n, ok := volumeProcs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0), o.s3.addr != ""); ok {
+		runtime.GOMAXPROCS(n)
+	}
 	v, err := node.NewVolume(cfg)
 	if err != nil {
 		return err
@@ -508,6 +512,31 @@ func runVolume(args []string, stderr io.Writer) error {
 		cancel()
 	}
 	return v.Close()
+}
+
+// volumeProcs is how many CPUs a volume process runs Go code on at once
+// (its GOMAXPROCS), given the environment's GOMAXPROCS, the CPUs the
+// process may use (Go's default GOMAXPROCS), and whether it serves S3.
+// It reports false to leave Go's choice alone: when GOMAXPROCS is set,
+// and for a volume with an S3 gateway, which hashes every byte it takes
+// (MD5, and SHA-256 of signed payloads).
+//
+// A volume's work is mostly in the kernel: sendfile, writes, fdatasync,
+// socket reads. A thread in a system call gives up its P, so the kernel
+// work needs no P of its own, and the Go code between system calls is
+// little. Every further P costs something, though: when a goroutine
+// becomes runnable while a P is idle, Go wakes a thread to spin on that P
+// looking for work, and with a request every few hundred microseconds
+// that is most of the time. So a volume runs on half the CPUs, at least
+// one. Measured on 2 CPUs with a master and three volumes as processes
+// (README, "A volume on half the CPUs"): 1 KiB cycles took 12 % less
+// CPU per cycle on each volume, and large reads and writes kept their
+// speed.
+func volumeProcs(env string, cpus int, s3 bool) (int, bool) {
+	if env != "" || s3 {
+		return 0, false
+	}
+	return max(1, cpus/2), true
 }
 
 const devSynopsis = `dev [flags]
