@@ -599,3 +599,50 @@ func TestVolumeProcs(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeProcsApplied: volume processes run on the Ps volumeProcs
+// chooses, read back from their metrics (go_gomaxprocs): half the CPUs
+// without GOMAXPROCS, what GOMAXPROCS says with it, and every CPU with an
+// S3 gateway.
+func TestVolumeProcsApplied(t *testing.T) {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMAXPROCS=") && !strings.HasPrefix(kv, "KVDB_") {
+			env = append(env, kv)
+		}
+	}
+	dir := t.TempDir()
+	start := func(name string, extraEnv []string, extra ...string) int {
+		t.Helper()
+		args := append([]string{"volume", "--addr", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--gossip-profile", "test",
+			"--join", "127.0.0.1:1", "--name", name, filepath.Join(dir, name)}, extra...)
+		cmd := exec.Command(kvdbBin, append(args, "--log-format", "json")...)
+		cmd.Env = append(append([]string(nil), env...), extraEnv...)
+		p := startCmd(t, cmd, "volume started", args...)
+		resp, err := http.Get("http://" + p.field("http") + "/_kvdb/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
+				n, err := strconv.Atoi(strings.TrimSpace(v))
+				if err != nil {
+					t.Fatalf("%s: metrics line %q", name, line)
+				}
+				return n
+			}
+		}
+		t.Fatalf("%s: no go_gomaxprocs in its metrics", name)
+		return 0
+	}
+	cpus := start("s3vol", nil, "--s3", "127.0.0.1:0")
+	if got, want := start("plain", nil), max(1, cpus/2); got != want {
+		t.Errorf("a volume on %d CPUs runs on %d Ps, want %d", cpus, got, want)
+	}
+	if got := start("set", []string{"GOMAXPROCS=3"}); got != 3 {
+		t.Errorf("with GOMAXPROCS=3 a volume runs on %d Ps", got)
+	}
+	t.Logf("%d CPUs: a volume with S3 on %d Ps, one without on %d", cpus, cpus, max(1, cpus/2))
+}
