@@ -605,12 +605,7 @@ func TestVolumeProcs(t *testing.T) {
 // without GOMAXPROCS, what GOMAXPROCS says with it, and every CPU with an
 // S3 gateway.
 func TestVolumeProcsApplied(t *testing.T) {
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GOMAXPROCS=") && !strings.HasPrefix(kv, "KVDB_") {
-			env = append(env, kv)
-		}
-	}
+	env := withoutEnv("GOMAXPROCS", "KVDB_S3")
 	dir := t.TempDir()
 	start := func(name string, extraEnv []string, extra ...string) int {
 		t.Helper()
@@ -619,23 +614,11 @@ func TestVolumeProcsApplied(t *testing.T) {
 		cmd := exec.Command(kvdbBin, append(args, "--log-format", "json")...)
 		cmd.Env = append(append([]string(nil), env...), extraEnv...)
 		p := startCmd(t, cmd, "volume started", args...)
-		resp, err := http.Get("http://" + p.field("http") + "/_kvdb/metrics")
-		if err != nil {
-			t.Fatal(err)
+		n := int(metric(t, p.field("http"), "go_gomaxprocs"))
+		if n < 1 {
+			t.Fatalf("%s: no go_gomaxprocs in its metrics", name)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
-				n, err := strconv.Atoi(strings.TrimSpace(v))
-				if err != nil {
-					t.Fatalf("%s: metrics line %q", name, line)
-				}
-				return n
-			}
-		}
-		t.Fatalf("%s: no go_gomaxprocs in its metrics", name)
-		return 0
+		return n
 	}
 	cpus := start("s3vol", nil, "--s3", "127.0.0.1:0")
 	if got, want := start("plain", nil), max(1, cpus/2); got != want {
