@@ -39,6 +39,8 @@
 //	masters.go        several masters: bootstrap by gossip, configuration changes, the
 //	                  leader's init, follower redirects, the read lease
 //	delete.go         DELETE
+//	batchq.go         per-volume queues that share requests: deletions (deleteq.go) and
+//	                  small writes (putq.go, values of at most 16 KiB through the master)
 //	volclient.go      the node→volume wire protocol: blob, pull, delete and streamed requests
 //	peers.go          the volumes the master saw last, re-dialled at start
 //	master_disk.go    a full disk under the catalog: 507, not ready, reopen when there is room
@@ -110,6 +112,9 @@
 //
 //	PUT    /_kvdb/blob/KEY?v=VER        store one version of KEY (the body)
 //	DELETE /_kvdb/blob/KEY?v=VER        delete one version
+//	POST   /_kvdb/put?b=SHA256          store the listed small values (body: for each,
+//	                                    a line "VER SIZE /KEY" and SIZE bytes; one
+//	                                    outcome line each: "201 SIZE SUM" or the refusal)
 //	POST   /_kvdb/delete?b=SHA256       delete the listed versions lazily (body:
 //	                                    lines of "VER /KEY"; one outcome line each)
 //	POST   /_kvdb/sync                  make the lazy deletions answered so far durable

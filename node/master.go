@@ -87,6 +87,7 @@ type Master struct {
 	// dels batches the deletions for each volume; settler clears their
 	// catalog entries once the volumes synced them (deleteq.go).
 	dels    *deleteQueues
+	puts    *putQueues
 	settler settler
 
 	// drains holds the volumes an operator asked to drain (persisted in
@@ -162,7 +163,8 @@ func NewMaster(cfg MasterConfig) (*Master, error) {
 	m.votersN.Store(1)
 	m.client, m.dialed = newTrackedClient(cfg.IdleTimeout)
 	m.vc = &volumeClient{hc: m.client, sec: m.sec}
-	m.dels = &deleteQueues{vc: m.vc}
+	m.dels = newDeleteQueues(m.vc)
+	m.puts = newPutQueues(m.vc)
 	m.settler.kick = make(chan struct{}, 1)
 	m.moves = newRateLimiter(cfg.RebalanceRate, m.stop)
 	empty, err := ring.New(cfg.Ring, nil)

@@ -55,6 +55,15 @@ func (r *replicator) run(key []byte, size int64, body io.Reader, targets, spares
 	if srcErr != nil && !errors.Is(srcErr, errNoReplicaLeft) {
 		return nil, tried, bodyError(srcErr, fan.read, size)
 	}
+	return r.complete(key, results, tried, spares)
+}
+
+// complete takes the targets' results of a write (tried: the volumes
+// written to so far), checks that the replicas agree, and replaces each
+// that failed by having the next spare copy the value from one that
+// succeeded. It returns what run returns.
+func (r *replicator) complete(key []byte, results []putResult, tried, spares []string) ([]putResult, []string, error) {
+	n := len(results)
 	var ok, failed []putResult
 	for _, res := range results {
 		if res.err == nil {

@@ -493,6 +493,8 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 		v.syncLog(ctx)
 	case string(rest) == "delete":
 		v.deleteMany(ctx)
+	case string(rest) == "put":
+		v.putMany(ctx) // putq.go
 	case string(rest) == "live":
 		// The master's probes read the load to pick the least busy replica
 		// for a redirect (the probe itself counts as 1).
@@ -804,6 +806,13 @@ func (v *Volume) admitBlobWrite(ctx *fasthttp.RequestCtx, key []byte, ver uint64
 			return fasthttp.StatusBadRequest, fmt.Sprintf("body of %d bytes, the signed request names %s", size, n)
 		}
 	}
+	return v.admitVersion(key, ver)
+}
+
+// admitVersion refuses a write of a version this volume already holds, or,
+// with a cluster secret, one older than a signature lives (see
+// admitBlobWrite).
+func (v *Volume) admitVersion(key []byte, ver uint64) (int, string) {
 	if v.sec != nil && versionTime(ver).Before(time.Now().Add(-internalTTL-clockSkew)) {
 		return fasthttp.StatusConflict, fmt.Sprintf("version %s is too old for a new write", formatVersion(ver))
 	}

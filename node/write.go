@@ -269,6 +269,13 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // successful replicas and every volume it wrote to (or tried to).
 func (m *Master) replicate(view *clusterView, key []byte, version uint64, size int64, body io.Reader, candidates []string, n int) ([]putResult, []string, error) {
 	targets, spares := candidates[:n], candidates[n:]
+	var small []byte
+	if size >= 0 && size <= smallWriteMax {
+		small = make([]byte, size)
+		if got, err := io.ReadFull(body, small); err != nil {
+			return nil, nil, bodyError(err, int64(got), size)
+		}
+	}
 	if err := m.cat.addPending(version, key, targets...); err != nil {
 		return nil, nil, err
 	}
@@ -281,6 +288,9 @@ func (m *Master) replicate(view *clusterView, key []byte, version uint64, size i
 			return m.vc.pull(view.vols[dst], view.vols[src], key, version)
 		},
 		intent: func(vol string) error { return m.cat.addPending(version, key, vol) },
+	}
+	if small != nil {
+		return r.complete(key, m.putSmall(view, key, version, small, targets), slices.Clone(targets), spares)
 	}
 	return r.run(key, size, body, targets, spares)
 }
