@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,8 @@ type Summary struct {
 	Verify      bool   `json:"verify"`
 	Seed        uint64 `json:"seed"`
 	Retries     int    `json:"retries,omitempty"`
+	// Procs is the Go scheduler's Ps (GOMAXPROCS) the load ran on.
+	Procs int `json:"procs"`
 }
 
 // Summarize describes cfg, defaults applied, as a Result does.
@@ -50,6 +53,7 @@ func Summarize(cfg Config) Summary {
 	s := Summary{
 		URL: cfg.URL, Size: cfg.Size.String(), Count: cfg.Count, Concurrency: cfg.Concurrency,
 		Ops: cfg.Ops.String(), Prefix: cfg.Prefix, Verify: cfg.Verify, Seed: cfg.Seed, Retries: cfg.Retries,
+		Procs: runtime.GOMAXPROCS(0),
 	}
 	if cfg.Count == 0 {
 		s.Duration = cfg.Duration.String()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -87,6 +88,7 @@ type benchOpts struct {
 	baselineDir                                  string
 	s3                                           bool
 	s3Key                                        string
+	procs                                        int
 }
 
 // benchFlags declares kvdb bench's flags, bound to a bench.Config.
@@ -114,6 +116,8 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	fs.BoolVar(&o.baseline, "baseline", false, "after the run, measure this machine's limits with the same workload: write+fsync files, GET them from a sendfile server")
 	fs.BoolVar(&o.baselineOnly, "baseline-only", false, "run only the baseline (no server needed)")
 	fs.StringVar(&o.baselineDir, "baseline-dir", o.baselineDir, "directory for the baseline's files, on the disk the server writes to; created and removed again")
+	procs, _ := halfProcs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0))
+	fs.IntVar(&o.procs, "procs", procs, "run bench's Go code on at most `N` CPUs at once (GOMAXPROCS; the default is half the CPUs, at least 1, or 0 when GOMAXPROCS is set); 0: Go's own choice")
 	fs.BoolVar(&o.showProgress, "progress", false, "show progress on stderr even when it is not a terminal (it is shown on a terminal anyway)")
 	return fs, o
 }
@@ -128,6 +132,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kvdb bench: unexpected arguments %q\n", fs.Args())
 		return errUsage
+	}
+	if o.procs < 0 {
+		fmt.Fprintf(stderr, "kvdb bench: --procs %d: want 0 or more\n", o.procs)
+		return errUsage
+	}
+	if o.procs > 0 {
+		// The load generator shares the machine with the servers it
+		// measures, often on few CPUs: see README, "bench on half the CPUs".
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(o.procs))
 	}
 	cfg.Size, cfg.Ops = o.size.r, o.ops.m
 	if o.s3 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"runtime"
 	"testing"
 
 	"github.com/kvdb/kvdb/bench"
@@ -28,4 +29,34 @@ func TestBenchSeveralMasters(t *testing.T) {
 		t.Errorf("nothing retried: the master that is down was not met\n%s", out)
 	}
 	wantRun(t, 2, "bench", "--url", u+",", "--count", "1")
+}
+
+// kvdb bench runs on the Ps --procs names while it runs (its report says
+// how many), gives the process's back when it returns, and takes 0 as Go's
+// own choice; a negative count is a usage error.
+func TestBenchProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	procs := func(args ...string) int {
+		t.Helper()
+		out, errOut := wantRun(t, 0, append([]string{"bench", "--baseline-only", "--baseline-dir", t.TempDir(),
+			"--size", "1KiB", "--count", "4", "--concurrency", "2", "--json"}, args...)...)
+		var res bench.Result
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("report: %v\n%s\n%s", err, out, errOut)
+		}
+		if now := runtime.GOMAXPROCS(0); now != before {
+			t.Fatalf("bench %q left GOMAXPROCS at %d, was %d", args, now, before)
+		}
+		return res.Config.Procs
+	}
+	if got := procs("--procs", "1"); got != 1 {
+		t.Errorf("--procs 1: the report says %d", got)
+	}
+	if got := procs("--procs", "3"); got != 3 {
+		t.Errorf("--procs 3: the report says %d", got)
+	}
+	if got := procs("--procs", "0"); got != before {
+		t.Errorf("--procs 0: the report says %d, want Go's %d", got, before)
+	}
+	wantRun(t, 2, "bench", "--procs", "-1", "--count", "1")
 }

@@ -597,6 +597,13 @@ func TestVolumeProcs(t *testing.T) {
 		if n != c.want || ok != c.ok {
 			t.Errorf("volumeProcs(%q, %d, %v) = %d, %v; want %d, %v", c.env, c.cpus, c.s3, n, ok, c.want, c.ok)
 		}
+		// bench's default (--procs) follows the same rule, S3 aside.
+		if c.s3 {
+			continue
+		}
+		if n, ok := halfProcs(c.env, c.cpus); n != c.want || ok != c.ok {
+			t.Errorf("halfProcs(%q, %d) = %d, %v; want %d, %v", c.env, c.cpus, n, ok, c.want, c.ok)
+		}
 	}
 }
 

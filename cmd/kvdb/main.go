@@ -534,7 +534,16 @@ func runVolume(args []string, stderr io.Writer) error {
 // writes kept their speed. Setting it stops Go from following a later change of the
 // container's CPU limit; a restart picks the new limit up.
 func volumeProcs(env string, cpus int, s3 bool) (int, bool) {
-	if env != "" || s3 {
+	if s3 {
+		return 0, false
+	}
+	return halfProcs(env, cpus)
+}
+
+// halfProcs is half of cpus, at least one, unless GOMAXPROCS is set in
+// the environment (env): what a volume and bench run Go code on.
+func halfProcs(env string, cpus int) (int, bool) {
+	if env != "" {
 		return 0, false
 	}
 	return max(1, cpus/2), true
