@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -117,7 +118,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchOpts) {
 	fs.BoolVar(&o.baselineOnly, "baseline-only", false, "run only the baseline (no server needed)")
 	fs.StringVar(&o.baselineDir, "baseline-dir", o.baselineDir, "directory for the baseline's files, on the disk the server writes to; created and removed again")
 	procs, _ := halfProcs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0))
-	fs.IntVar(&o.procs, "procs", procs, "run bench's Go code on at most `N` CPUs at once (GOMAXPROCS; the default is half the CPUs, at least 1, or 0 when GOMAXPROCS is set); 0: Go's own choice")
+	fs.IntVar(&o.procs, "procs", procs, "drive the server from at most `N` CPUs at once (GOMAXPROCS; the default is half the CPUs, at least 1, or 0 when GOMAXPROCS is set; the baseline runs on Go's own choice); 0: Go's own choice")
 	fs.BoolVar(&o.showProgress, "progress", false, "show progress on stderr even when it is not a terminal (it is shown on a terminal anyway)")
 	return fs, o
 }
@@ -137,11 +138,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "kvdb bench: --procs %d: want 0 or more\n", o.procs)
 		return errUsage
 	}
-	if o.procs > 0 {
-		// The load generator shares the machine with the servers it
-		// measures, often on few CPUs: see README, "bench on half the CPUs".
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(o.procs))
+	// The load generator shares the machine with the servers it measures,
+	// often on few CPUs: see README, "bench on half the CPUs". The
+	// baseline runs on Go's own choice: it is a server and its load in
+	// one process.
+	restore := func() {}
+	if o.procs > 0 && !o.baselineOnly {
+		prev := runtime.GOMAXPROCS(o.procs)
+		restore = sync.OnceFunc(func() { runtime.GOMAXPROCS(prev) })
 	}
+	defer restore()
 	cfg.Size, cfg.Ops = o.size.r, o.ops.m
 	if o.s3 {
 		cfg.S3 = s3Credentials(o.s3Key)
@@ -179,6 +185,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		res.Config.Ops, res.Config.Prefix = "", ""
 	} else {
 		res, runErr = bench.Run(ctx, *cfg)
+		restore()
 		if runErr != nil && !errors.Is(runErr, context.Canceled) {
 			return runErr
 		}

@@ -31,15 +31,16 @@ func TestBenchSeveralMasters(t *testing.T) {
 	wantRun(t, 2, "bench", "--url", u+",", "--count", "1")
 }
 
-// kvdb bench runs on the Ps --procs names while it runs (its report says
+// kvdb bench drives the server from the Ps --procs names (its report says
 // how many), gives the process's back when it returns, and takes 0 as Go's
-// own choice; a negative count is a usage error.
+// own choice; a negative count is a usage error. The baseline alone runs
+// on Go's own choice (it is a server and its load in one process).
 func TestBenchProcs(t *testing.T) {
+	u, _ := startClientCluster(t)
 	before := runtime.GOMAXPROCS(0)
 	procs := func(args ...string) int {
 		t.Helper()
-		out, errOut := wantRun(t, 0, append([]string{"bench", "--baseline-only", "--baseline-dir", t.TempDir(),
-			"--size", "1KiB", "--count", "4", "--concurrency", "2", "--json"}, args...)...)
+		out, errOut := wantRun(t, 0, append([]string{"bench", "--size", "1KiB", "--count", "4", "--concurrency", "2", "--json"}, args...)...)
 		var res bench.Result
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("report: %v\n%s\n%s", err, out, errOut)
@@ -49,14 +50,17 @@ func TestBenchProcs(t *testing.T) {
 		}
 		return res.Config.Procs
 	}
-	if got := procs("--procs", "1"); got != 1 {
+	if got := procs("--url", u, "--procs", "1"); got != 1 {
 		t.Errorf("--procs 1: the report says %d", got)
 	}
-	if got := procs("--procs", "3"); got != 3 {
+	if got := procs("--url", u, "--procs", "3"); got != 3 {
 		t.Errorf("--procs 3: the report says %d", got)
 	}
-	if got := procs("--procs", "0"); got != before {
+	if got := procs("--url", u, "--procs", "0"); got != before {
 		t.Errorf("--procs 0: the report says %d, want Go's %d", got, before)
+	}
+	if got := procs("--baseline-only", "--baseline-dir", t.TempDir(), "--procs", "1"); got != before {
+		t.Errorf("--baseline-only --procs 1: the report says %d, want Go's %d", got, before)
 	}
 	wantRun(t, 2, "bench", "--procs", "-1", "--count", "1")
 }
