@@ -195,6 +195,9 @@ func (v *Volume) putMany(ctx *fasthttp.RequestCtx) {
 		}
 		wg.Go(func() {
 			metas[i], outcomes[i] = v.store.Put(p.key, p.version, bytes.NewReader(p.val), int64(len(p.val)))
+			if outcomes[i] != nil {
+				v.log.Warn("write failed", "key", string(p.key), "err", outcomes[i])
+			}
 		})
 	}
 	wg.Wait()
@@ -209,7 +212,6 @@ func (v *Volume) putMany(ctx *fasthttp.RequestCtx) {
 			out = append(out, '\n')
 			continue
 		}
-		v.log.Warn("write failed", "key", string(puts[i].key), "err", err)
 		if errors.Is(err, store.ErrNoSpace) {
 			// The master's view of the free space was stale: publish it.
 			v.forceMeta.Store(true)
