@@ -89,6 +89,9 @@ type segSet struct {
 	mu     sync.Mutex
 	m      map[uint64]*segState
 	next   uint64 // the next sequence number: above every one ever used
+	// making holds the log segments being created: each one's file may
+	// exist before its header does, until add registers it.
+	making map[uint64]bool
 	// files holds read-only descriptors of segments for small reads
 	// (lookup), at most maxSegFiles; one is closed when its segment is
 	// removed.
@@ -164,6 +167,36 @@ func (ss *segSet) alloc() uint64 {
 	return seq
 }
 
+// allocMaking allocates the sequence number of a log segment about to be
+// created; it is in the making (isMaking) until add registers it or
+// made gives it up.
+func (ss *segSet) allocMaking() uint64 {
+	seq := ss.alloc()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.making == nil {
+		ss.making = make(map[uint64]bool)
+	}
+	ss.making[seq] = true
+	return seq
+}
+
+// made ends segment seq's making without registering it (its creation
+// failed and its file is removed).
+func (ss *segSet) made(seq uint64) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.making, seq)
+}
+
+// isMaking reports whether segment seq is being created: a scan that finds
+// its file without a header yet must not take it for a damaged one.
+func (ss *segSet) isMaking(seq uint64) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.making[seq]
+}
+
 func (ss *segSet) add(g *segState) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -171,6 +204,7 @@ func (ss *segSet) add(g *segState) {
 		g.end = g.size
 	}
 	ss.m[g.seq] = g
+	delete(ss.making, g.seq)
 	if g.seq >= ss.next {
 		ss.next = g.seq + 1
 	}
@@ -576,15 +610,17 @@ func (w *logWriter) roll() error {
 		s.segs.mu.Unlock()
 		w.f = nil
 	}
-	seq := s.segs.alloc()
+	seq := s.segs.allocMaking()
 	path := s.segPath(seq)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
+		s.segs.made(seq)
 		return fmt.Errorf("create segment: %w", noSpace(err))
 	}
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(path)
+		s.segs.made(seq)
 		return err
 	}
 	if _, err := f.WriteAt(appendSegHeader(nil, segKindLog, seq), 0); err != nil {

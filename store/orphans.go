@@ -325,7 +325,8 @@ func (w *orphanWalk) eachSegment(report bool, buf []byte, fn func(path string, r
 	}
 	for _, e := range ents {
 		path := filepath.Join(s.segsDir, e.Name())
-		if _, ok := parseSegName(e.Name()); !ok {
+		seq, ok := parseSegName(e.Name())
+		if !ok {
 			if report {
 				w.report(Orphan{Kind: UnindexedFile, Path: path, Err: errors.New("not a segment file")})
 			}
@@ -336,6 +337,10 @@ func (w *orphanWalk) eachSegment(report bool, buf []byte, fn func(path string, r
 		}
 		si, err := openSegment(path)
 		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil && s.segs.isMaking(seq) {
+			// The log writer is creating it: its header is not written yet.
 			continue
 		}
 		if err != nil {
