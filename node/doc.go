@@ -7,7 +7,9 @@
 //
 // This package does no placement arithmetic (ring does) and no disk layout
 // (store does); it must never hold a whole value in memory: bodies stream
-// through pooled buffers.
+// through pooled buffers. The one exception is bounded by design: a value of
+// at most 16 KiB written through the master, smaller than one streaming
+// chunk, is read whole to share a request with others (putq.go).
 //
 // # Where things are
 //
