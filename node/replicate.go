@@ -11,11 +11,11 @@ import (
 // replicator writes one value to several volumes: it streams the body to
 // every target in parallel through a bounded fan-out (the body is read once
 // and never held whole; small values written through the master go through
-// the put queues instead, putq.go, and join at complete), then replaces each target that failed by having
-// the next spare copy the value from a target that succeeded. The master
-// uses it for writes that stream through it, and a volume for the writes it
-// coordinates (coordinate.go); each brings its own ways to write, copy and
-// record an intent.
+// the put queues instead, putq.go, and join at complete), then replaces
+// each target that failed by having the next spare copy the value from a
+// target that succeeded. The master uses it for writes that stream through
+// it, and a volume for the writes it coordinates (coordinate.go); each
+// brings its own ways to write, copy and record an intent.
 type replicator struct {
 	log *slog.Logger
 	// put streams body into the volume named name.
