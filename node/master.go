@@ -108,7 +108,11 @@ type Master struct {
 	raft       *raftNode
 	raftNotify chan bool
 	leading    atomic.Bool
-	lease      readLease
+	// ledFrom is the highest version any master had handed out when this
+	// master last began to lead: a write ticket at or below it was issued
+	// before (by another master, or by this one before a restart).
+	ledFrom atomic.Uint64
+	lease   readLease
 	// votersN is how many voters the Raft configuration has (1: reads
 	// need no lease).
 	votersN  atomic.Int64

@@ -111,6 +111,7 @@ func (m *Master) leaderInit() {
 	if m.raft.r.State() != raft.Leader {
 		return
 	}
+	m.ledFrom.Store(c.lastIssued())
 	m.leading.Store(true)
 	_, term := m.raftTerm()
 	m.log.Info("this master leads", "term", term, "applied", c.applied.Load())

@@ -554,3 +554,49 @@ func TestMastersRaftSecret(t *testing.T) {
 		t.Fatalf("PUT after the intruder: %d %s", st, body)
 	}
 }
+
+// A write ticket whose master stops leading before the body arrives: the
+// new leader does not know it, and the write fails with 503 (nothing took
+// effect; a retry can succeed), not 403, and what the volume wrote for it
+// is deleted.
+func TestRedirectedWriteLeaderChange(t *testing.T) {
+	c := newMastersCluster(t, 3, 3, 2, nil)
+	l := c.leader()
+	st, loc, body := expectWriteTo(t, c.masters[l].Addr(), "PUT", "lc/k", 5)
+	if st != 307 || loc == "" {
+		t.Fatalf("PUT with Expect to the leader: %d (%s), want 307", st, body)
+	}
+	c.masters[l].Kill()
+	c.masters[l] = nil
+	nl := c.waitLeader()
+	c.waitLeaderSees(nl, 3)
+	// The volumes commit to the master gossip names the leader: wait
+	// until none still holds the dead one.
+	dead := c.mcfgs[l].Name
+	waitFor(t, 30*time.Second, "the volumes to see the old leader gone", func() bool {
+		for _, v := range c.vols {
+			if _, ok := v.gossip.member(dead); ok {
+				return false
+			}
+			if addr, _ := v.gossip.httpOf(RoleMaster); addr != c.masters[nl].Addr() {
+				return false
+			}
+		}
+		return true
+	})
+	st, _, body = send(t, "PUT", loc, "hello")
+	if st != 503 || !strings.Contains(body, "issued before the leading master took over") {
+		t.Fatalf("PUT to a ticket of the former leader: %d (%s), want 503 saying why", st, body)
+	}
+	if st, _, _ := c.do(nl, "GET", "lc/k", ""); st != 404 {
+		t.Fatalf("GET lc/k: %d, want 404", st)
+	}
+	waitFor(t, 10*time.Second, "the ticket's blobs deleted", func() bool {
+		for _, v := range c.vols {
+			if v.store.Stats().Keys != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -169,12 +169,18 @@ func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 	if err != nil || !found {
 		mu.Unlock()
 		if err == nil {
-			// Abandoned (timed out, or the master restarted since its
-			// 307) or committed already: what the coordinator wrote is
+			// Abandoned (timed out, or issued before this master led)
+			// or committed already: what the coordinator wrote is
 			// garbage, unless it is the current version (which the
 			// garbage collector never deletes).
 			m.abandonWrite(m.view.Load(), key, ver, tried)
-			err = withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used, abandoned or unknown (was the master restarted?)"))
+			err = withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used, abandoned or unknown"))
+			if ver <= m.ledFrom.Load() {
+				// Not the client's fault: the master that issued the
+				// ticket no longer leads (or restarted since). Nothing
+				// took effect, and the write may be sent again.
+				err = withStatus(fasthttp.StatusServiceUnavailable, errors.New("the write's ticket was issued before the leading master took over (the leadership moved, or the master restarted): the write did not take effect; retry it"))
+			}
 		}
 		replyError(ctx, err)
 		return

@@ -62,3 +62,11 @@ func (c *catalog) resetVersions() error {
 	c.lastVersion = max(c.lastVersion, ceil)
 	return nil
 }
+
+// lastIssued is the highest version handed out so far (after
+// resetVersions: by any master).
+func (c *catalog) lastIssued() uint64 {
+	c.verMu.Lock()
+	defer c.verMu.Unlock()
+	return c.lastVersion
+}
