@@ -35,16 +35,13 @@ type batchQueue[T any] struct {
 	senders int
 }
 
-// outcome is what an item sent in a batch waits for: done is closed once
-// err is set.
-type outcome struct {
-	err  error
-	done chan struct{}
-}
+// waiter is what an item sent in a batch waits on: done is closed once the
+// item's outcome is set.
+type waiter struct{ done chan struct{} }
 
-func newOutcome() outcome { return outcome{done: make(chan struct{})} }
+func newWaiter() waiter { return waiter{done: make(chan struct{})} }
 
-func (o *outcome) finish() { close(o.done) }
+func (w *waiter) finish() { close(w.done) }
 
 // add queues it for the volume at addr; a sender goroutine takes it with
 // the others queued there.

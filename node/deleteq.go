@@ -44,9 +44,10 @@ const (
 
 // deleteItem is one deletion waiting in a volume's queue.
 type deleteItem struct {
-	outcome
+	waiter
 	key     []byte
 	version uint64
+	err     error // the outcome: nil when deleted or already gone
 }
 
 // deleteQueues batches the deletions for each volume (batchq.go).
@@ -64,7 +65,7 @@ func newDeleteQueues(vc *volumeClient) *deleteQueues {
 // (A caller that sent the queue itself instead of a sender goroutine
 // measured 3-5 % fewer 1 KiB cycles.)
 func (d *deleteQueues) enqueue(addr string, key []byte, version uint64) *deleteItem {
-	it := &deleteItem{outcome: newOutcome(), key: key, version: version}
+	it := &deleteItem{waiter: newWaiter(), key: key, version: version}
 	d.add(addr, it)
 	return it
 }

@@ -35,15 +35,11 @@ const (
 
 // putItem is one value waiting in a volume's put queue.
 type putItem struct {
-	outcome
+	waiter
 	key     []byte
 	version uint64
 	body    []byte
-	// size, checksum and status are the volume's answer (status: its
-	// status when it refused the value).
-	size     int64
-	checksum uint64
-	status   int
+	res     putResult // the outcome, but for its vol
 }
 
 // putQueues batches the small writes for each volume.
@@ -60,13 +56,14 @@ func newPutQueues(vc *volumeClient) *putQueues {
 func (m *Master) putSmall(view *clusterView, key []byte, version uint64, body []byte, targets []string) []putResult {
 	items := make([]*putItem, len(targets))
 	for i, name := range targets {
-		items[i] = &putItem{outcome: newOutcome(), key: key, version: version, body: body}
+		items[i] = &putItem{waiter: newWaiter(), key: key, version: version, body: body}
 		m.puts.add(view.vols[name].HTTP, items[i])
 	}
 	results := make([]putResult, len(targets))
 	for i, it := range items {
 		<-it.done
-		results[i] = putResult{vol: targets[i], size: it.size, checksum: it.checksum, err: it.err, status: it.status}
+		results[i] = it.res
+		results[i].vol = targets[i]
 	}
 	return results
 }
@@ -79,31 +76,30 @@ func (vc *volumeClient) putMany(addr string, items []*putItem) {
 	for i, it := range items {
 		switch {
 		case errors.Is(err, errNoEndpoint):
-			res := vc.putBlob(Member{HTTP: addr}, it.key, it.version, int64(len(it.body)), bytes.NewReader(it.body))
-			it.size, it.checksum, it.err, it.status = res.size, res.checksum, res.err, res.status
+			it.res = vc.putBlob(Member{HTTP: addr}, it.key, it.version, int64(len(it.body)), bytes.NewReader(it.body))
 		case err != nil:
-			it.err = err
+			it.res.err = err
 		default:
-			it.size, it.checksum, it.status, it.err = parsePutOutcome(lines[i])
+			it.res = parsePutOutcome(lines[i])
 		}
 	}
 }
 
 // parsePutOutcome reads one line of a volume's answer to a put list:
 // "201 SIZE CHECKSUM" (the checksum in hex) or "STATUS REASON".
-func parsePutOutcome(l []byte) (size int64, checksum uint64, status int, err error) {
+func parsePutOutcome(l []byte) putResult {
 	st, rest, _ := bytes.Cut(l, []byte(" "))
 	if !bytes.Equal(st, []byte("201")) {
-		status, _ = strconv.Atoi(string(st))
-		return 0, 0, status, fmt.Errorf("status %s: %s", st, rest)
+		status, _ := strconv.Atoi(string(st))
+		return putResult{status: status, err: fmt.Errorf("status %s: %s", st, rest)}
 	}
 	sz, sum, _ := bytes.Cut(rest, []byte(" "))
 	size, err1 := strconv.ParseInt(string(sz), 10, 64)
 	checksum, err2 := strconv.ParseUint(string(sum), 16, 64)
 	if err1 != nil || err2 != nil || size < 0 {
-		return 0, 0, 0, fmt.Errorf("bad outcome %q", l)
+		return putResult{err: fmt.Errorf("bad outcome %q", l)}
 	}
-	return size, checksum, 0, nil
+	return putResult{size: size, checksum: checksum}
 }
 
 // appendPutList encodes values as, for each, a line "VERSION SIZE
@@ -189,7 +185,9 @@ func (v *Volume) putMany(ctx *fasthttp.RequestCtx) {
 	outcomes := make([]error, len(puts))
 	var wg sync.WaitGroup
 	for i, p := range puts {
-		if st, msg := v.admitVersion(p.key, p.version); st != 0 {
+		// A version already held is refused by the store itself (ErrExists,
+		// 409): its body is read already, so no lookup ahead is worth it.
+		if st, msg := v.freshVersion(p.version); st != 0 {
 			outcomes[i] = withStatus(st, errors.New(msg))
 			continue
 		}

@@ -48,7 +48,7 @@ func TestPutQueueBatches(t *testing.T) {
 	}
 	q := newPutQueues(c.master.vc)
 	put := func(i int) *putItem {
-		it := &putItem{outcome: newOutcome(), key: fmt.Appendf(nil, "pq/%d", i), version: base + uint64(i), body: value(i)}
+		it := &putItem{waiter: newWaiter(), key: fmt.Appendf(nil, "pq/%d", i), version: base + uint64(i), body: value(i)}
 		q.add(v.Addr(), it)
 		<-it.done
 		return it
@@ -57,12 +57,12 @@ func TestPutQueueBatches(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			it := put(i)
-			if it.err != nil {
-				t.Errorf("pq/%d: %v", i, it.err)
+			if it.res.err != nil {
+				t.Errorf("pq/%d: %v", i, it.res.err)
 				return
 			}
-			if b := value(i); it.size != int64(len(b)) || it.checksum != xxhash.Sum64(b) {
-				t.Errorf("pq/%d: the volume answered %d bytes %x, want %d %x", i, it.size, it.checksum, len(b), xxhash.Sum64(b))
+			if b := value(i); it.res.size != int64(len(b)) || it.res.checksum != xxhash.Sum64(b) {
+				t.Errorf("pq/%d: the volume answered %d bytes %x, want %d %x", i, it.res.size, it.res.checksum, len(b), xxhash.Sum64(b))
 			}
 		})
 	}
@@ -81,8 +81,8 @@ func TestPutQueueBatches(t *testing.T) {
 	}
 	// Versions are immutable: writing one again is refused, alone.
 	for _, i := range []int{0, 7} {
-		if it := put(i); it.status != fasthttp.StatusConflict {
-			t.Errorf("pq/%d written again: status %d (%v), want 409", i, it.status, it.err)
+		if it := put(i); it.res.status != fasthttp.StatusConflict {
+			t.Errorf("pq/%d written again: status %d (%v), want 409", i, it.res.status, it.res.err)
 		}
 	}
 	// The last sender leaves just after it answered its batch.

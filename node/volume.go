@@ -813,11 +813,20 @@ func (v *Volume) admitBlobWrite(ctx *fasthttp.RequestCtx, key []byte, ver uint64
 // with a cluster secret, one older than a signature lives (see
 // admitBlobWrite).
 func (v *Volume) admitVersion(key []byte, ver uint64) (int, string) {
-	if v.sec != nil && versionTime(ver).Before(time.Now().Add(-internalTTL-clockSkew)) {
-		return fasthttp.StatusConflict, fmt.Sprintf("version %s is too old for a new write", formatVersion(ver))
+	if st, msg := v.freshVersion(ver); st != 0 {
+		return st, msg
 	}
 	if _, err := v.store.Get(key, ver); err == nil {
 		return fasthttp.StatusConflict, fmt.Sprintf("version %s of %q is already held; a version is never replaced", formatVersion(ver), key)
+	}
+	return 0, ""
+}
+
+// freshVersion refuses, with a cluster secret, a write of a version older
+// than a signature lives (see admitBlobWrite).
+func (v *Volume) freshVersion(ver uint64) (int, string) {
+	if v.sec != nil && versionTime(ver).Before(time.Now().Add(-internalTTL-clockSkew)) {
+		return fasthttp.StatusConflict, fmt.Sprintf("version %s is too old for a new write", formatVersion(ver))
 	}
 	return 0, ""
 }

@@ -531,8 +531,8 @@ func runVolume(args []string, stderr io.Writer) error {
 // one. Measured on 2 CPUs with a master and three volumes as processes
 // (README, "A volume on half the CPUs"): 1 KiB cycles took 0.23 ms of
 // CPU per cycle on each volume instead of 0.30, and large reads and
-// writes kept their speed. Setting it stops Go from following a later change of the
-// container's CPU limit; a restart picks the new limit up.
+// writes kept their speed. Setting it stops Go from following a later
+// change of the container's CPU limit; a restart picks the new limit up.
 func volumeProcs(env string, cpus int, s3 bool) (int, bool) {
 	if s3 {
 		return 0, false
