@@ -122,6 +122,18 @@ else
 	tcpu=""
 	for i in "${!pids[@]}"; do tcpu+="$(($(cpu "${pids[$i]}") - tc0[i])) "; done
 	echo "$tcpu" >"$OUT/tiny.cpu"
+	# The same cycles with 16, 32 and 64 workers, one run each, with the
+	# servers' CPU during each: when the cycles a second rise with the
+	# workers while the servers' CPU stays put, each cycle's round trips,
+	# not the CPU, bound the rate at 16.
+	for c in 16 32 64; do
+		tc0=0
+		for p in "${pids[@]}"; do tc0=$((tc0 + $(cpu "$p"))); done
+		bench "tinyc$c" --size 1KiB --duration 10s --concurrency "$c" --ops put,get,delete
+		tc1=0
+		for p in "${pids[@]}"; do tc1=$((tc1 + $(cpu "$p"))); done
+		echo $((tc1 - tc0)) >"$OUT/tinyc$c.cpu"
+	done
 fi
 
 # S3: bench --s3 (the gateway's own cost), then aws cli.
@@ -230,6 +242,15 @@ tinyline() {
 		n=$(awk -F, '/sys_enter_f/ {s += $1} END {print s + 0}' "$OUT/tiny.fsyncs")
 		awk -v n="$n" -v c="$cycles" 'BEGIN {printf "; fsyncs %.2f (fsync and fdatasync, all servers)", n / c}'
 	fi
+	echo
+	# The worker sweep: cycles a second and the CPUs the four servers used.
+	local sweep=""
+	for c in 16 32 64; do
+		[ -f "$OUT/tinyc$c.cpu" ] || continue
+		sweep+=$(printf '%d: %.0f cycles/s, the servers using %s CPUs; ' "$c" "$(row "tinyc$c" put ops_per_sec)" \
+			"$(awk -v t="$(cat "$OUT/tinyc$c.cpu")" -v e="$(row "tinyc$c" put elapsed_ns)" 'BEGIN {printf "%.2f", (e > 0 ? t / 100 / (e / 1e9) : 0)}')")
+	done
+	[ -n "$sweep" ] && printf 'Workers, one run each (no perf counting): %s.' "${sweep%; }"
 	echo
 }
 cat <<EOF
