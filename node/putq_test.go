@@ -218,3 +218,83 @@ func FuzzPutList(f *testing.F) {
 		}
 	})
 }
+
+// TestListsToOlderVolumes: a volume of a build older than the put and
+// deletion lists answers them 404 "no such admin endpoint", as during a
+// rolling upgrade; the master then sends it each small write and deletion
+// on its own, and the cluster's answers do not change: every write lands
+// whole on both replicas, every deletion leaves no copy behind.
+func TestListsToOlderVolumes(t *testing.T) {
+	c := newTestCluster(t, 0, 2)
+	c.addVolume(func(vc *VolumeConfig) { vc.lacks = []string{"put", "delete"} })
+	c.addVolume()
+	c.addVolume()
+	c.waitVolumes(3)
+	const n = 60
+	key := func(i int) string { return fmt.Sprintf("mixed/%d", i) }
+	value := func(i int) string { return strings.Repeat(string(rune('a'+i%26)), i*270) } // 0 to 15,930 bytes
+	all := func(method string, want int, body func(i int) io.Reader) {
+		t.Helper()
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if st, _, msg := c.do(method, key(i), body(i)); st != want {
+					errs[i] = fmt.Errorf("%s %s: %d %s", method, key(i), st, msg)
+				}
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	all("PUT", 201, func(i int) io.Reader { return strings.NewReader(value(i)) })
+	onOld := 0
+	for i := range n {
+		rec := c.record(key(i))
+		if len(rec.Replicas) != 2 {
+			t.Fatalf("%s: replicas %v", key(i), rec.Replicas)
+		}
+		for _, name := range rec.Replicas {
+			j := c.volumeIndex(name)
+			if j == 0 {
+				onOld++
+			}
+			if got := readCopy(t, c.vols[j], []byte(key(i)), rec.Version); string(got) != value(i) {
+				t.Fatalf("%s on %s: %d bytes, want %d", key(i), name, len(got), len(value(i)))
+			}
+		}
+		if st, got := c.get(key(i)); st != 200 || got != value(i) {
+			t.Fatalf("GET %s: %d, %d bytes", key(i), st, len(got))
+		}
+	}
+	if onOld == 0 {
+		t.Fatal("no value placed on the older volume")
+	}
+	if got := c.master.puts.items.Load(); got != 2*n {
+		t.Fatalf("%d small writes queued, want %d", got, 2*n)
+	}
+
+	all("DELETE", 200, func(int) io.Reader { return nil })
+	for i := range n {
+		if k := c.blobCopies([]byte(key(i))); k != 0 {
+			t.Fatalf("%s: %d copies left after its DELETE", key(i), k)
+		}
+	}
+	// The older volume got a request per value, the others lists only.
+	for j, v := range c.vols {
+		e := scrape(t, v.Addr())
+		puts := e.value(t, "kvdb_request_duration_seconds_count", "method", "PUT")
+		dels := e.value(t, "kvdb_request_duration_seconds_count", "method", "DELETE")
+		if j == 0 && (puts != float64(onOld) || dels != float64(onOld)) {
+			t.Fatalf("older volume: %v PUTs and %v DELETEs, want %d each", puts, dels, onOld)
+		}
+		if j > 0 && (puts != 0 || dels != 0) {
+			t.Fatalf("vol%d: %v PUTs and %v DELETEs, want lists only", j+1, puts, dels)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,11 @@ type VolumeConfig struct {
 	MaxConnsPerIP int
 	// Logger receives the volume's logs. Default: discard.
 	Logger *slog.Logger
+
+	// lacks names internal endpoints (the path after /_kvdb/) that this
+	// volume answers as a build older than them does: 404 "no such admin
+	// endpoint". Tests of a cluster that mixes builds set it.
+	lacks []string
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -456,6 +462,10 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 		return
 	}
 	if v.handleVerifyInternal(ctx, rest) {
+		return
+	}
+	if len(v.cfg.lacks) > 0 && slices.Contains(v.cfg.lacks, string(rest)) {
+		replyText(ctx, fasthttp.StatusNotFound, "no such admin endpoint")
 		return
 	}
 	switch {
