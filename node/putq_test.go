@@ -285,13 +285,15 @@ func TestListsToOlderVolumes(t *testing.T) {
 			t.Fatalf("%s: %d copies left after its DELETE", key(i), k)
 		}
 	}
-	// The older volume got a request per value, the others lists only.
+	// The older volume got a request per value (a deletion may come again
+	// from the GC loop until its volume has synced), the others lists
+	// only.
 	for j, v := range c.vols {
 		e := scrape(t, v.Addr())
 		puts := e.value(t, "kvdb_request_duration_seconds_count", "method", "PUT")
 		dels := e.value(t, "kvdb_request_duration_seconds_count", "method", "DELETE")
-		if j == 0 && (puts != float64(onOld) || dels != float64(onOld)) {
-			t.Fatalf("older volume: %v PUTs and %v DELETEs, want %d each", puts, dels, onOld)
+		if j == 0 && (puts != float64(onOld) || dels < float64(onOld)) {
+			t.Fatalf("older volume: %v PUTs and %v DELETEs, want %d and at least %d", puts, dels, onOld, onOld)
 		}
 		if j > 0 && (puts != 0 || dels != 0) {
 			t.Fatalf("vol%d: %v PUTs and %v DELETEs, want lists only", j+1, puts, dels)
