@@ -126,13 +126,11 @@ else
 	# servers' CPU during each: when the cycles a second rise with the
 	# workers while the servers' CPU stays put, each cycle's round trips,
 	# not the CPU, bound the rate at 16.
+	servers_cpu() { local p s=0; for p in "${pids[@]}"; do s=$((s + $(cpu "$p"))); done; echo "$s"; }
 	for c in 16 32 64; do
-		tc0=0
-		for p in "${pids[@]}"; do tc0=$((tc0 + $(cpu "$p"))); done
+		s0=$(servers_cpu)
 		bench "tinyc$c" --size 1KiB --duration 10s --concurrency "$c" --ops put,get,delete
-		tc1=0
-		for p in "${pids[@]}"; do tc1=$((tc1 + $(cpu "$p"))); done
-		echo $((tc1 - tc0)) >"$OUT/tinyc$c.cpu"
+		echo $(($(servers_cpu) - s0)) >"$OUT/tinyc$c.cpu"
 	done
 fi
 
