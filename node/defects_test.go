@@ -175,6 +175,13 @@ func TestMissingReplicaSendsReaderOn(t *testing.T) {
 			t.Fatalf("GET with one replica's copy gone: got %d %q, want 200 \"the value\"", st, got)
 		}
 	}
+	// Reads go to the least loaded replica, so under load the 20 above may
+	// all have gone to the other one: read as a reader the master sent to
+	// the lost copy does.
+	lost := string(appendBlobURL(nil, c.vols[i].Addr(), []byte("lost/k"), rec.Version))
+	if st, got := getURL(t, lost); st != 200 || got != "the value" {
+		t.Fatalf("GET through the replica that lost its copy: got %d %q, want 200 \"the value\"", st, got)
+	}
 	waitFor(t, 15*time.Second, "the lost copy to be replaced", func() bool {
 		return c.healthyReplicas("lost/k") == 2
 	})
