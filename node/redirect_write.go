@@ -174,12 +174,13 @@ func (m *Master) handleCommit(ctx *fasthttp.RequestCtx, key []byte, ver uint64) 
 			// garbage, unless it is the current version (which the
 			// garbage collector never deletes).
 			m.abandonWrite(m.view.Load(), key, ver, tried)
-			err = withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used, abandoned or unknown"))
 			if ver <= m.ledFrom.Load() {
 				// Not the client's fault: the master that issued the
 				// ticket no longer leads (or restarted since). Nothing
 				// took effect, and the write may be sent again.
 				err = withStatus(fasthttp.StatusServiceUnavailable, errors.New("the write's ticket was issued before the leading master took over (the leadership moved, or the master restarted): the write did not take effect; retry it"))
+			} else {
+				err = withStatus(fasthttp.StatusForbidden, errors.New("write ticket already used, abandoned or unknown"))
 			}
 		}
 		replyError(ctx, err)

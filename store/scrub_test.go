@@ -898,7 +898,11 @@ func TestOrphansWhileRolling(t *testing.T) {
 		defer close(done)
 		val := bytes.Repeat([]byte("r"), 16<<10)
 		for i := range 400 { // about 6 segments
-			mustPut(t, s, fmt.Sprintf("roll/%d", i), 1, val)
+			// Not mustPut: t.Fatal belongs to the test's own goroutine.
+			if _, err := s.Put(fmt.Appendf(nil, "roll/%d", i), 1, bytes.NewReader(val), int64(len(val))); err != nil {
+				t.Errorf("Put roll/%d: %v", i, err)
+				return
+			}
 		}
 	}()
 	for {
