@@ -286,8 +286,9 @@ func TestListsToOlderVolumes(t *testing.T) {
 		}
 	}
 	// The older volume got a request per value (a deletion may come again
-	// from the GC loop until its volume has synced), the others lists
-	// only.
+	// from the GC loop until its volume has synced), the others their
+	// small writes in lists only. (Their DELETE counts say nothing: the GC
+	// loop deletes a copy again with a request of its own.)
 	for j, v := range c.vols {
 		e := scrape(t, v.Addr())
 		puts := e.value(t, "kvdb_request_duration_seconds_count", "method", "PUT")
@@ -295,8 +296,8 @@ func TestListsToOlderVolumes(t *testing.T) {
 		if j == 0 && (puts != float64(onOld) || dels < float64(onOld)) {
 			t.Fatalf("older volume: %v PUTs and %v DELETEs, want %d and at least %d", puts, dels, onOld, onOld)
 		}
-		if j > 0 && (puts != 0 || dels != 0) {
-			t.Fatalf("vol%d: %v PUTs and %v DELETEs, want lists only", j+1, puts, dels)
+		if j > 0 && puts != 0 {
+			t.Fatalf("vol%d: %v PUTs, want lists only", j+1, puts)
 		}
 	}
 }
