@@ -32,7 +32,12 @@ const (
 	envCrashRun  = "KVDB_STORE_CRASH_RUN"
 )
 
-func crashCfg(dir string) Config {
+// crashCfg packs values up to 4 KiB, or in mode "large" up to 256 KiB
+// (staged in the large buffers, committed without zeros ahead).
+func crashCfg(dir, mode string) Config {
+	if mode == "large" {
+		return Config{Dir: dir, SmallValueMax: 256 << 10, SegmentSize: 4 << 20, CompactRate: -1}
+	}
 	return Config{Dir: dir, SmallValueMax: 4 << 10, SegmentSize: 1 << 20, CompactRate: -1}
 }
 
@@ -44,7 +49,7 @@ func crashValue(key string, size int) []byte {
 
 // crashChild is the child's side; it never returns.
 func crashChild(dir, mode, run string) {
-	s, err := Open(crashCfg(dir))
+	s, err := Open(crashCfg(dir, mode))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -143,6 +148,9 @@ func crashChild(dir, mode, run string) {
 				}
 				k := fmt.Sprintf("r%s/w%d/%d", run, w, i)
 				size := rnd.IntN(6000) // packed up to 4 KiB, files above
+				if mode == "large" {
+					size = rnd.IntN(400 << 10) // packed up to 256 KiB
+				}
 				say("p %s %d", k, size)
 				if _, err := s.Put([]byte(k), 1, bytes.NewReader(crashValue(k, size)), int64(size)); err != nil {
 					fail("put", err)
@@ -163,8 +171,9 @@ type crashKey struct {
 	deleting       bool // delete issued, not acknowledged
 }
 
-func TestKilledWhilePacking(t *testing.T)     { testKilled(t, "mixed", 4) }
-func TestKilledDuringCompaction(t *testing.T) { testKilled(t, "compact", 4) }
+func TestKilledWhilePacking(t *testing.T)      { testKilled(t, "mixed", 4) }
+func TestKilledDuringCompaction(t *testing.T)  { testKilled(t, "compact", 4) }
+func TestKilledWhilePackingLarge(t *testing.T) { testKilled(t, "large", 4) }
 
 func testKilled(t *testing.T, mode string, kills int) {
 	if dir := os.Getenv(envCrashDir); dir != "" {
@@ -240,7 +249,7 @@ func testKilled(t *testing.T, mode string, kills int) {
 		}
 
 		var log syncBuffer
-		cfg := crashCfg(dir)
+		cfg := crashCfg(dir, mode)
 		cfg.Logger = testLogger(&log)
 		s, err := Open(cfg)
 		if err != nil {

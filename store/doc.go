@@ -7,7 +7,7 @@
 // (k, v2) never touches (k, v1), and the master deletes v1 later. That is how
 // an overwrite stays atomic across the cluster.
 //
-// A value of at most Config.SmallValueMax bytes (64 KiB by default) is
+// A value of at most Config.SmallValueMax bytes (1 MiB by default) is
 // packed: appended with its key and metadata to the volume's log, a series
 // of segment files, by one writer goroutine that commits every write
 // waiting at that moment with one fdatasync (group commit) and only then

@@ -70,7 +70,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		"format 3":       {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 		"no location":    {2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 		"cut location":   appendRecord(nil, record{seg: 1})[:11:11],
-		"packed > max":   {2, 0x80, 0x80, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 24, 1},
+		"packed > max":   {2, 0x80, 0x80, 0x41, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 24, 1},
 		"short checksum": {1, 5, 1, 2, 3},
 		"trailing":       append(appendRecord(nil, record{size: 1}), 0),
 		"size > int64":   {1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0},

@@ -556,7 +556,11 @@ func (w *logWriter) writeSync(off int64, sync bool) error {
 	if err := w.syncActive(); err != nil {
 		return err
 	}
-	w.z.kick(off + n)
+	// Zeros ahead save a small commit the journal's; a commit of large
+	// values would only write its bytes twice (and wait for the zeros).
+	if n < zeroLowWater/2 {
+		w.z.kick(off + n)
+	}
 	return nil
 }
 

@@ -118,6 +118,102 @@ func TestPackedPutGetOpen(t *testing.T) {
 	}
 }
 
+// Values over 64 KiB are packed too, up to the default SmallValueMax,
+// staged in at most bigStaged large buffers at once: past that, and for a
+// body of unknown length over 64 KiB, a value gets a blob file. Commits
+// of large values roll segments, and a reopen replays them.
+func TestPackedLargeValues(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, SegmentSize: 4 << 20, CompactRate: -1}
+	s := openStore(t, cfg)
+	want := map[string][]byte{}
+	put := func(key string, v []byte, size int64, packed bool) {
+		t.Helper()
+		if _, err := s.Put([]byte(key), 1, bytes.NewReader(v), size); err != nil {
+			t.Fatalf("Put %s: %v", key, err)
+		}
+		want[key] = v
+		_, err := os.Stat(s.blobPath([]byte(key), 1))
+		if gotFile := err == nil; gotFile == packed {
+			t.Errorf("%s (%d bytes, declared %d): blob file %v, want %v", key, len(v), size, gotFile, !packed)
+		}
+	}
+	put("at the default", value(1, DefaultSmallValueMax), DefaultSmallValueMax, true)
+	put("one past", value(2, DefaultSmallValueMax+1), DefaultSmallValueMax+1, false)
+	put("chunked 64 KiB", value(3, stagedSmall), -1, true)
+	put("chunked past 64 KiB", value(4, stagedSmall+1), -1, false)
+
+	// Every large buffer taken: the next large value streams to a file;
+	// one given back: it is packed again. Small values are not held up.
+	var release []func()
+	for range bigStaged {
+		sb, rel := s.stageBuf(100 << 10)
+		if sb == nil {
+			t.Fatalf("stageBuf: no buffer with %d taken", len(release))
+		}
+		release = append(release, rel)
+	}
+	put("budget spent", value(5, 200<<10), 200<<10, false)
+	put("small while spent", value(6, 1000), 1000, true)
+	release[0]()
+	put("budget back", value(7, 200<<10), 200<<10, true)
+	for _, rel := range release[1:] {
+		rel()
+	}
+	if n := s.bigInUse.Load(); n != 0 {
+		t.Fatalf("bigInUse %d after every buffer came back", n)
+	}
+
+	// Concurrent writers of values across the range, more than the
+	// budget: all whole, whichever way each was stored.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for w := range 2 * bigStaged {
+		wg.Go(func() {
+			for i := range 2 {
+				k := fmt.Sprintf("w%d/%d", w, i)
+				v := value(w*10+i, (w*2+i)*65521%(DefaultSmallValueMax+1))
+				if _, err := s.Put([]byte(k), 1, bytes.NewReader(v), int64(len(v))); err != nil {
+					t.Errorf("Put %s: %v", k, err)
+					return
+				}
+				mu.Lock()
+				want[k] = v
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.bigInUse.Load(); n != 0 {
+		t.Errorf("bigInUse %d after the writers", n)
+	}
+	if n := len(segFiles(t, s)); n < 8 {
+		t.Errorf("%d segments for tens of MiB of packed values in 4 MiB segments", n)
+	}
+	checkHolds(t, s, want)
+
+	// Commits lost from the index, as in a crash: Open replays them.
+	s.w.skipIndex.Store(true)
+	for i := range 6 {
+		k := fmt.Sprintf("lost/%d", i)
+		v := value(100+i, 300<<10+i)
+		mustPut(t, s, k, 1, v)
+		want[k] = v
+	}
+	s.Close()
+	var log syncBuffer
+	cfg.Logger = testLogger(&log)
+	s = openStore(t, cfg)
+	if !strings.Contains(log.String(), "replayed") {
+		t.Errorf("no replay after lost index writes:\n%s", log.String())
+	}
+	checkHolds(t, s, want)
+	if err := s.Rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	checkHolds(t, s, want)
+}
+
 func TestPackedSizeMismatch(t *testing.T) {
 	s := openStore(t, packedCfg(t.TempDir()))
 	for _, tt := range []struct {

@@ -21,7 +21,8 @@ import (
 // error from r is returned wrapped.
 //
 // A value of at most Config.SmallValueMax bytes is read into a pooled
-// buffer, hashed and appended to the log with its key and metadata; the
+// buffer (see stageBuf), hashed and appended to the log with its key and
+// metadata; the
 // log writer commits it together with the other Puts and Deletes waiting
 // at that moment, with one fdatasync, then indexes them all in one synced
 // index write (see log.go). A larger value is streamed into a temporary
@@ -54,9 +55,8 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 	res := reservation{s: s}
 	defer res.release()
 	var prefix []byte
-	if small := s.cfg.SmallValueMax; small >= 0 && size <= small {
-		sb := s.packBufs.Get().(*streamBuf)
-		defer s.packBufs.Put(sb)
+	if sb, release := s.stageBuf(size); sb != nil {
+		defer release()
 		m, spilled, err := s.putPacked(key, version, r, size, sb, &res)
 		if err != nil {
 			return Meta{}, opErr("put", key, version, err)
@@ -78,6 +78,40 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 	return m, nil
 }
 
+// stagedSmall is the largest value read into packBufs' buffers; larger
+// packed values take one of bigStaged buffers of SmallValueMax bytes.
+// A body of unknown length is packed only if it ends within stagedSmall.
+const (
+	stagedSmall = 64 << 10
+	bigStaged   = 32
+)
+
+// stagedMax is the largest value of unknown length that is packed.
+func (s *Store) stagedMax() int64 { return min(max(s.cfg.SmallValueMax, 0), stagedSmall) }
+
+// stageBuf returns the buffer a value of the declared size (-1: unknown)
+// is packed through and the function that gives it back, or nil if the
+// value gets a blob file: it is larger than SmallValueMax, or than
+// stagedSmall while bigStaged larger values are being written already.
+func (s *Store) stageBuf(size int64) (*streamBuf, func()) {
+	small := s.cfg.SmallValueMax
+	switch {
+	case small < 0 || size > small:
+		return nil, nil
+	case size <= stagedSmall:
+		sb := s.packBufs.Get().(*streamBuf)
+		return sb, func() { s.packBufs.Put(sb) }
+	case s.bigInUse.Add(1) > bigStaged:
+		s.bigInUse.Add(-1)
+		return nil, nil
+	}
+	sb := s.bigBufs.Get().(*streamBuf)
+	return sb, func() {
+		s.bigBufs.Put(sb)
+		s.bigInUse.Add(-1)
+	}
+}
+
 // putPacked reads a value of at most SmallValueMax bytes into sb, behind
 // room for its record header and key, and commits it through the log
 // writer. If the size is unknown and the body turns out longer, it
@@ -92,7 +126,7 @@ func (s *Store) putPacked(key []byte, version uint64, r io.Reader, size int64, s
 	vstart := recHeaderLen + len(key)
 	// Past the largest packed value, by a word: readers that produce
 	// words (tests' generators) then see word-sized reads only.
-	limit := s.cfg.SmallValueMax + recAlign
+	limit := s.stagedMax() + recAlign
 	if size >= 0 {
 		limit = size + 1 // one byte past the declared end
 	}
@@ -105,8 +139,8 @@ func (s *Store) putPacked(key []byte, version uint64, r io.Reader, size int64, s
 		return Meta{}, nil, fmt.Errorf("%w: body longer than the declared %d bytes", ErrSizeMismatch, size)
 	case size >= 0 && int64(got) < size:
 		return Meta{}, nil, fmt.Errorf("%w: body of %d bytes, declared %d", ErrSizeMismatch, got, size)
-	case size < 0 && (rerr == nil || int64(got) > s.cfg.SmallValueMax):
-		// Longer than SmallValueMax.
+	case size < 0 && (rerr == nil || int64(got) > s.stagedMax()):
+		// Longer than what is packed.
 		return Meta{}, val[:got], nil
 	}
 	n := int64(got)

@@ -108,7 +108,7 @@ const (
 
 // MaxSmallValueMax is the largest Config.SmallValueMax accepted: a packed
 // record is staged whole in the pooled streaming buffer.
-const MaxSmallValueMax = 512 << 10
+const MaxSmallValueMax = 1 << 20
 
 func segName(seq uint64) string {
 	var b [segNameLen]byte

@@ -132,7 +132,7 @@ func BenchmarkPutSmallParallel(b *testing.B) {
 // around DefaultSmallValueMax, 16 writers at once, fsyncs included: the
 // measurement behind the default.
 func BenchmarkPutSizes(b *testing.B) {
-	for _, size := range []int{4 << 10, 16 << 10, 64 << 10, 256 << 10} {
+	for _, size := range []int{16 << 10, 64 << 10, 256 << 10, 1 << 20} {
 		for _, packed := range []bool{true, false} {
 			name := fmt.Sprintf("%dKiB/files", size>>10)
 			small := int64(-1)
