@@ -83,7 +83,7 @@ func (s *Store) Put(key []byte, version uint64, r io.Reader, size int64) (Meta, 
 // A body of unknown length is packed only if it ends within stagedSmall.
 const (
 	stagedSmall = 64 << 10
-	bigStaged   = 32
+	bigStaged   = 16
 )
 
 // stagedMax is the largest value of unknown length that is packed.

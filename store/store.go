@@ -68,7 +68,7 @@ type Config struct {
 	// their space comes back only when compaction rewrites their segment.
 	// A value is staged whole in memory before it is appended, so a body
 	// of unknown length is packed only if it ends within 64 KiB, and at
-	// most 32 values over 64 KiB are staged at once; others get blob
+	// most 16 values over 64 KiB are staged at once; others get blob
 	// files. 0 means DefaultSmallValueMax; -1 turns packing off. At most
 	// MaxSmallValueMax.
 	SmallValueMax int64
