@@ -187,7 +187,7 @@ func TestPackedLargeValues(t *testing.T) {
 	if n := s.bigInUse.Load(); n != 0 {
 		t.Errorf("bigInUse %d after the writers", n)
 	}
-	if n := len(segFiles(t, s)); n < 8 {
+	if n := len(segFiles(t, s)); n < 4 {
 		t.Errorf("%d segments for tens of MiB of packed values in 4 MiB segments", n)
 	}
 	checkHolds(t, s, want)
