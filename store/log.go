@@ -719,7 +719,12 @@ func (z *zeroer) reset(f *os.File, start, limit int64) {
 
 func writeZeros(f *os.File, zeros []byte, from, to int64) error {
 	for off := from; off < to; {
-		n := min(int64(len(zeros)), to-off)
+		// Each write ends on a multiple of len(zeros), so that the page
+		// cache takes the next one in large aligned folios: unaligned
+		// writes leave a run of small folios at every boundary, and
+		// sendfile of the values later written over them is slower.
+		z := int64(len(zeros))
+		n := min(z-off%z, to-off)
 		if _, err := f.WriteAt(zeros[:n], off); err != nil {
 			return err
 		}

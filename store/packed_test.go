@@ -1084,3 +1084,32 @@ func TestReadPacked(t *testing.T) {
 	}
 	s.segs.mu.Unlock()
 }
+
+// writeZeros zeroes exactly [from, to), whatever their alignment, in
+// writes that end on multiples of the buffer's length.
+func TestWriteZeros(t *testing.T) {
+	for _, tt := range []struct{ from, to int64 }{{24, 3<<20 + 5}, {0, 1 << 20}, {1<<20 - 8, 1<<20 + 8}, {77, 78}, {5, 5}} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "seg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := tt.to + 100
+		fill := bytes.Repeat([]byte{0xa5}, int(size))
+		if _, err := f.WriteAt(fill, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeZeros(f, make([]byte, 1<<20), tt.from, tt.to); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f.Name())
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range got {
+			if zero := int64(i) >= tt.from && int64(i) < tt.to; (c == 0) != zero {
+				t.Fatalf("[%d, %d): byte %d is %#x", tt.from, tt.to, i, c)
+			}
+		}
+	}
+}
