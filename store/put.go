@@ -22,10 +22,10 @@ import (
 //
 // A value of at most Config.SmallValueMax bytes is read into a pooled
 // buffer (see stageBuf), hashed and appended to the log with its key and
-// metadata; the
-// log writer commits it together with the other Puts and Deletes waiting
-// at that moment, with one fdatasync, then indexes them all in one synced
-// index write (see log.go). A larger value is streamed into a temporary
+// metadata; the log writer commits it together with the other Puts and
+// Deletes waiting at that moment, with one fdatasync, then indexes them
+// all in one synced index write (see log.go). A larger value (or one
+// stageBuf has no buffer for) is streamed into a temporary
 // file while being hashed, followed by its trailer, fsynced, renamed into
 // place and then indexed. Either way Put returns only once the value and
 // its index entry are durable, and on any failure nothing is visible and
