@@ -155,7 +155,7 @@ func (vc *volumeClient) syncLog(addr string) error {
 // lacksEndpoint reports whether resp is a volume's answer to an internal
 // endpoint it does not have (a build older than the caller's).
 func lacksEndpoint(resp *fasthttp.Response) bool {
-	return resp.StatusCode() == fasthttp.StatusNotFound && bytes.HasPrefix(resp.Body(), []byte("no such admin endpoint"))
+	return resp.StatusCode() == fasthttp.StatusNotFound && bytes.HasPrefix(resp.Body(), []byte(noAdminEndpoint))
 }
 
 // appendDeleteList encodes deletions as lines of "VERSION /ESCAPED-KEY"

@@ -95,6 +95,10 @@ type VolumeConfig struct {
 	lacks []string
 }
 
+// noAdminEndpoint is a volume's answer (404) to an internal endpoint it
+// does not have; lacksEndpoint recognises it, so it must not change.
+const noAdminEndpoint = "no such admin endpoint"
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Validate reports whether the configuration can be used.
@@ -465,7 +469,7 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 		return
 	}
 	if len(v.cfg.lacks) > 0 && slices.Contains(v.cfg.lacks, string(rest)) {
-		replyText(ctx, fasthttp.StatusNotFound, "no such admin endpoint")
+		replyText(ctx, fasthttp.StatusNotFound, noAdminEndpoint)
 		return
 	}
 	switch {
@@ -523,7 +527,7 @@ func (v *Volume) handleInternal(ctx *fasthttp.RequestCtx, rest []byte) {
 	case v.cfg.Pprof && bytes.HasPrefix(rest, []byte("debug/pprof/")):
 		servePprof(ctx, rest)
 	default:
-		replyText(ctx, fasthttp.StatusNotFound, "no such admin endpoint")
+		replyText(ctx, fasthttp.StatusNotFound, noAdminEndpoint)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -166,24 +167,9 @@ func TestPackedLargeValues(t *testing.T) {
 
 	// Concurrent writers of values across the range, more than the
 	// budget: all whole, whichever way each was stored.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for w := range 2 * bigStaged {
-		wg.Go(func() {
-			for i := range 2 {
-				k := fmt.Sprintf("w%d/%d", w, i)
-				v := value(w*10+i, (w*2+i)*65521%(DefaultSmallValueMax+1))
-				if _, err := s.Put([]byte(k), 1, bytes.NewReader(v), int64(len(v))); err != nil {
-					t.Errorf("Put %s: %v", k, err)
-					return
-				}
-				mu.Lock()
-				want[k] = v
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	maps.Copy(want, putConcurrently(t, s, 2*bigStaged, 4*bigStaged, "w/%03d", func(i int) int {
+		return i * 65521 % (DefaultSmallValueMax + 1)
+	}))
 	if n := s.bigInUse.Load(); n != 0 {
 		t.Errorf("bigInUse %d after the writers", n)
 	}
@@ -274,14 +260,22 @@ func TestPackedDeleteAndReput(t *testing.T) {
 // fillPacked writes n packed values k/<i> v1 of 1..3 KiB and returns them.
 func fillPacked(t testing.TB, s *Store, n int) map[string][]byte {
 	t.Helper()
+	return putConcurrently(t, s, 8, n, "k/%05d", func(i int) int { return 1024 + (i*37)%2048 })
+}
+
+// putConcurrently writes n values v1, the i-th of size(i) bytes under the
+// key fmt.Sprintf(keyFormat, i), from the given number of writers at
+// once, and returns those written.
+func putConcurrently(t testing.TB, s *Store, writers, n int, keyFormat string, size func(i int) int) map[string][]byte {
+	t.Helper()
 	vals := make(map[string][]byte, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for w := range 8 {
+	for w := range writers {
 		wg.Go(func() {
-			for i := w; i < n; i += 8 {
-				k := fmt.Sprintf("k/%05d", i)
-				v := value(i, 1024+(i*37)%2048)
+			for i := w; i < n; i += writers {
+				k := fmt.Sprintf(keyFormat, i)
+				v := value(i, size(i))
 				if _, err := s.Put([]byte(k), 1, bytes.NewReader(v), int64(len(v))); err != nil {
 					t.Errorf("Put %s: %v", k, err)
 					return

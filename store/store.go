@@ -290,10 +290,13 @@ func Open(cfg Config) (*Store, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.bufs.New = func() any { return &streamBuf{b: make([]byte, bufSize), h: xxhash.New()} }
-	packLen := recLen(MaxKeyLen, s.stagedMax()) + recAlign
-	s.packBufs.New = func() any { return &streamBuf{b: make([]byte, packLen), h: xxhash.New()} }
-	bigLen := recLen(MaxKeyLen, max(s.cfg.SmallValueMax, 0)) + recAlign
-	s.bigBufs.New = func() any { return &streamBuf{b: make([]byte, bigLen), h: xxhash.New()} }
+	// A staged value is hashed whole (putPacked): no digest.
+	staged := func(maxValue int64) func() any {
+		n := recLen(MaxKeyLen, maxValue) + recAlign
+		return func() any { return &streamBuf{b: make([]byte, n)} }
+	}
+	s.packBufs.New = staged(s.stagedMax())
+	s.bigBufs.New = staged(max(s.cfg.SmallValueMax, 0))
 
 	if err := s.makeDirs(); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
